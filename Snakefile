@@ -1,0 +1,23 @@
+# langskew: language imbalance in multilingual models, two studies as one workflow.
+# Paper configuration: config.yaml. Offline demo: --configfile presets/demo.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/study_a.smk"
+include: "rules/study_b.smk"
+
+
+rule all:
+    input:
+        study_a_targets(),
+        study_b_targets(),
+    default_target: True

@@ -1,0 +1,125 @@
+# Shared helpers: config validation, path layout, per-rule config slices, resources, targets.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from snakemake.exceptions import WorkflowError
+
+from langskew import config as lsconfig
+
+try:
+    lsconfig.validate_config(config, Path(workflow.basedir) / "schemas")
+except lsconfig.ConfigError as err:
+    raise WorkflowError(f"langskew: {err}") from None
+
+OUT = config["outdir"].rstrip("/")
+CKPT = config["checkpoint_dir"].rstrip("/")
+LOGS = f"{OUT}/logs"
+SA = config["study_a"]
+SPLITS = ["train", "validation", "test"]
+VARIANTS = ["balanced", "imbalanced"]
+TEST_VARIANTS = ["balanced", "imbalanced", "original"]
+
+
+def script(name):
+    return f"../scripts/{name}.py"
+
+
+# --- Study A: names and paths --------------------------------------------------------------
+def sa_datasets():
+    return list(SA["datasets"]) if SA["enabled"] else []
+
+
+def sa_models():
+    return list(SA["models"]) if SA["enabled"] else []
+
+
+def run_dir(w):
+    return f"{OUT}/study_a/finetune/{w.dataset}/{w.model}/{w.condition}/seed{w.seed}"
+
+
+def test_file(dataset, variant):
+    """The parquet file of one test variant ('original' is the untouched test split)."""
+    if variant == "original":
+        return f"{OUT}/study_a/data/{dataset}/test.parquet"
+    return f"{OUT}/study_a/subsets/{dataset}/{variant}_test.parquet"
+
+
+def model_input(model):
+    """A model built by the workflow is an input file; a hub id is not a file."""
+    if config["models"][model]["source"] == "tiny":
+        return f"{OUT}/models/{model}"
+    return []
+
+
+def model_resources(key, default=None):
+    """A SLURM resource of the model wildcard's GPU jobs (see README, Running on a cluster)."""
+    def get(wildcards, attempt=1):
+        res = config["models"][wildcards.model].get("resources", {})
+        value = res.get(key, default)
+        if key == "runtime":
+            return int(value) * attempt  # a retried job (timeout) gets more time
+        return "" if value is None else value
+    return get
+
+
+def model_threads(wildcards):
+    return int(config["models"][wildcards.model].get("resources", {}).get("cpus_per_gpu", 1))
+
+
+def finetune_hp(w):
+    return lsconfig.finetune_hp(config, w.dataset)
+
+
+# --- Study A: targets ----------------------------------------------------------------------
+def sa_runs():
+    for d in sa_datasets():
+        for m in sa_models():
+            for c in SA["conditions"]:
+                for s in SA["seeds"]:
+                    yield d, m, c, s
+
+
+def study_a_targets():
+    if not SA["enabled"]:
+        return []
+    rep = f"{OUT}/report/study_a"
+    tables = ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts"]
+    return ([f"{rep}/{t}.csv" for t in tables] + [f"{rep}/{t}.md" for t in tables]
+            + [f"{rep}/accuracy.png"]
+            + [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/differences.png"
+               for d in sa_datasets() for m in sa_models() for s in SA["seeds"]])
+
+
+def probe_params(w):
+    return dict(SA["probe"], max_length=finetune_hp(w)["max_length"], seed=0)
+
+
+def _report_a_inputs(wildcards):
+    runs = list(sa_runs())
+    base = [(d, m) for d in sa_datasets() for m in sa_models()]
+    shap = [(d, m, s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]]
+    return {
+        "accuracy": [f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/accuracy.csv" for d, m, c, s in runs],
+        "lid": [f"{OUT}/study_a/probe/{d}/{m}/{c}/seed{s}.csv" for d, m, c, s in runs]
+        + [f"{OUT}/study_a/probe/{d}/{m}/base.csv" for d, m in base],
+        "shap": [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/cumulative.csv" for d, m, s in shap],
+        "informative": [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/informative.csv" for d, m, s in shap],
+        "class_weights": [f"{OUT}/study_a/subsets/{d}/class_weights.csv" for d in sa_datasets()],
+        "counts": [f"{OUT}/study_a/subsets/{d}/counts.csv" for d in sa_datasets()],
+    }
+
+
+def _report_a_ids():
+    runs = list(sa_runs())
+    return {
+        "accuracy_ids": [dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs],
+        "lid_ids": [dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs]
+        + [dict(dataset=d, model=m, condition="base", seed=None) for d in sa_datasets() for m in sa_models()],
+        "shap_ids": [dict(dataset=d, model=m, seed=s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]],
+        "dataset_ids": [dict(dataset=d) for d in sa_datasets()],
+    }
+
+
+REP_A = f"{OUT}/report/study_a"

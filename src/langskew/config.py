@@ -1,0 +1,212 @@
+"""Configuration: JSON-schema validation with defaults, then checks a schema cannot express.
+
+Both run in ``rules/common.smk`` before Snakemake builds the DAG, so a wrong key or value
+stops the run before any job, with a message naming the key (``study_a.finetune.lr_head``).
+The same functions also slice the config into the few values each rule receives (its
+``params:``), so that changing one setting reruns only the jobs that use it.
+"""
+
+from __future__ import annotations
+
+import copy
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from .errors import LangskewError
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+#: Languages of the public hub datasets the paper uses (checked when the config names them).
+KNOWN_HUB_LANGUAGES: dict[str, set[str]] = {
+    "xnli": {"ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"},
+    "facebook/xnli": {"ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"},
+    "amazon_reviews_multi": {"de", "en", "es", "fr", "ja", "zh"},
+    "mteb/amazon_reviews_multi": {"de", "en", "es", "fr", "ja", "zh"},
+}
+
+
+class ConfigError(LangskewError):
+    """A configuration problem; the message starts with the offending key."""
+
+
+def _with_defaults(base):
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def _key(prefix: str, path: Iterable[Any]) -> str:
+    parts = [prefix] if prefix else []
+    parts += [str(p) for p in path]
+    return ".".join(parts) or "<config>"
+
+
+def validate_schema(cfg: dict, schema_path: str | Path, prefix: str = "") -> dict:
+    """Fill defaults into ``cfg`` (in place) and raise ConfigError listing every violation."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _DefaultingValidator(schema)
+    # two passes: the first fills defaults (nested defaults need their parent present)
+    list(validator.iter_errors(cfg))
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"config key '{_key(prefix, e.absolute_path)}': {e.message}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return cfg
+
+
+def parse_ratio(text: str) -> list[Fraction]:
+    """'1:2:3' -> [1/3, 2/3, 1] (ratios divided by their maximum, exact)."""
+    parts = [Fraction(p) for p in str(text).split(":")]
+    top = max(parts)
+    if top <= 0:
+        raise ConfigError(f"ratio '{text}': at least one part must be positive")
+    return [p / top for p in parts]
+
+
+def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR) -> dict:
+    """Schema validation (with defaults) plus the cross-field checks below."""
+    schema_dir = Path(schema_dir)
+    validate_schema(cfg, schema_dir / "config.schema.yaml")
+    if isinstance(cfg.get("study_b"), dict) and (schema_dir / "study_b.schema.yaml").exists():
+        validate_schema(cfg["study_b"], schema_dir / "study_b.schema.yaml", prefix="study_b")
+    problems: list[str] = []
+    problems += _check_study_a(cfg)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def _check_dataset(name: str, ds: dict) -> list[str]:
+    key = f"datasets.{name}"
+    out = []
+    if ds["source"] not in ds:
+        out.append(f"config key '{key}.{ds['source']}': required when source is '{ds['source']}'")
+    n_labels = len(ds["labels"])
+    langs = ds["languages"]
+    for lang in langs:
+        if lang not in ds["ratios"]:
+            out.append(f"config key '{key}.ratios': no ratio for language '{lang}'")
+    for lang, ratio in ds["ratios"].items():
+        if lang not in langs:
+            out.append(f"config key '{key}.ratios.{lang}': unknown language '{lang}' (languages: {', '.join(langs)})")
+            continue
+        n_parts = len(str(ratio).split(":"))
+        if n_parts != n_labels:
+            out.append(f"config key '{key}.ratios.{lang}': ratio '{ratio}' has {n_parts} parts "
+                       f"but the dataset has {n_labels} labels")
+        elif max(parse_ratio(ratio)) <= 0:
+            out.append(f"config key '{key}.ratios.{lang}': ratio '{ratio}' has no positive part")
+    if ds["source"] == "hub" and "hub" in ds:
+        known = KNOWN_HUB_LANGUAGES.get(ds["hub"]["path"])
+        if known is not None:
+            for lang in langs:
+                if lang not in known:
+                    out.append(f"config key '{key}.languages': unknown language '{lang}' for hub dataset "
+                               f"'{ds['hub']['path']}' (known: {', '.join(sorted(known))})")
+    if ds["task"] == "pair" and ds["source"] != "synthetic" and not ds["columns"].get("text_pair"):
+        out.append(f"config key '{key}.columns.text_pair': required for task 'pair'")
+    if ds["source"] == "local" and len(langs) > 1 and not ds["columns"].get("language"):
+        out.append(f"config key '{key}.columns.language': required for local data with several languages")
+    for raw, idx in (ds.get("label_map") or {}).items():
+        if idx >= n_labels:
+            out.append(f"config key '{key}.label_map.{raw}': class index {idx} out of range for {n_labels} labels")
+    return out
+
+
+def _check_study_a(cfg: dict) -> list[str]:
+    sa = cfg["study_a"]
+    out: list[str] = []
+    for name in sa["datasets"]:
+        if name not in cfg["datasets"]:
+            out.append(f"config key 'study_a.datasets': unknown dataset '{name}' (defined: {', '.join(cfg['datasets']) or 'none'})")
+    for name in sa["models"]:
+        if name not in cfg["models"]:
+            out.append(f"config key 'study_a.models': unknown model '{name}' (defined: {', '.join(cfg['models']) or 'none'})")
+        elif cfg["models"][name]["source"] == "hub" and not cfg["models"][name].get("path"):
+            out.append(f"config key 'models.{name}.path': required when source is 'hub'")
+    for name in sa["datasets"]:
+        if name in cfg["datasets"]:
+            ds = cfg["datasets"][name]
+            out += _check_dataset(name, ds)
+            for k in ds.get("finetune", {}):
+                if k not in sa["finetune"]:
+                    out.append(f"config key 'datasets.{name}.finetune.{k}': unknown fine-tuning setting")
+            for k in ds.get("shap", {}):
+                if k not in sa["shap"]:
+                    out.append(f"config key 'datasets.{name}.shap.{k}': unknown SHAP setting")
+    conds = sa["conditions"]
+    shap = sa["shap"]
+    for name in [shap["reference"], *shap["compare"]]:
+        if name not in conds:
+            out.append(f"config key 'study_a.shap': unknown condition '{name}' (conditions: {', '.join(conds)})")
+    for ds_name, classes in shap["classes"].items():
+        if ds_name not in cfg["datasets"]:
+            out.append(f"config key 'study_a.shap.classes.{ds_name}': unknown dataset '{ds_name}'")
+            continue
+        n = len(cfg["datasets"][ds_name]["labels"])
+        bad = [c for c in classes if c >= n]
+        if bad:
+            out.append(f"config key 'study_a.shap.classes.{ds_name}': class index {bad[0]} out of range for {n} labels")
+    return out
+
+
+# --- per-rule slices of the config -------------------------------------------------------
+
+def finetune_hp(cfg: dict, dataset: str) -> dict:
+    """study_a.finetune with the dataset's overrides (e.g. epochs) applied."""
+    hp = dict(cfg["study_a"]["finetune"])
+    hp.update(cfg["datasets"][dataset].get("finetune", {}))
+    return hp
+
+
+def shap_settings(cfg: dict, dataset: str) -> dict:
+    s = dict(cfg["study_a"]["shap"])
+    s.update(cfg["datasets"][dataset].get("shap", {}))
+    s.pop("classes", None)
+    return s
+
+
+def dataset_source_spec(cfg: dict, dataset: str) -> dict:
+    """The parts of a dataset entry that determine its normalised files (not ratios etc.)."""
+    ds = cfg["datasets"][dataset]
+    keep = ["source", "task", "languages", "labels", "columns", "label_map", "seed", ds["source"]]
+    return {k: copy.deepcopy(ds[k]) for k in keep if k in ds}
+
+
+def model_spec(cfg: dict, model: str) -> dict:
+    m = cfg["models"][model]
+    return {"path": m.get("path"), "revision": m.get("revision"),
+            "trust_remote_code": bool(m.get("trust_remote_code", False))}
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's --configfile semantics: dicts merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(*paths: str | Path, validate: bool = True) -> dict:
+    """Load config.yaml plus overlays (as `snakemake --configfile` would) and validate."""
+    cfg: dict = {}
+    for p in paths:
+        cfg = merge(cfg, yaml.safe_load(Path(p).read_text()) or {})
+    return validate_config(cfg) if validate else cfg

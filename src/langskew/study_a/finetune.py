@@ -1,0 +1,504 @@
+"""Fine-tune a sequence classifier the way Study A does, in one readable PyTorch loop.
+
+Settings follow Jung & van der Plas (2024), see docs/CONVENTIONS.md and papers.md: RAdam
+(no weight decay) with one learning rate for the encoder and a 10x one for the head,
+linear decay to ``final_lr_fraction`` (optional warm-up), micro-batches with gradient
+accumulation, validation every ``eval_every`` of an epoch, and the weights with the lowest
+validation loss are the ones evaluated. The loss is cross-entropy weighted per example by
+w[language, label] (none / global / per-language class weights from the training set).
+
+Batches are padded dynamically. With ``length_grouped`` the examples are shuffled (seeded
+by seed and epoch), cut into mega-batches of ``MEGA_BATCH_MULT`` batches, each sorted by
+length and split into batches, so a batch holds examples of similar length (as HF's
+``LengthGroupedSampler``); the batch order is then shuffled.
+
+The loop is resumable through :class:`langskew.checkpointing.Checkpointer`: the model,
+optimiser, scheduler, grad scaler, RNG states, position in the epoch, best weights and the
+curve are saved every ``checkpoint_every`` optimiser steps and on SIGTERM / SIGUSR1; a
+rerun continues from there and ends with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
+from langskew.errors import LangskewError
+from langskew.io import atomic_dir, write_csv, write_json, write_parquet
+from langskew.study_a.modeling import load_classifier
+from langskew.study_a.weights import SCHEMES, class_weights, example_weights
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("id", "language", "text", "text_pair", "label")
+MEGA_BATCH_MULT = 50
+HP_DEFAULTS: dict[str, Any] = {
+    "epochs": 3, "batch_size": 16, "grad_accum": 8, "max_length": 512,
+    "lr_encoder": 5e-5, "lr_head": 5e-4, "final_lr_fraction": 0.01, "warmup_fraction": 0.0,
+    "adam_eps": 1e-8, "weight_decay": 0.0, "eval_every": 0.1, "eval_batch_size": 64,
+    "mixed_precision": True, "length_grouped": True, "max_train_examples": None,
+    "checkpoint_every": 500, "num_workers": 0,
+}
+
+
+# -- input checks ---------------------------------------------------------------------
+def merge_hp(hp: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``hp`` over :data:`HP_DEFAULTS`; an unknown key is an error (likely a typo)."""
+    hp = dict(hp or {})
+    unknown = sorted(set(hp) - set(HP_DEFAULTS))
+    if unknown:
+        raise LangskewError(f"finetune hp: unknown key {unknown[0]!r}; known: {', '.join(HP_DEFAULTS)}")
+    merged = {**HP_DEFAULTS, **hp}
+    for key in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size"):
+        if int(merged[key]) < 1:
+            raise LangskewError(f"finetune hp: {key} must be >= 1, got {merged[key]!r}")
+    return merged
+
+
+def check_frame(df: pd.DataFrame, name: str, n_classes: int) -> None:
+    """Raise if ``df`` lacks a normalised column or has a label outside 0..C-1."""
+    for col in COLUMNS:
+        if col not in df.columns:
+            raise LangskewError(f"{name}: column {col!r} missing (normalised schema: {', '.join(COLUMNS)})")
+    if df.empty:
+        raise LangskewError(f"{name}: no rows")
+    bad = df.loc[(df["label"] < 0) | (df["label"] >= n_classes), "label"]
+    if len(bad):
+        raise LangskewError(f"{name}: label {int(bad.iloc[0])} outside 0..{n_classes - 1}")
+
+
+def row_weights(df: pd.DataFrame, table: dict[str, np.ndarray], weighting: str, name: str) -> np.ndarray:
+    """w[language, label] per row; with weighting "none" every row weighs 1."""
+    if weighting == "none":
+        return np.ones(len(df))
+    missing = sorted(set(df["language"]) - set(table))
+    if missing:
+        raise LangskewError(f"{name}: language {missing[0]!r} has no training rows, so no class weights")
+    return example_weights(df["label"].to_numpy(), df["language"].to_numpy(), table)
+
+
+# -- loss and batching ----------------------------------------------------------------
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of weight_i * CE_i (not divided by the weight sum, as in the paper)."""
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (weights.to(ce.dtype) * ce).mean()
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """Batch order depends on (seed, epoch) only, so a resumed run rebuilds the same epoch."""
+    return np.random.default_rng([int(seed), int(epoch)])
+
+
+def random_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A shuffled permutation of 0..n-1 cut into batches."""
+    perm = _epoch_rng(seed, epoch).permutation(n)
+    return [perm[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                           mega_batch_mult: int = MEGA_BATCH_MULT) -> list[list[int]]:
+    """Batches of similar-length examples; every index exactly once per epoch.
+
+    Shuffle, split into mega-batches of ``mega_batch_mult * batch_size``, sort each by length
+    (longest first), cut into batches, shuffle the batch order, and put the batch with the
+    longest example first so an out-of-memory error shows up at once.
+    """
+    rng = _epoch_rng(seed, epoch)
+    lengths = np.asarray(lengths)
+    perm = rng.permutation(len(lengths))
+    mega = mega_batch_mult * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), mega):
+        chunk = perm[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches)).tolist()
+    batches = [batches[i] for i in order]
+    longest = max(range(len(batches)), key=lambda b: lengths[batches[b]].max())
+    batches.insert(0, batches.pop(longest))
+    return batches
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  length_grouped: bool) -> list[list[int]]:
+    if length_grouped:
+        return length_grouped_batches(lengths, batch_size, seed, epoch)
+    return random_batches(len(lengths), batch_size, seed, epoch)
+
+
+def padding_stats(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> tuple[int, int]:
+    """(real tokens, tokens after padding each batch to its longest example)."""
+    lengths = np.asarray(lengths)
+    real = int(sum(lengths[b].sum() for b in batches))
+    padded = int(sum(lengths[b].max() * len(b) for b in batches))
+    return real, padded
+
+
+# -- tokenisation and collation ---------------------------------------------------------
+def encode(tokenizer, df: pd.DataFrame, max_length: int, weights: np.ndarray | None = None) -> list[dict]:
+    """Tokenise rows (pairs where ``text_pair`` is set), truncated to ``max_length``, unpadded."""
+    feats: list[dict] = [{} for _ in range(len(df))]
+    pair_mask = df["text_pair"].notna().to_numpy()
+    texts = df["text"].astype(str).tolist()
+    for is_pair in (False, True):
+        idx = np.flatnonzero(pair_mask == is_pair)
+        if not len(idx):
+            continue
+        first = [texts[i] for i in idx]
+        second = df["text_pair"].iloc[idx].astype(str).tolist() if is_pair else None
+        enc = tokenizer(first, second, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        for j, i in enumerate(idx):
+            feats[i] = {k: enc[k][j] for k in keys}
+    labels = df["label"].to_numpy()
+    for i, f in enumerate(feats):
+        f["label"] = int(labels[i])
+        f["weight"] = 1.0 if weights is None else float(weights[i])
+    return feats
+
+
+def collate(features: Sequence[dict], pad_token_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example (or to ``pad_to``)."""
+    width = pad_to or max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    has_types = "token_type_ids" in features[0]
+    types = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.tensor(f["input_ids"])
+        mask[i, :n] = 1
+        if has_types:
+            types[i, :n] = torch.tensor(f["token_type_ids"])
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "labels": torch.tensor([f["label"] for f in features]),
+             "weights": torch.tensor([f["weight"] for f in features], dtype=torch.float32)}
+    if has_types:
+        batch["token_type_ids"] = types
+    return batch
+
+
+# -- optimiser, schedule, precision ------------------------------------------------------
+def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """RAdam with two groups: the encoder (base model) and the classification head."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    encoder, head = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (encoder if name.startswith(prefix) else head).append(p)
+    if not head:
+        raise LangskewError(f"no classification-head parameters outside {prefix!r} in {type(model).__name__}")
+    groups = [{"params": encoder, "lr": float(hp["lr_encoder"])},
+              {"params": head, "lr": float(hp["lr_head"])}]
+    return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), weight_decay=float(hp["weight_decay"] or 0.0))
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, final_fraction: float) -> float:
+    """Linear warm-up to 1, then linear decay reaching ``final_fraction`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 1.0 - (1.0 - final_fraction) * progress
+
+
+def amp_dtype(device: torch.device, mixed_precision: Any) -> torch.dtype | None:
+    """bf16 (or fp16 where bf16 is missing, or if asked) on CUDA; None = full precision."""
+    if device.type != "cuda" or not mixed_precision:
+        return None
+    if mixed_precision == "fp16" or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, weighted loss) for one collated batch."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+    with _autocast(device, dtype):
+        logits = model(**inputs).logits
+    return logits.float(), weighted_cross_entropy(logits, batch["labels"], batch["weights"])
+
+
+@torch.no_grad()
+def predict(model, features: Sequence[dict], batch_size: int, pad_token_id: int, device: torch.device,
+            dtype=None) -> tuple[np.ndarray, float]:
+    """(logits [N, C] in input order, mean weighted loss); batches sorted by length for speed."""
+    model.eval()
+    order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
+    logits = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
+    loss_sum = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        out, loss = _forward(model, collate([features[i] for i in idx], pad_token_id), device, dtype)
+        logits[idx] = out.cpu().numpy()
+        loss_sum += float(loss) * len(idx)
+    model.train()
+    return logits, loss_sum / len(features)
+
+
+# -- the training loop -------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    model: Any
+    tokenizer: Any
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    curve: pd.DataFrame
+
+
+CURVE_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr"]
+
+
+def _cpu_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting):
+    """Check every input before loading a model; return the (subsampled) train frame and weights."""
+    if weighting not in SCHEMES:
+        raise LangskewError(f"weighting {weighting!r} unknown; expected one of {', '.join(SCHEMES)}")
+    n_classes = len(labels)
+    check_frame(train_df, "train", n_classes)
+    check_frame(val_df, "validation", n_classes)
+    for name, df in test_sets.items():
+        check_frame(df, f"test {name!r}", n_classes)
+    cap = hp["max_train_examples"]
+    if cap and int(cap) < len(train_df):
+        train_df = train_df.sample(n=int(cap), random_state=seed).sort_index()
+    table = class_weights(train_df["label"].to_numpy(), train_df["language"].to_numpy(), n_classes, weighting)
+    w_train = row_weights(train_df, table, weighting, "train")
+    w_val = row_weights(val_df, table, weighting, "validation")
+    return train_df.reset_index(drop=True), table, w_train, w_val
+
+
+def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[str, pd.DataFrame],
+             model_path: str | os.PathLike, labels: Sequence[str], hp: Mapping[str, Any] | None = None,
+             seed: int = 0, weighting: str = "none", ckpt_dir: str | os.PathLike | None = None,
+             keep_checkpoints: bool = False, revision: str | None = None, trust_remote_code: bool = False,
+             outputs: Mapping[str, str | os.PathLike] | None = None,
+             device: str | torch.device | None = None) -> FinetuneResult:
+    """Fine-tune ``model_path`` on ``train_df``, keep the best-validation weights, predict tests.
+
+    ``outputs`` (optional keys model, metrics, predictions, curve) are written before the
+    checkpoints are dropped. Raises SystemExit(128 + signum) after saving on SIGTERM/SIGUSR1.
+    """
+    hp = merge_hp(hp)
+    train_df, table, w_train, w_val = _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = amp_dtype(device, hp["mixed_precision"])
+    seed_everything(seed)
+    tokenizer, model = load_classifier(model_path, len(labels), dict(enumerate(labels)),
+                                       revision=revision, trust_remote_code=trust_remote_code)
+    model.to(device).train()
+    max_len = int(min(hp["max_length"], tokenizer.model_max_length))
+    train_feats = encode(tokenizer, train_df, max_len, w_train)
+    val_feats = encode(tokenizer, val_df, max_len, w_val)
+    lengths = [len(f["input_ids"]) for f in train_feats]
+
+    bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
+    steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
+    total_steps = steps_per_epoch * int(hp["epochs"])
+    eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
+    optimizer = make_optimizer(model, hp)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_factor, total_steps=total_steps, warmup_steps=round(float(hp["warmup_fraction"] or 0) * total_steps),
+        final_fraction=float(hp["final_lr_fraction"])))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    ckpt = Checkpointer(ckpt_dir, every_steps=int(hp["checkpoint_every"] or 0), keep_after_finish=keep_checkpoints)
+    ckpt.install_signal_handlers()
+    loop = _TrainLoop(model, optimizer, scheduler, scaler, ckpt, device, dtype, tokenizer.pad_token_id)
+    loop.restore(ckpt.load_latest())
+    start_step = loop.global_step
+    log.info("fine-tuning %s: %d train rows, %d steps/epoch x %d epochs, eval every %d steps, device %s%s",
+             model_path, len(train_feats), steps_per_epoch, hp["epochs"], eval_interval, device,
+             f", resumed at step {start_step}" if ckpt.resumed_from is not None else "")
+    with tqdm(total=total_steps, initial=start_step, desc="finetune", dynamic_ncols=True) as bar:
+        for epoch in range(loop.epoch, int(hp["epochs"])):
+            batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]))
+            loop.run_epoch(epoch, batches, train_feats, val_feats, hp, eval_interval, bar)
+
+    model.load_state_dict(loop.best_state)
+    pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
+    metrics = {
+        "best_step": loop.best_step, "best_val_loss": loop.best_val_loss, "accuracy": accuracy,
+        "steps_run": loop.global_step - start_step, "total_steps": total_steps,
+        "resumed_from": ckpt.resumed_from, "n_train": len(train_feats), "n_validation": len(val_feats),
+        "weighting": weighting, "class_weights": {k: v.tolist() for k, v in table.items()},
+        "seed": seed, "device": str(device), "mixed_precision": str(dtype).replace("torch.", "") if dtype else None,
+    }
+    result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(loop.curve, columns=CURVE_COLUMNS))
+    if outputs:
+        write_outputs(result, outputs)
+    ckpt.finish()
+    return result
+
+
+class _TrainLoop:
+    """Mutable training state (everything a checkpoint must hold) and the per-epoch loop."""
+
+    def __init__(self, model, optimizer, scheduler, scaler, ckpt: Checkpointer, device, dtype, pad_id: int):
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.ckpt, self.device, self.dtype, self.pad_id = ckpt, device, dtype, pad_id
+        self.epoch, self.group_pos, self.global_step = 0, 0, 0
+        self.best_val_loss, self.best_step = math.inf, -1
+        self.best_state = _cpu_state(model)
+        self.curve: list[list[float]] = []
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state(), "epoch": self.epoch, "group_pos": self.group_pos,
+                "global_step": self.global_step, "best_val_loss": self.best_val_loss,
+                "best_step": self.best_step, "best_state": self.best_state, "curve": self.curve,
+                "loss_sum": self.loss_sum, "loss_n": self.loss_n}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for key in ("epoch", "group_pos", "global_step", "best_val_loss", "best_step", "best_state",
+                    "curve", "loss_sum", "loss_n"):
+            setattr(self, key, state[key])
+        set_rng_state(state["rng"])
+        log.info("resumed: epoch %d, accumulation group %d, global step %d, best val loss %.4f",
+                 self.epoch, self.group_pos, self.global_step, self.best_val_loss)
+
+    def run_epoch(self, epoch: int, batches: list[list[int]], train_feats, val_feats,
+                  hp: Mapping[str, Any], eval_interval: int, bar) -> None:
+        ga = int(hp["grad_accum"])
+        groups = [batches[i:i + ga] for i in range(0, len(batches), ga)]
+        start = self.group_pos if epoch == self.epoch else 0
+        self.epoch = epoch
+        loader = torch.utils.data.DataLoader(
+            train_feats, batch_sampler=[b for g in groups[start:] for b in g],
+            collate_fn=partial(collate, pad_token_id=self.pad_id), num_workers=int(hp["num_workers"] or 0),
+            pin_memory=self.device.type == "cuda")
+        batch_iter = iter(loader)
+        for gi in range(start, len(groups)):
+            self._step([next(batch_iter) for _ in groups[gi]])
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.loss_sum / max(1, self.loss_n):.4f}", refresh=False)
+            last = gi == len(groups) - 1
+            self.epoch, self.group_pos = (epoch + 1, 0) if last else (epoch, gi + 1)
+            if self.global_step % eval_interval == 0 or last:
+                self._validate(val_feats, int(hp["eval_batch_size"]), epoch + (gi + 1) / len(groups))
+            if self.ckpt.due(self.global_step) or self.ckpt.stop_requested:
+                self.ckpt.save(self.global_step, self.state())
+                self.ckpt.exit_if_requested()
+
+    def _step(self, group: list[dict[str, torch.Tensor]]) -> None:
+        """One optimiser step over an accumulation group of micro-batches."""
+        for batch in group:
+            _, loss = _forward(self.model, batch, self.device, self.dtype)
+            self.scaler.scale(loss / len(group)).backward()
+            self.loss_sum += float(loss)
+            self.loss_n += 1
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+
+    def _validate(self, val_feats, batch_size: int, epoch: float) -> None:
+        _, val_loss = predict(self.model, val_feats, batch_size, self.pad_id, self.device, self.dtype)
+        train_loss = self.loss_sum / max(1, self.loss_n)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.curve.append([self.global_step, epoch, train_loss, val_loss, lr])
+        self.loss_sum, self.loss_n = 0.0, 0
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_step = val_loss, self.global_step
+            self.best_state = _cpu_state(self.model)
+        log.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", self.global_step, epoch,
+                 train_loss, val_loss, " (best)" if self.best_step == self.global_step else "")
+
+
+def _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, n_classes):
+    """Predictions table over all test variants and accuracy {variant: {"all"|language: acc}}."""
+    frames, accuracy = [], {}
+    for variant, df in test_sets.items():
+        feats = encode(tokenizer, df, max_len)
+        logits, _ = predict(model, feats, int(hp["eval_batch_size"]), tokenizer.pad_token_id, device, dtype)
+        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        out = pd.DataFrame({"test_variant": variant, "id": df["id"].astype(str).to_numpy(),
+                            "language": df["language"].to_numpy(), "label": df["label"].astype("int64").to_numpy(),
+                            "prediction": probs.argmax(axis=1).astype("int64")})
+        for c in range(n_classes):
+            out[f"prob_{c}"] = probs[:, c]
+        correct = out["label"] == out["prediction"]
+        accuracy[variant] = {"all": float(correct.mean()),
+                             **{str(k): float(v) for k, v in correct.groupby(out["language"]).mean().items()}}
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True), accuracy
+
+
+def write_outputs(result: FinetuneResult, outputs: Mapping[str, str | os.PathLike]) -> None:
+    """Write whichever of model / metrics / predictions / curve ``outputs`` names."""
+    writers: dict[str, Callable[[Any], None]] = {
+        "model": partial(_save_model, result),
+        "metrics": partial(write_json, result.metrics),
+        "predictions": partial(write_parquet, result.predictions),
+        "curve": partial(write_csv, result.curve),
+    }
+    for key, path in outputs.items():
+        if key not in writers:
+            raise LangskewError(f"finetune outputs: unknown key {key!r}; known: {', '.join(writers)}")
+        writers[key](path)
+
+
+def _save_model(result: FinetuneResult, path: str | os.PathLike) -> None:
+    with atomic_dir(path) as tmp:
+        result.model.save_pretrained(tmp)
+        result.tokenizer.save_pretrained(tmp)
+
+
+# -- Snakemake job -----------------------------------------------------------------------
+def finetune_job(input, output, params, threads=1, log=None, **_) -> None:
+    """Snakemake job; see the module docstring of ``finetune`` and docs/CONVENTIONS.md.
+
+    input: train, validation, tests (list, same order as params.test_variants), model
+    (optional local directory). params: model {path, revision, trust_remote_code}, labels,
+    hp, weighting, seed, ckpt_dir, keep_checkpoints, test_variants.
+    output: model, metrics, predictions, curve.
+    """
+    torch.set_num_threads(max(1, int(threads or 1)))
+    tests = [input.tests] if isinstance(input.tests, (str, os.PathLike)) else list(input.tests)
+    variants = list(params.test_variants)
+    if len(tests) != len(variants):
+        raise LangskewError(f"input.tests has {len(tests)} files for test_variants {variants}")
+    model_cfg = dict(params.model or {})
+    local = getattr(input, "model", None)
+    model_path = local[0] if isinstance(local, list) else local
+    model_path = model_path or model_cfg.get("path")
+    if not model_path:
+        raise LangskewError("finetune: no model (input.model or params.model['path'])")
+    finetune(pd.read_parquet(input.train), pd.read_parquet(input.validation),
+             {v: pd.read_parquet(p) for v, p in zip(variants, tests)},
+             model_path, list(params.labels), hp=params.hp, seed=int(params.seed),
+             weighting=str(params.weighting), ckpt_dir=params.ckpt_dir,
+             keep_checkpoints=bool(getattr(params, "keep_checkpoints", False)),
+             revision=model_cfg.get("revision") if not local else None,
+             trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
+             outputs={k: getattr(output, k) for k in ("model", "metrics", "predictions", "curve")})

@@ -1,0 +1,136 @@
+"""Models for Study A: load a hub/local classifier, or build a tiny BERT for offline runs.
+
+The tiny model exists so that the whole workflow (and the tests) can run without network:
+a WordPiece tokenizer trained on the run's own texts plus a randomly initialised
+``BertModel``, saved with ``save_pretrained`` so that it loads through exactly the same
+``AutoTokenizer`` / ``AutoModelForSequenceClassification`` path as a hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from langskew.errors import LangskewError
+from langskew.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ARCH_DEFAULTS: dict[str, int] = {
+    "vocab_size": 2000,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 128,
+}
+
+
+def _arch(arch: Mapping[str, Any] | None) -> dict[str, int]:
+    """Merge ``arch`` over the defaults; reject unknown keys and inconsistent sizes."""
+    arch = dict(arch or {})
+    unknown = sorted(set(arch) - set(ARCH_DEFAULTS))
+    if unknown:
+        raise LangskewError(f"tiny model arch: unknown key {unknown[0]!r}; known: {', '.join(ARCH_DEFAULTS)}")
+    merged = {**ARCH_DEFAULTS, **{k: int(v) for k, v in arch.items()}}
+    if merged["hidden_size"] % merged["num_attention_heads"]:
+        raise LangskewError(f"tiny model arch: hidden_size {merged['hidden_size']} is not divisible by "
+                            f"num_attention_heads {merged['num_attention_heads']}")
+    return merged
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, model_max_length: int):
+    """Train a cased WordPiece tokenizer on ``texts`` and wrap it as a BERT tokenizer.
+
+    The post-processor adds ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]`` (with token type
+    ids 0/1), like bert-base-multilingual-cased.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(texts, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return BertTokenizerFast(tokenizer_object=tok, do_lower_case=False, unk_token="[UNK]",
+                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                             mask_token="[MASK]", model_max_length=model_max_length)
+
+
+def build_tiny_model(texts: list[str], out_dir: str | os.PathLike, arch: Mapping[str, Any] | None,
+                     seed: int) -> Path:
+    """Train a tokenizer on ``texts``, initialise a tiny ``BertModel`` (seeded) and save both.
+
+    ``arch`` keys (all optional): vocab_size, hidden_size, num_hidden_layers,
+    num_attention_heads, intermediate_size, max_position_embeddings. The directory is
+    written atomically and loads with :func:`load_classifier`.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    texts = [t for t in texts if isinstance(t, str) and t]
+    if not texts:
+        raise LangskewError("build_tiny_model: no texts to train the tokenizer on")
+    a = _arch(arch)
+    tokenizer = train_wordpiece(texts, a["vocab_size"], a["max_position_embeddings"])
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=a["hidden_size"],
+                        num_hidden_layers=a["num_hidden_layers"],
+                        num_attention_heads=a["num_attention_heads"],
+                        intermediate_size=a["intermediate_size"],
+                        max_position_embeddings=a["max_position_embeddings"],
+                        pad_token_id=tokenizer.pad_token_id, type_vocab_size=2)
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    torch.set_rng_state(gen_state)  # do not disturb the caller's RNG stream
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    log.info("tiny model (vocab %d, %s) written to %s", len(tokenizer), a, out_dir)
+    return Path(out_dir)
+
+
+def texts_of(frames: Iterable[pd.DataFrame]) -> list[str]:
+    """All ``text`` and non-null ``text_pair`` strings of normalised frames."""
+    out: list[str] = []
+    for df in frames:
+        for col in ("text", "text_pair"):
+            if col in df.columns:
+                out.extend(df[col].dropna().astype(str).tolist())
+    return out
+
+
+def build_tiny_model_job(input, output, params, threads=1, log=None, **_) -> None:
+    """Snakemake job: input.data (normalised parquet files), params.arch, params.seed -> output[0]."""
+    data = input.data
+    files = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    texts = texts_of(pd.read_parquet(f, columns=None) for f in files)
+    build_tiny_model(texts, output[0], params.arch, int(params.seed))
+
+
+def load_classifier(path: str | os.PathLike, num_labels: int, id2label: Mapping[int, str] | None = None,
+                    revision: str | None = None, trust_remote_code: bool = False):
+    """(tokenizer, model) for a hub id or a local directory, with a fresh classification head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    id2label = {int(k): str(v) for k, v in (id2label or {i: str(i) for i in range(num_labels)}).items()}
+    if len(id2label) != num_labels:
+        raise LangskewError(f"id2label has {len(id2label)} entries for num_labels={num_labels}")
+    label2id = {v: k for k, v in id2label.items()}
+    tokenizer = AutoTokenizer.from_pretrained(str(path), revision=revision,
+                                              trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), revision=revision, trust_remote_code=trust_remote_code,
+        num_labels=num_labels, id2label=id2label, label2id=label2id)
+    return tokenizer, model

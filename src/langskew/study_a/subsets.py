@@ -1,0 +1,151 @@
+"""Balanced and imbalanced subsets, exactly as in Study A ("Subset construction").
+
+Per language the ratio string ("1:2:3") gives r_c, divided by its maximum; class c keeps
+N_c = int(r_c * split_size / C) - 1 rows (exact fractions, so 23,999 comes out exactly),
+namely the first N_c rows of that language and class in original order. The balanced
+variant gives every class the mean of the r_c: same size per language, balanced overall.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from langskew import io
+from langskew.errors import LangskewError
+from langskew.study_a.weights import class_weight_table
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+VARIANTS = ("balanced", "imbalanced")
+COUNT_COLUMNS = ["split", "variant", "language", "label", "n"]
+
+
+def parse_ratio(ratio: str, n_classes: int, language: str = "?") -> list[Fraction]:
+    """Ratio string -> r_c as exact fractions of the largest part."""
+    parts = [p.strip() for p in str(ratio).split(":")]
+    if len(parts) != n_classes:
+        raise LangskewError(f"ratio {ratio!r} for language {language!r} has {len(parts)} parts "
+                            f"but there are {n_classes} labels")
+    try:
+        values = [Fraction(p) for p in parts]
+    except (ValueError, ZeroDivisionError):
+        raise LangskewError(f"ratio {ratio!r} for language {language!r} is not numbers joined by ':'") from None
+    if any(v <= 0 for v in values):
+        raise LangskewError(f"ratio {ratio!r} for language {language!r} has a part <= 0")
+    top = max(values)
+    return [v / top for v in values]
+
+
+def _sizes(r: Sequence[Fraction], split_size: int, n_classes: int) -> list[int]:
+    return [int(rc * split_size / n_classes) - 1 for rc in r]
+
+
+def subset_sizes(ratio: str, split_size: int, n_classes: int, language: str = "?") -> tuple[list[int], list[int]]:
+    """Rows per class (imbalanced, balanced) for one language and split."""
+    r = parse_ratio(ratio, n_classes, language)
+    mean = sum(r, Fraction(0)) / len(r)
+    imbalanced, balanced = _sizes(r, split_size, n_classes), _sizes([mean] * n_classes, split_size, n_classes)
+    if min(imbalanced + balanced) < 1:
+        raise LangskewError(f"split size {split_size} for language {language!r} is too small for "
+                            f"ratio {ratio!r}: a class would get no rows")
+    return imbalanced, balanced
+
+
+def _split_size(frame: pd.DataFrame, language: str, split: str, split_sizes: Mapping[str, Any] | None) -> int:
+    size = (split_sizes or {}).get(split)
+    return int((frame["language"] == language).sum()) if size is None else int(size)
+
+
+def plan_subsets(frames: Mapping[str, pd.DataFrame], languages: Sequence[str], ratios: Mapping[str, str],
+                 n_classes: int, split_sizes: Mapping[str, Any] | None) -> dict[tuple[str, str, str], list[int]]:
+    """{(variant, split, language): rows per class}, after checking every cell has enough rows.
+
+    All shortfalls are collected first and reported together, before any subset is built.
+    """
+    plan, short = {}, []
+    for split in SPLITS:
+        if split not in frames:
+            raise LangskewError(f"split {split!r} missing from the dataset")
+        frame = frames[split]
+        available = frame.groupby(["language", "label"]).size()
+        for lang in languages:
+            if lang not in ratios:
+                raise LangskewError(f"no ratio given for language {lang!r}")
+            imbalanced, balanced = subset_sizes(ratios[lang], _split_size(frame, lang, split, split_sizes),
+                                                n_classes, lang)
+            for variant, per_class in (("imbalanced", imbalanced), ("balanced", balanced)):
+                plan[(variant, split, lang)] = per_class
+                for label, need in enumerate(per_class):
+                    have = int(available.get((lang, label), 0))
+                    if have < need:
+                        short.append(f"split {split!r}, language {lang!r}, label {label}: "
+                                     f"needs {need} rows, {have} available ({variant})")
+    if short:
+        raise LangskewError("not enough rows for the subsets: " + "; ".join(short))
+    return plan
+
+
+def _take_first(frame: pd.DataFrame, language: str, per_class: Sequence[int]) -> pd.Index:
+    """Index of the first N_c rows of ``language`` and class c, in original order."""
+    rows = frame[frame["language"] == language]
+    picked = [rows.index[rows["label"].to_numpy() == c][:n] for c, n in enumerate(per_class)]
+    return picked[0].append(picked[1:]) if len(picked) > 1 else picked[0]
+
+
+def _counts(df: pd.DataFrame, split: str, variant: str, languages: Sequence[str], n_classes: int) -> pd.DataFrame:
+    grid = pd.MultiIndex.from_product([list(languages), range(n_classes)], names=["language", "label"])
+    n = df.groupby(["language", "label"]).size().reindex(grid, fill_value=0)
+    out = n.rename("n").reset_index()
+    out.insert(0, "variant", variant)
+    out.insert(0, "split", split)
+    return out[COUNT_COLUMNS]
+
+
+def build_subsets(frames: Mapping[str, pd.DataFrame], languages: Sequence[str], ratios: Mapping[str, str],
+                  n_classes: int, split_sizes: Mapping[str, Any] | None = None
+                  ) -> tuple[dict[tuple[str, str], pd.DataFrame], pd.DataFrame]:
+    """Build every (variant, split) subset and a long table of row counts.
+
+    Rows keep their original order (a subset is a row selection of its split). The counts
+    table also has variant "original" for the untouched test split.
+    """
+    plan = plan_subsets(frames, languages, ratios, n_classes, split_sizes)
+    subsets, counts = {}, []
+    for split in SPLITS:
+        frame = frames[split].reset_index(drop=True)
+        for variant in VARIANTS:
+            index = pd.Index([], dtype="int64")
+            for lang in languages:
+                index = index.append(_take_first(frame, lang, plan[(variant, split, lang)]))
+            subset = frame.loc[index.sort_values()].reset_index(drop=True)
+            subsets[(variant, split)] = subset
+            counts.append(_counts(subset, split, variant, languages, n_classes))
+    test = frames["test"]
+    counts.append(_counts(test[test["language"].isin(languages)], "test", "original", languages, n_classes))
+    return subsets, pd.concat(counts, ignore_index=True)
+
+
+def build_subsets_job(input, output, params, threads, log, **_) -> None:
+    """Snakemake job: normalised splits -> subset parquets, counts.csv, class_weights.csv."""
+    n_classes = int(params.n_classes)
+    labels = list(params.labels) if getattr(params, "labels", None) is not None else None
+    if labels is not None and len(labels) != n_classes:
+        raise LangskewError(f"labels {labels} do not match n_classes={n_classes}")
+    frames = {split: pd.read_parquet(getattr(input, split)) for split in SPLITS}
+    subsets, counts = build_subsets(frames, list(params.languages), dict(params.ratios), n_classes,
+                                    dict(params.split_sizes or {}))
+    tables = []
+    for variant in VARIANTS:
+        table = class_weight_table(subsets[(variant, "train")], n_classes)
+        table.insert(0, "variant", variant)
+        tables.append(table)
+    for (variant, split), df in subsets.items():
+        io.write_parquet(df, getattr(output, f"{variant}_{split}"))
+        logger.info("%s_%s: %d rows", variant, split, len(df))
+    io.write_csv(counts, output.counts)
+    io.write_csv(pd.concat(tables, ignore_index=True), output.class_weights)

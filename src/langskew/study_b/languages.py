@@ -1,0 +1,461 @@
+"""Languages of a Study B run: cloned languages, the real EN+FR pair, and batch sampling.
+
+A *base language* is one token stream written by :mod:`langskew.study_b.tokenizer`
+(``tokens/{lang}/meta.json`` + ``train.bin``/``test.bin``). A run's *model languages* are
+built from base languages:
+
+* ``clone``: K copies of one base language. Language i owns ids [i*V, (i+1)*V); a
+  sequence of language i is the base sequence with every cloned id shifted by i*V. The
+  padding id is never shifted. With ``clone_fraction`` < 1 a fixed, seeded subset of ids
+  is cloned and the others are shared "anchor" ids. Decoding is ``id % V``.
+* ``real``: EN + FR with their own tokenizers. ``disjoint``: FR id + V_en. ``anchored``:
+  an FR piece whose string is in the EN vocabulary maps to the EN id, the other FR pieces
+  get new ids after V_en.
+* ``mono``: one base language as is.
+
+:class:`Mixture` draws the language of every sequence with the schedule's probabilities
+at the current step, and its :meth:`Mixture.batch` is a pure function of
+(seed, step, rank, world_size), so resuming training needs only the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from langskew.errors import LangskewError
+from langskew.io import read_json
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("clone", "real", "mono")
+VOCAB_MODES = ("disjoint", "anchored")
+
+
+# ---------------------------------------------------------------------------------------
+# Small pure helpers
+# ---------------------------------------------------------------------------------------
+def parse_schedule(text: str) -> list[list[float]]:
+    """Parse a two-language stage schedule such as ``"0.1_0.9"`` into prob vectors.
+
+    Each underscore-separated number is p(L2) for one equal stage of training:
+    ``"0.1_0.9"`` -> ``[[0.9, 0.1], [0.1, 0.9]]`` (p 0.1 for the first half, 0.9 after).
+    """
+    try:
+        values = [float(v) for v in str(text).split("_")]
+    except ValueError as exc:
+        raise LangskewError(f"schedule {text!r}: expected numbers joined by '_', e.g. '0.1_0.9'") from exc
+    for v in values:
+        if not 0.0 <= v <= 1.0:
+            raise LangskewError(f"schedule {text!r}: p(L2)={v} is outside [0, 1]")
+    return [[1.0 - v, v] for v in values]
+
+
+def check_schedule(schedule: Sequence[Sequence[float]], n_languages: int, where: str = "schedule") -> np.ndarray:
+    """Validate a list of per-stage probability vectors; return it as a float array [S, K]."""
+    arr = np.asarray(schedule, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != n_languages:
+        raise LangskewError(f"{where}: expected a list of stages, each with {n_languages} probabilities; "
+                            f"got {schedule!r}")
+    if (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-6):
+        raise LangskewError(f"{where}: every stage must hold non-negative probabilities summing to 1; "
+                            f"got {schedule!r}")
+    return arr / arr.sum(axis=1, keepdims=True)
+
+
+def stage_index(step: int, total_steps: int, n_stages: int) -> int:
+    """Index of the equal training stage that ``step`` (0-based) falls in."""
+    if total_steps <= 0:
+        raise LangskewError(f"total_steps must be positive, got {total_steps}")
+    return min(max(int(step), 0) * n_stages // total_steps, n_stages - 1)
+
+
+def cloned_mask(vocab_size: int, clone_fraction: float, pad_id: int | None, seed: int) -> np.ndarray:
+    """Boolean mask over base ids: True where the id is cloned, False for shared anchors.
+
+    The padding id is always shared. Of the other ``V - 1`` ids exactly
+    ``round(clone_fraction * (V - 1))`` are cloned, chosen with a fixed seeded permutation.
+    """
+    if not 0.0 <= clone_fraction <= 1.0:
+        raise LangskewError(f"clone_fraction={clone_fraction} is outside [0, 1]")
+    candidates = np.array([i for i in range(vocab_size) if i != pad_id], dtype=np.int64)
+    n_cloned = int(round(clone_fraction * len(candidates)))
+    mask = np.zeros(vocab_size, dtype=bool)
+    if n_cloned == len(candidates):
+        mask[candidates] = True
+    else:
+        chosen = np.random.default_rng([int(seed), 0xC10E]).permutation(candidates)[:n_cloned]
+        mask[chosen] = True
+    return mask
+
+
+def clone_ids(ids: np.ndarray, lang_index: int, vocab_size: int, mask: np.ndarray | None = None,
+              pad_id: int | None = None) -> np.ndarray:
+    """Map base ids into language ``lang_index``: cloned ids shifted by ``lang_index * V``.
+
+    ``mask`` (from :func:`cloned_mask`) marks the cloned ids; without it every id except
+    ``pad_id`` is cloned.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if mask is None:
+        mask = np.ones(vocab_size, dtype=bool)
+        if pad_id is not None:
+            mask[pad_id] = False
+    return ids + mask[ids].astype(np.int64) * (lang_index * vocab_size)
+
+
+def decode_ids(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Base ids of cloned-language ids: ``id % V``."""
+    return np.asarray(ids, dtype=np.int64) % vocab_size
+
+
+@dataclass(frozen=True)
+class AnchoredVocab:
+    """Result of merging a second vocabulary into the first by piece string."""
+
+    mapping: np.ndarray  # base id of language 2 -> model id
+    n_shared: int        # pieces of language 2 that reuse a language-1 id
+    vocab_size: int      # total model vocabulary
+
+
+def anchored_mapping(en_pieces: Sequence[str], fr_pieces: Sequence[str]) -> AnchoredVocab:
+    """Map FR pieces onto EN ids where the string exists in the EN vocabulary.
+
+    Other FR pieces get fresh ids ``V_en, V_en + 1, ...`` in FR id order. Returns the
+    mapping (indexed by FR id), the shared count and the total vocabulary size.
+    """
+    en_index: dict[str, int] = {}
+    for i, piece in enumerate(en_pieces):
+        en_index.setdefault(piece, i)
+    mapping = np.empty(len(fr_pieces), dtype=np.int64)
+    next_id = len(en_pieces)
+    shared = 0
+    for j, piece in enumerate(fr_pieces):
+        if piece in en_index:
+            mapping[j] = en_index[piece]
+            shared += 1
+        else:
+            mapping[j] = next_id
+            next_id += 1
+    return AnchoredVocab(mapping=mapping, n_shared=shared, vocab_size=next_id)
+
+
+def disjoint_mapping(n_first: int, n_second: int) -> AnchoredVocab:
+    """Second language's ids shifted past the first's: FR id + V_en; nothing shared."""
+    return AnchoredVocab(mapping=np.arange(n_second, dtype=np.int64) + n_first, n_shared=0,
+                         vocab_size=n_first + n_second)
+
+
+# ---------------------------------------------------------------------------------------
+# Token streams
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TokenStream:
+    """One base language's token streams (memmaps) and metadata."""
+
+    meta_path: Path
+    meta: dict
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def language(self) -> str:
+        return self.meta["language"]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    def pieces(self) -> list[str]:
+        """The tokenizer's pieces in id order (needed for the anchored vocabulary)."""
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(_resolve(self.meta["tokenizer"], self.meta_path)))
+        return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+
+
+def _resolve(path: str, meta_path: Path) -> Path:
+    """A path from meta.json: as written (relative to the working dir) or beside the meta."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    beside = meta_path.parent / p.name
+    if beside.exists():
+        return beside
+    raise LangskewError(f"{meta_path}: tokenizer file {path!r} not found")
+
+
+def open_stream(meta_path: str | os.PathLike) -> TokenStream:
+    """Open ``tokens/{lang}/meta.json`` and memory-map its train/test streams."""
+    meta_path = Path(meta_path)
+    meta = read_json(meta_path)
+    for key in ("language", "vocab_size", "dtype", "eod_id", "pad_id", "n_tokens"):
+        if key not in meta:
+            raise LangskewError(f"{meta_path}: key {key!r} is missing")
+    arrays = {}
+    for split in ("train", "test"):
+        n = int(meta["n_tokens"][split])
+        path = meta_path.parent / f"{split}.bin"
+        arrays[split] = (np.memmap(path, dtype=meta["dtype"], mode="r", shape=(n,)) if n
+                         else np.zeros(0, dtype=meta["dtype"]))
+    return TokenStream(meta_path=meta_path, meta=meta, train=arrays["train"], test=arrays["test"])
+
+
+# ---------------------------------------------------------------------------------------
+# The mixture
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Mixture:
+    """Model languages of one run and deterministic batches drawn from them.
+
+    ``tables[k]`` maps base ids of ``streams[source[k]]`` to model ids of language k.
+    """
+
+    run: dict
+    seed: int
+    streams: list[TokenStream]
+    source: list[int]                 # model language -> index into streams
+    tables: list[np.ndarray]          # model language -> base-id lookup table
+    vocab_size: int
+    language_names: list[str]
+    schedule: np.ndarray              # [stages, K]
+    total_steps: int
+    data_fraction: float = 1.0
+    info: dict = field(default_factory=dict)
+    parallel_path: Path | None = None
+    _perm_cache: dict = field(default_factory=dict, repr=False)
+
+    # -- languages and schedule ---------------------------------------------------------
+    @property
+    def n_languages(self) -> int:
+        return len(self.language_names)
+
+    def stage_probs(self, step: int, total_steps: int | None = None) -> list[float]:
+        """Language probabilities of the stage that ``step`` falls in."""
+        total = self.total_steps if total_steps is None else int(total_steps)
+        return self.schedule[stage_index(step, total, len(self.schedule))].tolist()
+
+    def expected_tokens(self, batch_size: int, context: int, total_steps: int | None = None) -> dict[str, float]:
+        """Expected training tokens of each model language over the whole run."""
+        total = self.total_steps if total_steps is None else int(total_steps)
+        bounds = [s * total // len(self.schedule) for s in range(len(self.schedule) + 1)]
+        steps = np.diff(bounds).astype(np.float64)
+        per_lang = (steps[:, None] * self.schedule).sum(axis=0) * batch_size * context
+        return dict(zip(self.language_names, per_lang.tolist()))
+
+    def map_ids(self, ids: np.ndarray, lang_index: int) -> np.ndarray:
+        """Base ids of language ``lang_index``'s stream mapped into model ids."""
+        return self.tables[lang_index][np.asarray(ids, dtype=np.int64)]
+
+    def decode(self, ids: np.ndarray) -> np.ndarray:
+        """Model ids of a cloned or mono run back to base ids (``id % V``)."""
+        if self.run["kind"] == "real":
+            raise LangskewError("decode: ids of a real-language run are decoded with each language's tokenizer")
+        return decode_ids(ids, self.streams[0].vocab_size)
+
+    # -- training batches ---------------------------------------------------------------
+    def _train_limit(self, stream_index: int) -> int:
+        n = len(self.streams[stream_index].train)
+        return max(int(n * min(self.data_fraction, 1.0)), 0)
+
+    def _n_chunks(self, stream_index: int, context: int) -> int:
+        return (self._train_limit(stream_index) - 1) // context
+
+    def _permutation(self, stream_index: int, context: int, epoch: int) -> np.ndarray:
+        """Seeded permutation of a stream's chunks for one epoch (the latest few are cached)."""
+        key = (stream_index, context, epoch)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) >= 8:
+                self._perm_cache.pop(next(iter(self._perm_cache)))
+            n = self._n_chunks(stream_index, context)
+            rng = np.random.default_rng([self.seed, 0xDA7A, stream_index, context, epoch])
+            self._perm_cache[key] = rng.permutation(n)
+        return self._perm_cache[key]
+
+    def _chunk(self, stream_index: int, context: int, slot: int) -> int:
+        """Chunk index for global sequence slot ``slot``: an epoch-wise permutation.
+
+        Consecutive slots walk through a seeded permutation of the stream's
+        non-overlapping chunks, so sequences of one step never repeat a chunk (as long as
+        a step needs fewer chunks than the stream has) and all data is visited.
+        """
+        n = self._n_chunks(stream_index, context)
+        return int(self._permutation(stream_index, context, slot // n)[slot % n])
+
+    def batch(self, step: int, batch_size: int, context: int, rank: int = 0, world_size: int = 1) -> dict:
+        """Sequences of this rank at ``step``: dict(x, y: LongTensor[B, T], lang: LongTensor[B]).
+
+        The global batch holds ``batch_size * world_size`` sequences; rank r gets slots
+        [r*B, (r+1)*B). The language of each slot is drawn with the stage probabilities
+        at ``step`` from an RNG seeded by (seed, step), so the batch depends only on
+        (seed, step, rank, world_size).
+        """
+        if not 0 <= rank < world_size:
+            raise LangskewError(f"rank {rank} is outside 0..{world_size - 1}")
+        for s in set(self.source):
+            if self._n_chunks(s, context) < 1:
+                raise LangskewError(f"language {self.streams[s].language!r}: the train stream "
+                                    f"({self._train_limit(s)} tokens after data_fraction) is shorter "
+                                    f"than one context of {context + 1} tokens")
+        global_b = batch_size * world_size
+        rng = np.random.default_rng([self.seed, 0xBA7C, int(step)])
+        langs = rng.choice(self.n_languages, size=global_b, p=self.stage_probs(step))
+        lo = rank * batch_size
+        x = np.empty((batch_size, context), dtype=np.int64)
+        y = np.empty((batch_size, context), dtype=np.int64)
+        for row, slot in enumerate(range(lo, lo + batch_size)):
+            k = int(langs[slot])
+            s = self.source[k]
+            start = self._chunk(s, context, int(step) * global_b + slot) * context
+            seq = self.map_ids(self.streams[s].train[start:start + context + 1], k)
+            x[row], y[row] = seq[:-1], seq[1:]
+        return dict(x=torch.from_numpy(x), y=torch.from_numpy(y),
+                    lang=torch.from_numpy(langs[lo:lo + batch_size].astype(np.int64)))
+
+    # -- evaluation data ----------------------------------------------------------------
+    def heldout(self, lang_index: int, max_tokens: int | None = None) -> np.ndarray:
+        """Held-out (test) stream of model language ``lang_index`` in model ids."""
+        if not 0 <= lang_index < self.n_languages:
+            raise LangskewError(f"language index {lang_index} is outside 0..{self.n_languages - 1}")
+        test = self.streams[self.source[lang_index]].test
+        if max_tokens is not None:
+            test = test[:int(max_tokens)]
+        return self.map_ids(test, lang_index)
+
+    def parallel(self, n: int, max_len: int = 64, pair: tuple[int, int] = (0, 1)) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``n`` parallel (language a, language b) id sequences of the same content.
+
+        Clones: ``n`` consecutive held-out windows of ``max_len`` base tokens mapped into
+        both languages (identical positions). Real languages: the parallel sentences
+        (``tokens/parallel.npz``) mapped into model ids, each cut to ``max_len``.
+        """
+        a, b = pair
+        if self.n_languages < 2 or not (0 <= a < self.n_languages and 0 <= b < self.n_languages):
+            raise LangskewError(f"parallel: run {self.run.get('id')!r} has no language pair {pair}")
+        if self.run["kind"] == "clone":
+            test = self.streams[0].test
+            n_avail = len(test) // max_len
+            if n_avail == 0:
+                raise LangskewError(f"parallel: held-out stream shorter than {max_len} tokens")
+            windows = [test[i * max_len:(i + 1) * max_len] for i in range(min(n, n_avail))]
+            return [(self.map_ids(w, a), self.map_ids(w, b)) for w in windows]
+        return self._real_parallel(n, max_len, a, b)
+
+    def _real_parallel(self, n: int, max_len: int, a: int, b: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.parallel_path is None or not Path(self.parallel_path).exists():
+            raise LangskewError(f"parallel: no parallel.npz for run {self.run.get('id')!r} "
+                                f"(looked for {self.parallel_path})")
+        data = np.load(self.parallel_path)
+        keys = {name: (f"{self.streams[self.source[k]].language}_ids",
+                       f"{self.streams[self.source[k]].language}_offsets") for k, name in ((a, "a"), (b, "b"))}
+        for ids_key, off_key in keys.values():
+            if ids_key not in data or off_key not in data:
+                raise LangskewError(f"{self.parallel_path}: arrays {ids_key!r}/{off_key!r} are missing")
+        out = []
+        n_sent = len(data[keys["a"][1]]) - 1
+        for i in range(min(n, n_sent)):
+            pair_ids = []
+            for k, (ids_key, off_key) in ((a, keys["a"]), (b, keys["b"])):
+                off = data[off_key]
+                pair_ids.append(self.map_ids(data[ids_key][off[i]:off[i + 1]][:max_len], k))
+            out.append((pair_ids[0], pair_ids[1]))
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Construction from a run spec
+# ---------------------------------------------------------------------------------------
+def run_schedule(run: dict, n_languages: int) -> np.ndarray:
+    """The run's stage schedule as an array [stages, K] (a string is parsed as p(L2) stages)."""
+    schedule = run.get("schedule")
+    if schedule is None:
+        schedule = [[1.0 / n_languages] * n_languages]
+    elif isinstance(schedule, str):
+        schedule = parse_schedule(schedule)
+    return check_schedule(schedule, n_languages, where=f"run {run.get('id')!r}: schedule")
+
+
+def _streams_for(run: dict, token_metas: Sequence[str]) -> list[TokenStream]:
+    """Open the token metas and order them as ``run["base_languages"]``."""
+    streams = [open_stream(p) for p in token_metas]
+    by_lang = {s.language: s for s in streams}
+    wanted = list(run.get("base_languages") or [s.language for s in streams])
+    missing = [lang for lang in wanted if lang not in by_lang]
+    if missing:
+        raise LangskewError(f"run {run.get('id')!r}: no token stream for base language {missing[0]!r} "
+                            f"(got {sorted(by_lang)})")
+    return [by_lang[lang] for lang in wanted]
+
+
+def build_mixture(run: dict, token_metas: list[str], seed: int, parallel_path: str | None = None) -> Mixture:
+    """Build the model languages of ``run`` (a run spec of :mod:`grid`) over its token streams.
+
+    ``token_metas`` are the ``tokens/{lang}/meta.json`` paths of ``run["base_languages"]``
+    (any order). ``parallel_path`` defaults to ``tokens/parallel.npz`` beside the folders.
+    """
+    kind = run.get("kind")
+    if kind not in KINDS:
+        raise LangskewError(f"run {run.get('id')!r}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    streams = _streams_for(run, token_metas)
+    if parallel_path is None:
+        parallel_path = streams[0].meta_path.parent.parent / "parallel.npz"
+    common = dict(run=run, seed=int(seed), streams=streams, total_steps=int(run.get("steps") or 1),
+                  data_fraction=float(run.get("data_fraction", 1.0) or 1.0), parallel_path=Path(parallel_path))
+    if kind == "clone":
+        return _clone_mixture(run, streams, common)
+    if kind == "real":
+        return _real_mixture(run, streams, common)
+    if len(streams) != 1:
+        raise LangskewError(f"run {run.get('id')!r}: a mono run takes one base language, got {len(streams)}")
+    V = streams[0].vocab_size
+    return Mixture(source=[0], tables=[np.arange(V, dtype=np.int64)], vocab_size=V,
+                   language_names=[streams[0].language], schedule=run_schedule({**run, "schedule": [[1.0]]}, 1),
+                   info={"vocab_size": V}, **common)
+
+
+def _clone_mixture(run: dict, streams: list[TokenStream], common: dict) -> Mixture:
+    if len(streams) != 1:
+        raise LangskewError(f"run {run.get('id')!r}: a clone run takes one base language, got {len(streams)}")
+    K = int(run.get("n_languages", 2))
+    if K < 2:
+        raise LangskewError(f"run {run.get('id')!r}: n_languages must be >= 2 for clones, got {K}")
+    V = streams[0].vocab_size
+    pad = streams[0].meta.get("pad_id")
+    mask = cloned_mask(V, float(run.get("clone_fraction", 1.0)), pad, common["seed"])
+    tables = [clone_ids(np.arange(V), k, V, mask) for k in range(K)]
+    info = {"vocab_size": K * V, "base_vocab_size": V, "n_cloned": int(mask.sum()),
+            "n_anchors": int(V - mask.sum())}
+    return Mixture(source=[0] * K, tables=tables, vocab_size=K * V,
+                   language_names=[f"L{k + 1}" for k in range(K)], schedule=run_schedule(run, K),
+                   info=info, **common)
+
+
+def _real_mixture(run: dict, streams: list[TokenStream], common: dict) -> Mixture:
+    if len(streams) != 2:
+        raise LangskewError(f"run {run.get('id')!r}: a real-language run takes two base languages, "
+                            f"got {len(streams)}")
+    mode = run.get("vocab_mode") or "disjoint"
+    first, second = streams
+    if mode == "disjoint":
+        merged = disjoint_mapping(first.vocab_size, second.vocab_size)
+    elif mode == "anchored":
+        merged = anchored_mapping(first.pieces(), second.pieces())
+    else:
+        raise LangskewError(f"run {run.get('id')!r}: vocab_mode {mode!r} is not one of {', '.join(VOCAB_MODES)}")
+    tables = [np.arange(first.vocab_size, dtype=np.int64), merged.mapping.copy()]
+    pad_first, pad_second = first.meta.get("pad_id"), second.meta.get("pad_id")
+    if pad_first is not None and pad_second is not None:
+        tables[1][pad_second] = pad_first  # padding is shared in every vocabulary mode
+    logger.info("run %s: %s vocabulary, %d shared pieces, %d ids in total", run.get("id"), mode,
+                merged.n_shared, merged.vocab_size)
+    info = {"vocab_size": merged.vocab_size, "vocab_mode": mode, "n_shared": merged.n_shared,
+            "base_vocab_sizes": [first.vocab_size, second.vocab_size]}
+    return Mixture(source=[0, 1], tables=tables, vocab_size=merged.vocab_size,
+                   language_names=[first.language, second.language], schedule=run_schedule(run, 2),
+                   info=info, **common)

@@ -1,0 +1,109 @@
+
+
+# --- tiny encoder models for probe / SHAP tests (appended by the probe/SHAP helper) ---------
+
+TINY_WORDS = {
+    "en": "the cat dog runs fast slow good bad house tree water blue red green happy sad".split(),
+    "fr": "le chat chien court vite lent bon mauvais maison arbre eau bleu rouge vert heureux triste".split(),
+}
+
+
+def tiny_frame(n_per_language: int = 12, pair: bool = False, seed: int = 0, n_labels: int = 3):
+    """A small frame in the normalised schema (id, language, text, text_pair, label)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lang, words in TINY_WORDS.items():
+        for i in range(n_per_language):
+            sentence = lambda: " ".join(rng.choice(words, size=int(rng.integers(3, 8))))  # noqa: E731
+            rows.append({"id": f"{lang}-{i}", "language": lang, "text": sentence(),
+                         "text_pair": sentence() if pair else None, "label": int(i % n_labels)})
+    df = pd.DataFrame(rows)
+    df["label"] = df["label"].astype("int64")
+    return df
+
+
+def build_tiny_encoder(path, kind: str = "bert", num_labels: int = 3, seed: int = 0):
+    """Save a tiny randomly initialised classifier + WordPiece tokenizer under ``path``.
+
+    ``kind="bert"`` has a pooler (like mBERT); ``kind="roberta"`` has none (like XLM-R).
+    Load it back with AutoTokenizer / AutoModelForSequenceClassification.from_pretrained.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import (BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast,
+                              RobertaConfig, RobertaForSequenceClassification)
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [" ".join(words) for words in TINY_WORDS.values()] * 20
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    ids = {s: tok.token_to_id(s) for s in specials}
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    common = dict(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=2,
+                  num_attention_heads=2, intermediate_size=32, num_labels=num_labels,
+                  pad_token_id=ids["[PAD]"], type_vocab_size=2, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0, initializer_range=0.3)
+    torch.manual_seed(seed)
+    if kind == "bert":
+        model = BertForSequenceClassification(BertConfig(max_position_embeddings=64, **common))
+    elif kind == "roberta":
+        common.update(bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"])
+        model = RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=72, **common))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+# --- learnable classification frames + job plumbing for fine-tuning tests (finetune helper) ---
+
+def make_tiny_classification_frames(out_dir=None, languages=("en", "fr"), n_classes: int = 3,
+                                    sizes=None, pair: bool = True, seed: int = 0):
+    """Small learnable dataset in the normalised schema: {split: DataFrame}.
+
+    Each class has a cue word per language (e.g. "en_c2") somewhere in ``text`` among
+    filler words of varied length; with ``pair`` a ``text_pair`` of filler words is added.
+    With ``out_dir`` the frames are also written as ``{out_dir}/{split}.parquet``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    sizes = dict(sizes or {"train": 240, "validation": 60, "test": 60})
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for split, n in sizes.items():
+        rows = []
+        for i in range(n):
+            lang = languages[i % len(languages)]
+            label = int(rng.integers(n_classes))
+            words = [f"{lang}w{int(k)}" for k in rng.integers(0, 30, size=int(rng.integers(2, 25)))]
+            words.insert(int(rng.integers(len(words) + 1)), f"{lang}_c{label}")
+            pair_words = [f"{lang}w{int(k)}" for k in rng.integers(0, 30, size=int(rng.integers(1, 6)))]
+            rows.append({"id": f"{split}-{i}", "language": lang, "text": " ".join(words),
+                         "text_pair": " ".join(pair_words) if pair else None, "label": label})
+        df = pd.DataFrame(rows)
+        df["label"] = df["label"].astype("int64")
+        frames[split] = df
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            df.to_parquet(Path(out_dir) / f"{split}.parquet", index=False)
+    return frames
+
+
+def named(**entries):
+    """A Snakemake-style namedlist (attribute and index access) for calling *_job functions."""
+    from snakemake.iocontainers import Namedlist
+
+    return Namedlist(fromdict=entries)

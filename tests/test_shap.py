@@ -1,0 +1,168 @@
+"""SHAP analysis: token typing, cumulative differences, efficiency on a tiny model, the jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import build_tiny_encoder, tiny_frame  # noqa: E402
+
+from langskew.errors import LangskewError  # noqa: E402
+from langskew.study_a import shap_analysis as sa  # noqa: E402
+from langskew.study_a.probe import load_for_inference  # noqa: E402
+
+
+def _values(rows):
+    """Long frame from (id, language, token_index, token, class_index, value) tuples."""
+    df = pd.DataFrame(rows, columns=["id", "language", "token_index", "token", "class_index", "value"])
+    return df.assign(label=0)[sa.VALUE_COLUMNS]
+
+
+def test_token_types_thresholds():
+    ref = _values([("a", "en", 0, "x", 0, 0.02), ("a", "en", 1, "y", 0, 0.01), ("a", "en", 2, "z", 0, -0.01),
+                   ("a", "en", 3, "w", 0, -0.011), ("a", "en", 4, "v", 0, 0.0),
+                   ("a", "en", -1, "<base>", 0, 0.5)])
+    types = sa.token_types(ref, threshold=0.01)
+    assert types["token_index"].tolist() == [0, 1, 2, 3, 4]  # base row excluded
+    assert types["type"].tolist() == ["positive", "neutral", "neutral", "negative", "neutral"]
+    assert sa.token_types(ref, threshold=0.001)["type"].tolist()[:3] == ["positive", "positive", "negative"]
+
+
+def _pair_of_frames():
+    # example a (en): tokens 0,1,2 ; example b (en): tokens 0,1 ; example c (fr): token 0. One class (0).
+    ref = _values([
+        ("a", "en", 0, "x", 0, 0.20), ("a", "en", 1, "y", 0, -0.10), ("a", "en", 2, "z", 0, 0.00),
+        ("a", "en", -1, "<base>", 0, 0.30),
+        ("b", "en", 0, "x", 0, 0.05), ("b", "en", 1, "q", 0, 0.005), ("b", "en", -1, "<base>", 0, 0.40),
+        ("c", "fr", 0, "le", 0, -0.30), ("c", "fr", -1, "<base>", 0, 0.20)])
+    other = ref.copy()
+    other["value"] = [0.10, -0.05, 0.04, 0.35, 0.15, 0.0, 0.20, -0.10, 0.10]
+    return ref, other
+
+
+def test_cumulative_differences_match_hand_computation():
+    ref, other = _pair_of_frames()
+    out = sa.cumulative_differences(ref, other, threshold=0.01).set_index(["language", "type"])["mean_diff"]
+    # en: a -> pos (0.10-0.20)=-0.10, neg (-0.05+0.10)=0.05, neutral 0.04, base 0.05
+    #     b -> pos (0.15-0.05)=0.10, neg 0, neutral (0.0-0.005)=-0.005, base -0.20
+    assert out[("en", "positive")] == pytest.approx((-0.10 + 0.10) / 2)
+    assert out[("en", "negative")] == pytest.approx((0.05 + 0.0) / 2)
+    assert out[("en", "neutral")] == pytest.approx((0.04 - 0.005) / 2)
+    assert out[("en", "base")] == pytest.approx((0.05 - 0.20) / 2)
+    # fr: c -> neg (-0.10+0.30)=0.20, base -0.10, pos/neutral 0
+    assert out[("fr", "negative")] == pytest.approx(0.20)
+    assert out[("fr", "positive")] == 0 and out[("fr", "neutral")] == 0
+    assert out[("fr", "base")] == pytest.approx(-0.10)
+    full = sa.cumulative_differences(ref, other)
+    assert set(full.columns) == {"language", "class_index", "type", "mean_diff", "n_examples"}
+    assert full.groupby("language")["n_examples"].first().to_dict() == {"en": 2, "fr": 1}
+
+
+def test_cumulative_differences_require_aligned_tokens():
+    ref, other = _pair_of_frames()
+    with pytest.raises(LangskewError, match="only in the reference"):
+        sa.cumulative_differences(ref, other.iloc[1:])
+    other.loc[0, "token"] = "X"
+    with pytest.raises(LangskewError, match="tokens differ for example 'a'"):
+        sa.cumulative_differences(ref, other)
+
+
+def test_token_words_groups_subword_pieces():
+    assert sa.token_words(["", "good ", "mo", "vie", "! ", "bad", ""]) == ["", "good", "movie!", "movie!", "movie!",
+                                                                           "bad", ""] or \
+        sa.token_words(["", "good ", "mo", "vie", "! ", "bad", ""]) == ["", "good", "movie", "movie", "movie", "bad", ""]
+
+
+def test_informative_share():
+    vals = _values([
+        ("a", "en", 0, "", 0, 0.0), ("a", "en", 1, "good ", 0, 0.3), ("a", "en", 2, "fi", 0, -0.1),
+        ("a", "en", 3, "lm", 0, 0.0), ("a", "en", -1, "<base>", 0, 9.0),
+        ("a", "en", 0, "", 1, 0.0), ("a", "en", 1, "good ", 1, -0.2), ("a", "en", 2, "fi", 1, 0.2),
+        ("a", "en", 3, "lm", 1, 0.0), ("a", "en", -1, "<base>", 1, 9.0),
+        ("b", "xx", 0, "good", 0, 1.0), ("b", "xx", 0, "good", 1, 1.0)])
+    out = sa.informative_share(vals, {"en": {"good": 0, "bad": 1}}).set_index("class_index")
+    assert list(out["language"]) == ["en", "en"]  # language xx has no informative tokens: skipped
+    assert out.loc[0, "share_informative"] == pytest.approx(0.3 / 0.4)
+    assert out.loc[0, "share_class_informative"] == pytest.approx(0.3 / 0.4)
+    assert out.loc[1, "share_informative"] == pytest.approx(0.2 / 0.4)
+    assert out.loc[1, "share_class_informative"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = build_tiny_encoder(tmp_path_factory.mktemp("shap_model") / "bert", kind="bert")
+    return path, *load_for_inference(path)
+
+
+def _probabilities(model, tokenizer, df):
+    import torch
+
+    pairs = None if df["text_pair"].isna().all() else df["text_pair"].tolist()
+    enc = tokenizer(df["text"].tolist(), pairs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return torch.softmax(model(**enc).logits, -1).numpy()
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_explain_is_efficient(tiny, pair):
+    _, tokenizer, model = tiny
+    df = tiny_frame(1, pair=pair)
+    values = sa.explain(model, tokenizer, df, batch_size=16, max_evals=40, seed=0, max_length=32)
+    assert list(values.columns) == sa.VALUE_COLUMNS
+    expected = _probabilities(model, tokenizer, df)
+    for i, ex in enumerate(df["id"]):
+        ex_vals = values[values["id"] == ex]
+        n_tokens = len(tokenizer(df["text"][i], df["text_pair"][i] if pair else None)["input_ids"])
+        assert len(ex_vals) == (n_tokens - pair + 1) * 3  # tokens (sep joined once) + base, x 3 classes
+        totals = ex_vals.groupby("class_index")["value"].sum().to_numpy()
+        np.testing.assert_allclose(totals, expected[i], atol=1e-4)
+        assert not np.allclose(ex_vals[ex_vals["token_index"] >= 0]["value"], 0)
+        if pair:  # the separator between premise and hypothesis is never masked: value 0
+            sep_rows = ex_vals[ex_vals["token"].str.strip() == tokenizer.sep_token]
+            assert len(sep_rows) == 3 and np.allclose(sep_rows["value"], 0)
+
+
+def test_explain_truncates_to_max_length(tiny):
+    _, tokenizer, model = tiny
+    df = tiny_frame(1).iloc[:1].assign(text=" ".join(["chat"] * 40))
+    values = sa.explain(model, tokenizer, df, batch_size=16, max_evals=20, max_length=8)
+    assert values["token_index"].max() == 7  # [CLS] + 6 words + [SEP]
+
+
+def test_shap_jobs_end_to_end(tiny, tmp_path):
+    path, _, _ = tiny
+    data = tmp_path / "test.parquet"
+    tiny_frame(3).to_parquet(data)
+    ref_out = tmp_path / "balanced.parquet"
+    sa.shap_job(input=SimpleNamespace(model=str(path), data=str(data)), output=[str(ref_out)],
+                params=SimpleNamespace(n_examples=4, random_state=0, batch_size=16, max_evals=20, max_length=32,
+                                       labels=["a", "b", "c"]))
+    ref = pd.read_parquet(ref_out)
+    assert ref["id"].nunique() == 4
+    other = ref.assign(value=ref["value"] + np.where(ref["token_index"] < 0, 0.1, 0.0))
+    other_out = tmp_path / "imbalanced.parquet"
+    other.to_parquet(other_out)
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"labels": ["a", "b", "c"], "informative_tokens": {"en": {"cat": 0}, "fr": {"chat": 0}}}))
+    outputs = SimpleNamespace(cumulative=str(tmp_path / "cum.csv"), informative=str(tmp_path / "inf.csv"),
+                              figure=str(tmp_path / "fig.png"))
+    sa.shap_compare_job(input=SimpleNamespace(reference=str(ref_out), others=[str(other_out)], meta=str(meta)),
+                        output=outputs,
+                        params=SimpleNamespace(threshold=0.01, classes=[0, 2], compare=["imbalanced"],
+                                               ratio_groups={"en": "1:2:3", "fr": "3:2:1"}))
+    cum = pd.read_csv(outputs.cumulative)
+    base = cum[cum["type"] == "base"]
+    np.testing.assert_allclose(base["mean_diff"], 0.1)
+    np.testing.assert_allclose(cum[cum["type"] != "base"]["mean_diff"], 0.0, atol=1e-12)
+    assert set(cum["ratio_group"]) == {"1:2:3", "3:2:1"}
+    inf = pd.read_csv(outputs.informative)
+    assert set(inf["model"]) == {"balanced", "imbalanced"}
+    assert inf["share_informative"].between(0, 1).all()
+    assert Path(outputs.figure).stat().st_size > 1000
