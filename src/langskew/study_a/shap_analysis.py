@@ -237,10 +237,13 @@ def token_words(tokens: Sequence[str]) -> list[str]:
         group.clear()
 
     for i, tok in enumerate(tokens):
-        if tok and tok[0].isspace() and group:
+        if not tok:  # special tokens ([CLS], [SEP]) are empty strings: no word
+            close()
+            continue
+        if tok[0].isspace():
             close()
         group.append(i)
-        if not tok or tok[-1].isspace():
+        if tok[-1].isspace():
             close()
     close()
     return out

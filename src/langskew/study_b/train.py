@@ -1,7 +1,7 @@
 """Pretraining loop for the Study B language models (resumable, optionally multi-GPU).
 
-One optimizer step consumes ``batch_size`` sequences of ``context + 1`` tokens drawn by
-``Mixture.batch(step, ...)``, which is a pure function of (seed, step, rank): resuming
+One optimizer step consumes ``batch_size`` sequences (all ranks together) of ``context``
+inputs and targets drawn by ``Mixture.batch(step, ...)``, which is a pure function of (seed, step, rank): resuming
 needs the step only, so a checkpoint holds the model, optimizer, RNG states, the curve so
 far and the running counters. CPU runs resumed after a kill end with exactly the same
 weights and curve as an uninterrupted run.
@@ -14,7 +14,8 @@ accumulation over micro-batches of ``micro_batch_size`` sequences per process.
 Multi-GPU: ``pretrain_job`` with ``params.num_gpus > 1`` re-launches itself under
 ``torchrun --standalone --nproc_per_node N`` (see :func:`launch_torchrun`); each rank then
 trains a DistributedDataParallel replica on its slice of the global batch
-(``Mixture.batch(step, batch_size, context, rank, world_size)``) and rank 0 writes the
+(``Mixture.batch(step, batch_size // world_size, context, rank, world_size)``: the rank's
+rows of one global batch, so the data do not depend on the number of processes) and rank 0 writes the
 checkpoints and outputs. SIGTERM/SIGUSR1 on the launching process are forwarded, so every
 rank stops after the same step and rank 0 saves a checkpoint.
 """
@@ -117,11 +118,11 @@ class BatchPrefetcher:
     batches wait in the queue. An exception in the thread is re-raised by the consumer.
     """
 
-    def __init__(self, mixture: Any, steps: range, batch_size: int, context: int, rank: int = 0,
+    def __init__(self, mixture: Any, steps: range, rank_batch_size: int, context: int, rank: int = 0,
                  world_size: int = 1, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._args = (mixture, steps, batch_size, context, rank, world_size)
+        self._args = (mixture, steps, rank_batch_size, context, rank, world_size)
         self._thread = threading.Thread(target=self._produce, name="batch-prefetch", daemon=True)
         self._thread.start()
 
@@ -306,8 +307,8 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
                dynamic_ncols=True, file=sys.stderr)
     t0 = last_t = time.perf_counter()
     last_step = start
-    loader = BatchPrefetcher(mixture, range(start, total_steps), hp.batch_size, hp.context, info.rank,
-                             info.world_size)
+    loader = BatchPrefetcher(mixture, range(start, total_steps), hp.batch_size // info.world_size, hp.context,
+                             info.rank, info.world_size)
     model.train()
     try:
         for step, batch in loader:

@@ -1,0 +1,34 @@
+# Two commands for a newcomer on a fresh machine:
+#   make demo   installs into .venv and runs the offline demo (both studies, CPU, minutes)
+#   make test   installs into .venv and runs the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch 2.13 (an open range can pull gigabytes of CUDA packages on Linux).
+TORCH_SPEC ?= torch==2.13.0
+CORES ?= all
+
+.PHONY: install demo test test-fast dryrun report clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[workflow,test]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile presets/demo.yaml
+
+dryrun: install
+	$(VENV)/bin/snakemake -n --quiet rules
+
+report: install
+	$(VENV)/bin/snakemake --configfile presets/demo.yaml --report report.html
+
+test: install
+	$(VENV)/bin/pytest -q tests
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not slurm" tests
