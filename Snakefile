@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/study_a.smk"
+include: "rules/study_b_common.smk"
 include: "rules/study_b.smk"
 
 

@@ -22,7 +22,7 @@ VARIANTS = ["balanced", "imbalanced"]
 TEST_VARIANTS = ["balanced", "imbalanced", "original"]
 
 
-def script(name):
+def script_path(name):
     return f"../scripts/{name}.py"
 
 

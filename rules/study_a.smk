@@ -26,7 +26,7 @@ rule prepare_dataset:
     conda:
         "../envs/data.yaml"
     script:
-        script("study_a_prepare_dataset")
+        script_path("study_a_prepare_dataset")
 
 
 rule build_subsets:
@@ -55,7 +55,7 @@ rule build_subsets:
     conda:
         "../envs/data.yaml"
     script:
-        script("study_a_build_subsets")
+        script_path("study_a_build_subsets")
 
 
 rule build_tiny_model:
@@ -74,7 +74,7 @@ rule build_tiny_model:
     conda:
         "../envs/torch.yaml"
     script:
-        script("study_a_build_tiny_model")
+        script_path("study_a_build_tiny_model")
 
 
 rule finetune:
@@ -114,7 +114,7 @@ rule finetune:
     conda:
         "../envs/torch.yaml"
     script:
-        script("study_a_finetune")
+        script_path("study_a_finetune")
 
 
 rule evaluate:
@@ -132,7 +132,7 @@ rule evaluate:
     conda:
         "../envs/data.yaml"
     script:
-        script("study_a_evaluate")
+        script_path("study_a_evaluate")
 
 
 rule probe:
@@ -158,7 +158,7 @@ rule probe:
     conda:
         "../envs/torch.yaml"
     script:
-        script("study_a_probe")
+        script_path("study_a_probe")
 
 
 rule probe_base:
@@ -188,7 +188,7 @@ rule probe_base:
     conda:
         "../envs/torch.yaml"
     script:
-        script("study_a_probe")
+        script_path("study_a_probe")
 
 
 rule shap_values:
@@ -213,7 +213,7 @@ rule shap_values:
     conda:
         "../envs/torch.yaml"
     script:
-        script("study_a_shap")
+        script_path("study_a_shap")
 
 
 rule shap_compare:
@@ -243,7 +243,7 @@ rule shap_compare:
     conda:
         "../envs/data.yaml"
     script:
-        script("study_a_shap_compare")
+        script_path("study_a_shap_compare")
 
 
 rule report_study_a:
@@ -272,4 +272,4 @@ rule report_study_a:
     conda:
         "../envs/data.yaml"
     script:
-        script("study_a_report")
+        script_path("study_a_report")

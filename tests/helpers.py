@@ -107,3 +107,89 @@ def named(**entries):
     from snakemake.iocontainers import Namedlist
 
     return Namedlist(fromdict=entries)
+
+
+# --- Study B token streams (appended by the Study B data helper) ---------------------------
+
+def write_fake_token_stream(folder, language: str = "en", vocab_size: int = 50, n_train: int = 5000,
+                            n_test: int = 1000, seed: int = 0, pad_id: int = 0, eod_id: int = 2):
+    """Write ``folder/{train,test}.bin`` + ``meta.json`` of random ids (no tokenizer); return the meta path.
+
+    Ids are drawn from [3, vocab_size) with an EOD every 50 tokens, so padding never occurs.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        ids = rng.integers(3, vocab_size, size=n).astype(np.uint16)
+        ids[49::50] = eod_id
+        ids.tofile(folder / f"{split}.bin")
+        counts[split] = n
+    meta = {"language": language, "vocab_size": vocab_size, "dtype": "uint16", "eod_id": eod_id,
+            "pad_id": pad_id, "n_tokens": counts, "tokenizer": str(folder / "none.model")}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return str(folder / "meta.json")
+
+
+def build_study_b_tokens(out_dir, n_documents: int = 300, vocab_size: int = 400, parallel_pairs: int = 40,
+                         languages=("en", "fr"), seed: int = 0):
+    """Synthetic EN/FR corpus -> SentencePiece tokenizers -> token streams + parallel.npz.
+
+    Mirrors the workflow's layout under ``out_dir``: ``tokenizer/{lang}.model``,
+    ``tokens/{lang}/meta.json`` (+ bins) and ``tokens/parallel.npz``. Returns
+    {"metas": {lang: meta path}, "parallel": npz path, "tokenizers": {lang: model path}}.
+    """
+    from pathlib import Path
+
+    from langskew.study_b import corpus, tokenizer
+
+    out = Path(out_dir)
+    metas, models = {}, {}
+    for lang in languages:
+        spec = {"source": "synthetic", "synthetic": {"n_documents": {"train": n_documents, "test": n_documents // 5},
+                                                     "seed": seed}}
+        docs = corpus.load_corpus(spec, lang)
+        models[lang] = str(out / "tokenizer" / f"{lang}.model")
+        tokenizer.train_tokenizer(docs["train"], models[lang], vocab_size, {"hard_vocab_limit": False})
+        folder = out / "tokens" / lang
+        paths = {"train": folder / "train.bin", "test": folder / "test.bin", "meta": folder / "meta.json"}
+        tokenizer.write_token_streams(models[lang], lang, docs, paths)
+        metas[lang] = str(paths["meta"])
+    pairs = corpus.load_parallel({"source": "synthetic", "n_pairs": parallel_pairs}, list(languages))
+    npz = out / "tokens" / "parallel.npz"
+    tokenizer.encode_parallel(pairs, models, npz)
+    return {"metas": metas, "parallel": str(npz), "tokenizers": models}
+
+
+# --- hub-style dataset folders for source tests (appended by the Study A data helper) -------
+
+def write_hub_style_dataset(root, frames):
+    """Lay out ``{config_name: {split: DataFrame}}`` under ``root`` like a hub dataset repo.
+
+    Writes ``{config}/{split}.parquet`` and a README.md whose YAML header lists the
+    configs and their data files, so that ``datasets.load_dataset(str(root), name=config,
+    split=split)`` works offline, the same call the workflow makes for a hub id.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(root)
+    configs = []
+    for config, splits in frames.items():
+        files = []
+        for split, df in splits.items():
+            rel = f"{config}/{split}.parquet"
+            (root / config).mkdir(parents=True, exist_ok=True)
+            df.to_parquet(root / rel, index=False)
+            files.append({"split": split, "path": rel})
+        configs.append({"config_name": config, "data_files": files})
+    header = yaml.safe_dump({"configs": configs}, sort_keys=False)
+    (root / "README.md").write_text(f"---\n{header}---\n\n# test dataset\n")
+    return root

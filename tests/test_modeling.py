@@ -56,7 +56,8 @@ def test_build_tiny_model_job_reads_parquet(tmp_path):
     make_tiny_classification_frames(tmp_path / "data", sizes={"train": 40, "validation": 10})
     data = [str(tmp_path / "data" / f"{s}.parquet") for s in ("train", "validation")]
     out = tmp_path / "model"
-    build_tiny_model_job(named(data=data), named(model=str(out)), named(arch=ARCH, seed=0))
+    # the config passes the tiny-model block, seed included, as arch
+    build_tiny_model_job(named(data=data), named(model=str(out)), named(arch={**ARCH, "seed": 0}, seed=0))
     tok, _ = load_classifier(out, 2)
     assert "[UNK]" not in tok.convert_ids_to_tokens(tok("frw3 en_c0")["input_ids"])
 

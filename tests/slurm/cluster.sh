@@ -11,7 +11,8 @@
 # What it sets up (all state under $LANGSKEW_SLURM_DIR, default /tmp/langskew-slurm):
 #   - munged with its own key and socket in that folder (the system munge is left alone);
 #   - slurmctld + slurmd for ONE node = this host (real CPU count and memory from `slurmd -C`),
-#     partition "debug" (default), select/cons_tres, proctrack/linuxproc, task/none,
+#     partitions "debug" (default) and "second" (same node; lets a test tell a requested
+#     partition from the default one), select/cons_tres, proctrack/linuxproc, task/none,
 #     NO accounting (AccountingStorageType=accounting_storage/none, JobAcctGatherType=none),
 #     so `sacct` does not work here: use the squeue status command (profiles/slurm/no-accounting);
 #   - MinJobAge=600 so finished jobs stay visible to `squeue` long enough for Snakemake;
@@ -111,6 +112,7 @@ KillWait=30
 InactiveLimit=0
 $node_line State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=second Nodes=$host Default=NO MaxTime=INFINITE State=UP
 EOF
 }
 

@@ -395,7 +395,8 @@ class _TrainLoop:
         loader = torch.utils.data.DataLoader(
             train_feats, batch_sampler=[b for g in groups[start:] for b in g],
             collate_fn=partial(collate, pad_token_id=self.pad_id), num_workers=int(hp["num_workers"] or 0),
-            pin_memory=self.device.type == "cuda")
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator())  # its own seed draw must not touch the global RNG (resume)
         batch_iter = iter(loader)
         for gi in range(start, len(groups)):
             self._step([next(batch_iter) for _ in groups[gi]])
@@ -414,7 +415,7 @@ class _TrainLoop:
         for batch in group:
             _, loss = _forward(self.model, batch, self.device, self.dtype)
             self.scaler.scale(loss / len(group)).backward()
-            self.loss_sum += float(loss)
+            self.loss_sum += float(loss.detach())
             self.loss_n += 1
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -33,7 +33,7 @@ ARCH_DEFAULTS: dict[str, int] = {
 
 def _arch(arch: Mapping[str, Any] | None) -> dict[str, int]:
     """Merge ``arch`` over the defaults; reject unknown keys and inconsistent sizes."""
-    arch = dict(arch or {})
+    arch = {k: v for k, v in (arch or {}).items() if k != "seed"}  # the seed is passed on its own
     unknown = sorted(set(arch) - set(ARCH_DEFAULTS))
     if unknown:
         raise LangskewError(f"tiny model arch: unknown key {unknown[0]!r}; known: {', '.join(ARCH_DEFAULTS)}")

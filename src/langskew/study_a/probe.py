@@ -176,6 +176,17 @@ def load_for_inference(path: str, model_spec: Mapping[str, Any] | None = None,
     return tokenizer, model.to(pick_device()).eval()
 
 
+def param(params: Any, key: str, default: Any = None) -> Any:
+    """A rule parameter: ``params.<key>`` if set, else ``params.settings[key]``, else ``default``.
+
+    Rules may pass settings flat (``params.C``) or grouped in one dict (``params.settings``).
+    """
+    value = getattr(params, key, None)
+    if value is None:
+        value = dict(getattr(params, "settings", None) or {}).get(key)
+    return default if value is None else value
+
+
 def model_source(input: Any, params: Any) -> tuple[str, dict]:
     """``input.model`` (a fine-tuned dir) if the rule has one, else ``params.model["path"]``."""
     spec = dict(getattr(params, "model", None) or {})
@@ -203,23 +214,23 @@ def probe_job(input, output, params, threads=1, log=None, **_) -> None:
     """Snakemake job: LID probe of one model on one test parquet.
 
     input: ``model`` (fine-tuned model dir; optional), ``data`` (test parquet).
-    params: ``model`` (registry entry; its ``path`` is used when input.model is absent),
-    ``layers``, ``C``, ``folds``, ``max_examples``, ``batch_size``, ``max_length``, ``seed``,
-    ``num_labels`` (optional). output[0]: CSV (layer, accuracy_mean, accuracy_sd,
+    params (flat or inside ``params.settings``, see :func:`param`): ``model`` (registry
+    entry; its ``path`` is used when input.model is absent), ``layers``, ``C``, ``folds``,
+    ``max_examples``, ``batch_size``, ``max_length``, ``seed``, ``num_labels`` (optional). output[0]: CSV (layer, accuracy_mean, accuracy_sd,
     n_examples, n_languages).
     """
     import torch
 
     torch.set_num_threads(max(1, int(threads or 1)))
     path, spec = model_source(input, params)
-    seed = int(getattr(params, "seed", 0) or 0)
+    seed = int(param(params, "seed", 0))
     df = pd.read_parquet(input.data)
     check_frame(df)
-    df = subsample(df, getattr(params, "max_examples", None), seed)
-    layers = getattr(params, "layers", None) or ["last"]
-    num_labels = None if getattr(input, "model", None) is not None else getattr(params, "num_labels", None)
+    df = subsample(df, param(params, "max_examples"), seed)
+    num_labels = None if getattr(input, "model", None) is not None else param(params, "num_labels")
     tokenizer, model = load_for_inference(path, spec, num_labels)
-    reps = sentence_representations(model, tokenizer, df, layers, int(params.batch_size),
-                                    int(getattr(params, "max_length", 512) or 512))
-    table = probe_table(reps, df["language"].astype(str).tolist(), float(params.C), int(params.folds), seed)
+    reps = sentence_representations(model, tokenizer, df, param(params, "layers", ["last"]),
+                                    int(param(params, "batch_size", 64)), int(param(params, "max_length", 512)))
+    table = probe_table(reps, df["language"].astype(str).tolist(), float(param(params, "C", 1e-4)),
+                        int(param(params, "folds", 5)), seed)
     write_csv(table, output[0])

@@ -31,7 +31,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import read_json, save_figure, write_csv, write_parquet
-from langskew.study_a.probe import check_frame, load_for_inference, model_source, subsample
+from langskew.study_a.probe import check_frame, load_for_inference, model_source, param, subsample
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +346,9 @@ def plot_cumulative(table: pd.DataFrame, classes: Sequence[int], ratio_groups: M
 def shap_job(input, output, params, threads=1, log=None, **_) -> None:
     """Snakemake job: SHAP values of one fine-tuned model on (a sample of) the test parquet.
 
-    input: ``model`` (model dir), ``data`` (test parquet). params: ``n_examples`` (None =
-    all), ``random_state``, ``batch_size``, ``max_evals``, ``max_length``, ``labels``
-    (class names, optional). output[0]: values parquet (see module docstring).
+    input: ``model`` (model dir), ``data`` (test parquet). params (flat or inside
+    ``params.settings``): ``n_examples`` (None = all), ``random_state``, ``batch_size``,
+    ``max_evals``, ``max_length``, ``labels`` (class names, optional). output[0]: values parquet (see module docstring).
     """
     import torch
 
@@ -356,12 +356,12 @@ def shap_job(input, output, params, threads=1, log=None, **_) -> None:
     path, spec = model_source(input, params)
     df = pd.read_parquet(input.data)
     check_frame(df, ("id", "language", "label", "text", "text_pair"))
-    seed = int(getattr(params, "random_state", 0) or 0)
-    df = subsample(df, getattr(params, "n_examples", None), seed)
+    seed = int(param(params, "random_state", 0))
+    df = subsample(df, param(params, "n_examples"), seed)
     tokenizer, model = load_for_inference(path, spec)
-    values = explain(model, tokenizer, df, batch_size=int(params.batch_size), max_evals=int(params.max_evals),
-                     seed=seed, max_length=int(getattr(params, "max_length", 512) or 512),
-                     labels=getattr(params, "labels", None))
+    values = explain(model, tokenizer, df, batch_size=int(param(params, "batch_size", 64)),
+                     max_evals=int(param(params, "max_evals", 500)), seed=seed,
+                     max_length=int(param(params, "max_length", 512)), labels=param(params, "labels"))
     write_parquet(values, output[0])
 
 
@@ -375,24 +375,25 @@ def shap_compare_job(input, output, params, threads=1, log=None, **_) -> None:
     input: ``reference`` (values parquet), ``others`` (values parquets, in the order of
     params.compare), ``meta`` (dataset meta.json). params: ``threshold``, ``classes``
     (class indices to plot), ``compare`` (names of the other models), ``ratio_groups``
-    ({language: ratio string}), ``reference`` (name, optional, default "balanced").
+    ({language: ratio string}), ``reference`` (name, optional, default "balanced"),
+    ``labels`` (class names for the figure, optional; else meta.json's).
     output: ``cumulative`` (CSV: comparison, language, ratio_group, class_index, type,
-    mean_diff, n_examples), ``informative`` (CSV: model, language, class_index,
+    mean_diff, n_examples), ``informative`` (CSV: condition, language, class_index,
     share_informative, share_class_informative, n_examples; header only when meta has no
     informative tokens), ``figure`` (PNG).
     """
     others = _as_list(input.others)
-    names = _as_list(params.compare)
+    names = _as_list(param(params, "compare", []))
     if len(others) != len(names):
         raise LangskewError(f"shap compare: {len(others)} input.others but params.compare has {len(names)} names")
-    ratio_groups = {str(k): str(v) for k, v in (getattr(params, "ratio_groups", None) or {}).items()}
+    ratio_groups = {str(k): str(v) for k, v in (param(params, "ratio_groups") or {}).items()}
     meta = read_json(input.meta)
     reference = pd.read_parquet(input.reference)
-    ref_name = getattr(params, "reference", None) or "balanced"
+    ref_name = param(params, "reference", "balanced")
     frames, values = [], {ref_name: reference}
     for name, path in zip(names, others):
         values[name] = pd.read_parquet(path)
-        table = cumulative_differences(reference, values[name], float(params.threshold))
+        table = cumulative_differences(reference, values[name], float(param(params, "threshold", 0.01)))
         frames.append(table.assign(comparison=name))
     cumulative = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["language", "class_index", "type", "mean_diff", "n_examples", "comparison"])
@@ -400,10 +401,10 @@ def shap_compare_job(input, output, params, threads=1, log=None, **_) -> None:
     cumulative = cumulative[["comparison", "language", "ratio_group", "class_index", "type", "mean_diff", "n_examples"]]
     write_csv(cumulative, output.cumulative)
     informative = meta.get("informative_tokens")
-    shares = [informative_share(v, informative).assign(model=name) for name, v in values.items()] if informative else []
-    share_cols = ["model", "language", "class_index", "share_informative", "share_class_informative", "n_examples"]
+    shares = [informative_share(v, informative).assign(condition=name) for name, v in values.items()] if informative else []
+    share_cols = ["condition", "language", "class_index", "share_informative", "share_class_informative", "n_examples"]
     write_csv(pd.concat(shares, ignore_index=True)[share_cols] if shares else pd.DataFrame(columns=share_cols),
               output.informative)
-    classes = [int(c) for c in (getattr(params, "classes", None) or sorted(set(cumulative["class_index"])))]
-    fig = plot_cumulative(cumulative, classes, ratio_groups, meta.get("labels"))
+    classes = [int(c) for c in (param(params, "classes") or sorted(set(cumulative["class_index"])))]
+    fig = plot_cumulative(cumulative, classes, ratio_groups, param(params, "labels") or meta.get("labels"))
     save_figure(fig, output.figure)

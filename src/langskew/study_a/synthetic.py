@@ -5,11 +5,18 @@ inventory drawn for that language code (any code works: en, fr, xx ...), plus a 
 tokens shared by all languages (digits, punctuation, personal names). Within a language:
 
 * cue words, a short list per class, are the *informative* tokens (``meta
-  ["informative_tokens"]``). Cues are soft: each example carries a few cue tokens, and
-  each one comes from its own class's list with probability ``cue_strength`` and from
-  another class's list otherwise. The evidence in one example is therefore weak, so a
-  classifier that has learned a language-specific label prior lets it override the
-  evidence (the paper's effect), while per-language class weights remove that prior.
+  ["informative_tokens"]``). Cues are soft. A fraction ``clear_rate`` of examples is
+  clear: ``clear_tokens`` cues, each from the own class's list with probability
+  ``clear_strength`` (0.9). The others are weak: ``cue_tokens`` (1) cue from the own
+  class with probability ``cue_strength`` (0.5), else from another class's list. Why
+  this mixture: a language prior of 1:2:3 (or 5:4:3:2:1) can only flip decisions whose
+  evidence is weaker than the prior odds, and several equally weak cues add up past that
+  point, so several weak cues per example give a gap of only 1-3 points even for the
+  Bayes classifier. One weak cue (likelihood ratio 2 for 3 classes, 4 for 5) sits below
+  the prior odds against the minority classes, so a classifier that learned the language
+  prior loses those examples (about 10 points on the weak part, 4-8 points overall),
+  while the clear part keeps the task learnable (balanced accuracy about 0.6-0.65).
+  Per-language class weights remove the prior and so the loss.
 * filler words are uninformative about the label but reveal the language, which is what
   lets a model learn a prior per language.
 

@@ -167,7 +167,7 @@ def expand_runs(study_b_cfg: dict) -> dict[str, dict]:
                 if languages and lang not in languages:
                     raise LangskewError(f"{where}: language {lang!r} is not defined under study_b.languages")
             old = runs.get(run["id"])
-            if old is not None and old != run:
+            if old is not None and {k: v for k, v in old.items() if k != "block"} != run:
                 raise LangskewError(f"{where}: run id {run['id']!r} is produced twice with different settings")
             run["block"] = old["block"] if old else block.get("name", kind)
             runs[run["id"]] = run
@@ -191,7 +191,10 @@ TRAIN_KEYS = ("context", "batch_size", "micro_batch_size", "lr", "min_lr", "warm
 def train_params(cfg: dict, size: str) -> dict[str, Any]:
     """Training hyper-parameters of a size: ``study_b.train`` with the size's overrides."""
     merged = {**cfg["train"], **(_size_cfg(cfg, size).get("train") or {})}
-    return {k: merged.get(k) for k in TRAIN_KEYS}
+    out = {k: merged.get(k) for k in TRAIN_KEYS}
+    if out["micro_batch_size"] is None:  # null: the whole batch in one forward pass
+        out["micro_batch_size"] = out["batch_size"]
+    return out
 
 
 def size_resources(cfg: dict, size: str) -> dict[str, Any]:

@@ -321,8 +321,9 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
             if info.world_size > 1:  # one collective: mean loss, any rank stopping, counts of all ranks
                 shared = torch.cat([loss.double().view(1), torch.tensor([float(stop), *counts],
                                                                         dtype=torch.float64, device=device)])
-                shared = _all_sum(shared, info).cpu()
-                loss, stop, counts = shared[0] / info.world_size, bool(shared[1] > 0), shared[2:].numpy()
+                shared = _all_sum(shared, info)
+                loss = (shared[0] / info.world_size).float()
+                stop, counts = bool(shared[1] > 0), shared[2:].cpu().numpy()
             pending.append(loss)
             seen += counts
             done = step + 1
@@ -390,6 +391,8 @@ def pretrain_job(input, output, params, threads, log, **_):
     num_gpus = int(getattr(params, "num_gpus", 1) or 1)
     _model_config(dict(params.model), 1, hp.context)  # validate before any expensive work
     hp.micro_steps(num_gpus)
+    if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus:
+        raise LangskewError(f"train: num_gpus={num_gpus} but only {torch.cuda.device_count()} GPU(s) are visible")
     if num_gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return launch_torchrun(num_gpus, input, output, params, threads, log)
 
@@ -473,6 +476,8 @@ def main(argv: list[str]) -> None:
 
     spec = json.loads(Path(argv[0]).read_text())
     rank = int(os.environ.get("RANK", "0"))
+    if spec["log"]:
+        Path(spec["log"]).parent.mkdir(parents=True, exist_ok=True)
     setup_logging(spec["log"] if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
     ns = {k: SimpleNamespace(**spec[k]) for k in ("input", "output", "params")}
     pretrain_job(ns["input"], ns["output"], ns["params"], spec["threads"], spec["log"])

@@ -1,0 +1,8 @@
+"""Snakemake entry point: Study B rule study_b_alignment."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (snakemake is injected)
+from langskew.workflow import run  # noqa: E402
+from langskew.study_b.evaluate import alignment_job  # noqa: E402
+
+run(snakemake, alignment_job)  # noqa: F821

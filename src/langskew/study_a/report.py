@@ -1,0 +1,205 @@
+"""Study A report: accuracy, LID probe, SHAP, class weight and subset count tables + a figure.
+
+Every per-run file is stacked with the identifiers of its run (dataset, model, condition,
+seed) taken from a parallel ``params`` list, then aggregated over seeds: ``*_mean``,
+``*_sd`` (sample sd, ddof=1; empty with one seed) and ``n_seeds``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from langskew.errors import LangskewError
+from langskew.io import save_figure, write_table
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+
+
+def stack_runs(paths: Sequence[str], ids: Sequence[Mapping[str, Any]], id_columns: Sequence[str]) -> pd.DataFrame:
+    """Concatenate per-run CSVs, each prefixed with its identifier columns (in ``id_columns`` order)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    ids = list(ids or [])
+    if len(paths) != len(ids):
+        raise LangskewError(f"report: {len(paths)} input files but {len(ids)} identifier entries")
+    frames = []
+    for path, ident in zip(paths, ids):
+        missing = [c for c in id_columns if c not in ident]
+        if missing:
+            raise LangskewError(f"report: identifier {dict(ident)} of {path} lacks key {missing[0]!r}")
+        df = pd.read_csv(path)
+        for pos, col in enumerate(id_columns):
+            df.insert(pos, col, ident[col])
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=list(id_columns))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate_seeds(df: pd.DataFrame, keys: Sequence[str], value: str | Mapping[str, str],
+                    out: str | None = None) -> pd.DataFrame:
+    """Mean, sd (ddof=1) and count per ``keys``: ``{out}_mean``, ``{out}_sd`` per value, then n_seeds.
+
+    ``value`` is one column (named ``out`` in the result) or a mapping {column: out name}.
+    """
+    values = {value: out or value} if isinstance(value, str) else dict(value)
+    stats = [f"{name}_{s}" for name in values.values() for s in ("mean", "sd")]
+    if df.empty:
+        return pd.DataFrame(columns=[*keys, *stats, "n_seeds"])
+    missing = [c for c in [*keys, *values] if c not in df.columns]
+    if missing:
+        raise LangskewError(f"report: column {missing[0]!r} missing (have {list(df.columns)})")
+    grouped = df.groupby(list(keys), sort=False, dropna=False)
+    named = {f"{name}_{s}": (col, fn) for col, name in values.items() for s, fn in (("mean", "mean"), ("sd", "std"))}
+    first = next(iter(values))
+    return grouped.agg(**named, n_seeds=(first, "size")).reset_index()[[*keys, *stats, "n_seeds"]]
+
+
+def with_overall(per_run: pd.DataFrame, run_keys: Sequence[str]) -> pd.DataFrame:
+    """Add an n-weighted ``language == "all"`` row per run and test variant where one is missing."""
+    keys = [*run_keys, "test_variant"]
+    if per_run.empty:
+        return per_run
+    has_all = per_run.groupby(keys, dropna=False)["language"].transform(lambda s: (s == ALL).any())
+    langs = per_run[~has_all]
+    if langs.empty:
+        return per_run
+    weighted = langs.assign(correct=langs["accuracy"] * langs["n"])
+    overall = weighted.groupby(keys, dropna=False)[["correct", "n"]].sum().reset_index()
+    overall = overall.assign(language=ALL, accuracy=overall["correct"] / overall["n"]).drop(columns="correct")
+    return pd.concat([per_run, overall[per_run.columns]], ignore_index=True)
+
+
+def accuracy_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy over seeds: dataset, model, condition, test_variant, language, accuracy_mean/sd, n_seeds.
+
+    ``per_run`` has one row per (dataset, model, condition, seed, test_variant, language)
+    with columns ``n`` and ``accuracy``; an overall ``language == "all"`` row is derived
+    (n-weighted) for runs that lack it.
+    """
+    runs = ["dataset", "model", "condition", "seed"]
+    full = with_overall(per_run, runs)
+    table = aggregate_seeds(full, ["dataset", "model", "condition", "test_variant", "language"], "accuracy", "accuracy")
+    table["is_all"] = table["language"] != ALL  # overall row first within each block
+    table = table.sort_values(["dataset", "model", "condition", "test_variant", "is_all", "language"], kind="stable")
+    return table.drop(columns="is_all").reset_index(drop=True)
+
+
+def lid_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """LID probe over seeds (of the per-run CV means): dataset, model, condition, layer, accuracy_mean/sd, n_seeds."""
+    df = per_run.assign(layer=per_run["layer"].astype(str)) if "layer" in per_run.columns else per_run
+    return aggregate_seeds(df, ["dataset", "model", "condition", "layer"], "accuracy_mean", "accuracy")
+
+
+def shap_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative SHAP differences over seeds, per dataset/model/comparison/language/class/type."""
+    keys = ["dataset", "model", "comparison", "language", "ratio_group", "class_index", "type"]
+    if not per_run.empty:
+        keys = [c for c in keys if c in per_run.columns]
+    return aggregate_seeds(per_run, keys, "mean_diff", "mean_diff")
+
+
+def informative_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Share of |SHAP| on informative tokens over seeds, per dataset/model/condition/language/class."""
+    return aggregate_seeds(per_run, ["dataset", "model", "condition", "language", "class_index"],
+                           {"share_informative": "share_informative",
+                            "share_class_informative": "share_class_informative"})
+
+
+def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, str] | None = None):
+    """Bar chart: overall accuracy (mean +- sd over seeds) per condition, one panel per dataset.
+
+    The test variant per dataset is ``test_variants[dataset]`` if given, else "balanced" if
+    present, else "original" (both are balanced over labels).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(table["dataset"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(4.5 * len(datasets), 3.4))
+    for ax, dataset in zip(axes[0], datasets):
+        sub = table[(table["dataset"] == dataset) & (table["language"] == ALL)]
+        variants = set(sub["test_variant"])
+        variant = (test_variants or {}).get(dataset) or ("balanced" if "balanced" in variants else "original")
+        sub = sub[sub["test_variant"] == variant]
+        models = list(dict.fromkeys(sub["model"]))
+        conditions = list(dict.fromkeys(sub["condition"]))
+        width = 0.8 / max(1, len(conditions))
+        for j, cond in enumerate(conditions):
+            rows = sub[sub["condition"] == cond].set_index("model").reindex(models)
+            ax.bar(np.arange(len(models)) + (j - (len(conditions) - 1) / 2) * width, rows["accuracy_mean"],
+                   width, yerr=rows["accuracy_sd"].fillna(0.0), capsize=3, label=cond)
+        ax.set_xticks(np.arange(len(models)), models)
+        ax.set_title(f"{dataset} (test: {variant})", fontsize=10)
+        ax.set_ylabel("accuracy")
+        if conditions:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _concat_with_dataset(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    return stack_runs(paths, ids, ["dataset"])
+
+
+def class_weights_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per-dataset class_weights.csv files stacked with a leading ``dataset`` column."""
+    return _concat_with_dataset(paths, ids)
+
+
+def subset_counts_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per-dataset counts.csv files stacked with a leading ``dataset`` column."""
+    return _concat_with_dataset(paths, ids)
+
+
+def _inputs(input: Any, name: str) -> list[str]:
+    value = getattr(input, name, None)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def report_a_job(input, output, params, threads=1, log=None, **_) -> None:
+    """Snakemake job: the Study A report.
+
+    input lists: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` with the
+    parallel params lists ``accuracy_ids`` ({dataset, model, condition, seed}), ``lid_ids``
+    (same; base-model runs have condition "base" and seed None), ``shap_ids`` ({dataset,
+    model, seed}), ``class_weights_ids`` and ``counts_ids`` ({dataset}; both default to
+    ``dataset_ids``); optional input ``informative`` (shap_compare's informative CSVs, ids
+    ``informative_ids`` defaulting to ``shap_ids``); optional ``params.figure_test_variants``
+    ({dataset: test variant}). output: ``accuracy``, ``lid``, ``shap``, ``class_weights``,
+    ``counts`` (CSV), the same names + ``_md`` (Markdown), optional ``informative`` (CSV,
+    plus ``informative_md`` if given) and ``accuracy_fig`` (PNG).
+    """
+    accuracy = accuracy_table(stack_runs(_inputs(input, "accuracy"), params.accuracy_ids,
+                                         ["dataset", "model", "condition", "seed"]))
+    lid = lid_table(stack_runs(_inputs(input, "lid"), params.lid_ids, ["dataset", "model", "condition", "seed"]))
+    shap = shap_table(stack_runs(_inputs(input, "shap"), params.shap_ids, ["dataset", "model", "seed"]))
+    dataset_ids = getattr(params, "dataset_ids", None)
+    tables = {
+        "accuracy": (accuracy, "Study A: test accuracy (mean and sd over seeds)"),
+        "lid": (lid, "Study A: language-identification probe accuracy"),
+        "shap": (shap, "Study A: cumulative SHAP difference vs the balanced model"),
+        "class_weights": (class_weights_table(_inputs(input, "class_weights"),
+                                              getattr(params, "class_weights_ids", None) or dataset_ids),
+                          "Study A: class weights"),
+        "counts": (subset_counts_table(_inputs(input, "counts"), getattr(params, "counts_ids", None) or dataset_ids),
+                   "Study A: subset sizes"),
+    }
+    if getattr(output, "informative", None) is not None:
+        ids = getattr(params, "informative_ids", None) or params.shap_ids
+        tables["informative"] = (informative_table(stack_runs(_inputs(input, "informative"), ids,
+                                                              ["dataset", "model", "seed"])),
+                                 "Study A: share of |SHAP| on informative tokens (synthetic data)")
+    for name, (table, title) in tables.items():
+        write_table(table, getattr(output, name), getattr(output, f"{name}_md", None), title=title)
+    fig = accuracy_figure(accuracy, getattr(params, "figure_test_variants", None))
+    save_figure(fig, output.accuracy_fig)

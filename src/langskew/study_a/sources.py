@@ -1,0 +1,256 @@
+"""Normalise a dataset source (hub, local files, synthetic) to Study A's on-disk contract.
+
+Output: ``{out_dir}/{split}.parquet`` for train/validation/test with columns id, language,
+text, text_pair, label (int64 in 0..C-1), and ``meta.json``. ``spec`` is one entry of the
+config's ``datasets:`` registry. Bad input (a missing column, split or language, a label
+outside the label set) raises :class:`LangskewError` naming it; rows of languages that are
+not configured are dropped; row order is kept, because subsets take the first N rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from langskew import io
+from langskew.errors import LangskewError
+from langskew.study_a.synthetic import generate_synthetic
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+COLUMNS = ["id", "language", "text", "text_pair", "label"]
+TASKS = ("pair", "single")
+
+
+# --------------------------------------------------------------------------- spec checks
+def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
+    """Fail on a malformed registry entry before anything is loaded."""
+    for key in ("source", "task", "languages", "labels"):
+        if spec.get(key) in (None, [], ""):
+            raise LangskewError(f"dataset {name!r}: key {key!r} is missing")
+    if spec["task"] not in TASKS:
+        raise LangskewError(f"dataset {name!r}: task {spec['task']!r} must be one of {', '.join(TASKS)}")
+    if len(set(spec["languages"])) != len(spec["languages"]):
+        raise LangskewError(f"dataset {name!r}: languages {list(spec['languages'])} has duplicates")
+    if spec["source"] in ("hub", "local"):
+        columns = spec.get("columns") or {}
+        for key in ("text", "label"):
+            if not columns.get(key):
+                raise LangskewError(f"dataset {name!r}: columns.{key} is missing")
+        if spec["task"] == "pair" and not columns.get("text_pair"):
+            raise LangskewError(f"dataset {name!r}: task 'pair' needs columns.text_pair")
+    if spec["source"] == "hub":
+        hub = spec.get("hub") or {}
+        if not hub.get("path"):
+            raise LangskewError(f"dataset {name!r}: hub.path is missing")
+        if not hub.get("name") and not (spec.get("columns") or {}).get("language"):
+            raise LangskewError(f"dataset {name!r}: with hub.name null, columns.language must name "
+                                f"the column that holds the language")
+    elif spec["source"] == "local":
+        local = spec.get("local") or {}
+        for split in SPLITS:
+            if not local.get(split):
+                raise LangskewError(f"dataset {name!r}: local.{split} (the {split} split's file) is missing")
+        if not (spec.get("columns") or {}).get("language") and len(spec["languages"]) != 1:
+            raise LangskewError(f"dataset {name!r}: local files with several languages need columns.language")
+    elif spec["source"] == "synthetic":
+        if not (spec.get("synthetic") or {}).get("n_per_label"):
+            raise LangskewError(f"dataset {name!r}: synthetic.n_per_label is missing")
+    else:
+        raise LangskewError(f"dataset {name!r}: source {spec['source']!r} must be hub, local or synthetic")
+
+
+# --------------------------------------------------------------------------- normalising
+def _label_index(raw: pd.Series, n_classes: int, label_map: Mapping[Any, int] | None, where: str) -> np.ndarray:
+    """Raw labels -> class indices 0..C-1 (through ``label_map`` when given)."""
+    if label_map:
+        lookup = {str(k): int(v) for k, v in label_map.items()}
+        bad_targets = sorted({v for v in lookup.values() if not 0 <= v < n_classes})
+        if bad_targets:
+            raise LangskewError(f"label_map maps to {bad_targets[0]}, outside 0..{n_classes - 1}")
+        keys = raw.astype(str)
+        unknown = sorted(set(keys) - set(lookup))
+        if unknown:
+            raise LangskewError(f"{where}: label {unknown[0]!r} is not in label_map ({sorted(lookup)})")
+        return keys.map(lookup).to_numpy(dtype=np.int64)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = raw[values.isna() | (values != values.round()) | (values < 0) | (values >= n_classes)]
+    if len(bad):
+        value = bad.iloc[0]
+        shown = repr(value.item() if hasattr(value, "item") else value)
+        raise LangskewError(f"{where}: label {shown} is outside 0..{n_classes - 1} "
+                            f"(give a label_map to translate raw labels)")
+    return values.to_numpy(dtype=np.int64)
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+    for col in columns:
+        if col not in df.columns:
+            raise LangskewError(f"{where}: column {col!r} missing (has {list(df.columns)})")
+
+
+def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, where: str,
+                    language: str | None = None) -> pd.DataFrame:
+    """Map a raw table to the normalised schema; keep configured languages, in original order.
+
+    ``language`` fixes the language of every row (one hub config or file per language);
+    otherwise it is read from ``columns.language`` (or is the single configured language).
+    """
+    columns = spec.get("columns") or {}
+    languages = list(spec["languages"])
+    lang_col = columns.get("language") if language is None else None
+    wanted = [columns["text"], columns["label"]] + ([columns["text_pair"]] if spec["task"] == "pair" else [])
+    _require_columns(raw, wanted + ([lang_col] if lang_col else []), where)
+    if lang_col:
+        lang = raw[lang_col].astype(str)
+    else:
+        lang = pd.Series(language or languages[0], index=raw.index)
+    keep = lang.isin(languages).to_numpy()
+    raw, lang = raw.loc[keep], lang.loc[keep]
+    out = pd.DataFrame({
+        "language": lang.to_numpy(dtype=object),
+        "text": raw[columns["text"]].fillna("").astype(str).to_numpy(dtype=object),
+        "text_pair": (raw[columns["text_pair"]].fillna("").astype(str).to_numpy(dtype=object)
+                      if spec["task"] == "pair" else np.full(len(raw), None, dtype=object)),
+        "label": _label_index(raw[columns["label"]], len(spec["labels"]), spec.get("label_map"), where),
+    })
+    return out
+
+
+def _assign_ids(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """ids f"{language}-{split}-{n}" with n counting rows of that language in order."""
+    df = df.drop(columns="id", errors="ignore").reset_index(drop=True)
+    n = df.groupby("language", sort=False).cumcount()
+    df.insert(0, "id", [f"{lang}-{split}-{i}" for lang, i in zip(df["language"], n)])
+    df["label"] = df["label"].astype("int64")
+    return df[COLUMNS]
+
+
+def _check_languages(frames: Mapping[str, pd.DataFrame], languages: Sequence[str], name: str) -> None:
+    for split, df in frames.items():
+        present = set(df["language"])
+        for lang in languages:
+            if lang not in present:
+                raise LangskewError(f"dataset {name!r}: language {lang!r} has no rows in split {split!r}")
+
+
+# --------------------------------------------------------------------------- loaders
+def _read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, JSONL/JSON or Parquet file (format from the extension)."""
+    path = Path(path)
+    if not path.exists():
+        raise LangskewError(f"file {str(path)!r} does not exist")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if suffixes.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if suffixes.endswith((".tsv", ".tsv.gz")):
+        return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return pd.read_json(path, lines=True)
+    if suffixes.endswith(".json"):
+        return pd.read_json(path)
+    if suffixes.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path)
+    raise LangskewError(f"file {str(path)!r}: unknown format (use .csv, .tsv, .jsonl, .json or .parquet)")
+
+
+def _load_local(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.DataFrame]:
+    language = None if (spec.get("columns") or {}).get("language") else spec["languages"][0]
+    frames = {}
+    for split in SPLITS:
+        path = spec["local"][split]
+        frames[split] = normalise_frame(_read_table(path), spec, split, f"dataset {name!r} file {str(path)!r}",
+                                        language)
+    return frames
+
+
+def _hub_split(hub: Mapping[str, Any], split: str) -> str:
+    splits = hub.get("splits") or {}
+    return splits.get(split, split)
+
+
+def _load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split: str):
+    """One split of one hub config as a ``datasets.Dataset`` (errors name dataset/config/split)."""
+    import datasets
+
+    where = f"dataset {name!r} ({hub['path']}, config {config!r}, split {_hub_split(hub, split)!r})"
+    try:
+        ds = datasets.load_dataset(hub["path"], name=config, revision=hub.get("revision"),
+                                   split=_hub_split(hub, split))
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise LangskewError(f"{where}: could not load: {exc}") from exc
+    return ds, where
+
+
+def _load_hub(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.DataFrame]:
+    hub = spec["hub"]
+    frames = {}
+    for split in SPLITS:
+        if hub.get("name"):
+            parts = []
+            for lang in spec["languages"]:
+                ds, where = _load_hub_table(name, hub, str(hub["name"]).format(language=lang), split)
+                parts.append(normalise_frame(ds.to_pandas(), spec, split, where, language=lang))
+            frames[split] = pd.concat(parts, ignore_index=True)
+        else:
+            ds, where = _load_hub_table(name, hub, None, split)
+            frames[split] = normalise_frame(ds.to_pandas(), spec, split, where)
+    return frames
+
+
+def _load_synthetic(name: str, spec: Mapping[str, Any], seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
+    knobs = dict(spec["synthetic"])
+    n_per_label = knobs.pop("n_per_label")
+    return generate_synthetic(spec["task"], list(spec["languages"]), list(spec["labels"]), n_per_label,
+                              seed, **knobs)
+
+
+LOADERS: dict[str, Callable[[str, Mapping[str, Any], int], dict[str, pd.DataFrame]]] = {
+    "hub": _load_hub, "local": _load_local,
+}
+
+
+# --------------------------------------------------------------------------- entry points
+def load_dataset_frames(name: str, spec: Mapping[str, Any], seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict]:
+    """({split: normalised frame}, meta) for a registry entry, without writing anything."""
+    _check_spec(name, spec)
+    informative = None
+    if spec["source"] == "synthetic":
+        frames, synth_meta = _load_synthetic(name, spec, seed)
+        informative = synth_meta["informative_tokens"]
+    else:
+        frames = LOADERS[spec["source"]](name, spec, seed)
+    _check_languages(frames, spec["languages"], name)
+    frames = {split: _assign_ids(df, split) for split, df in frames.items()}
+    meta = {"dataset": name, "task": spec["task"], "languages": list(spec["languages"]),
+            "labels": [str(x) for x in spec["labels"]], "informative_tokens": informative,
+            "source": spec["source"],
+            "rows": {split: {str(k): int(v) for k, v in df["language"].value_counts(sort=False).items()}
+                     for split, df in frames.items()}}
+    return frames, meta
+
+
+def prepare_dataset(name: str, spec: Mapping[str, Any], out_dir: str | Path, seed: int = 0) -> dict:
+    """Write ``{out_dir}/{split}.parquet`` and ``meta.json`` for one dataset; return the meta."""
+    frames, meta = load_dataset_frames(name, spec, seed)
+    out_dir = Path(out_dir)
+    for split, df in frames.items():
+        io.write_parquet(df, out_dir / f"{split}.parquet")
+        logger.info("%s %s: %d rows %s", name, split, len(df), meta["rows"][split])
+    io.write_json(meta, out_dir / "meta.json")
+    return meta
+
+
+def prepare_dataset_job(input, output, params, threads, log, **_) -> dict:
+    """Snakemake job: params.spec/name/seed -> the files next to output.meta."""
+    out_dir = Path(output.meta).parent
+    for split in SPLITS:
+        expected = out_dir / f"{split}.parquet"
+        if hasattr(output, split) and Path(getattr(output, split)) != expected:
+            raise LangskewError(f"output.{split} must be {expected} (beside meta.json)")
+    return prepare_dataset(str(params.name), dict(params.spec), out_dir, int(params.seed))

@@ -1,0 +1,353 @@
+"""Study B evaluation: held-out perplexity, monolingual scaling fits (MLTE / TEff / MLPE),
+and representation and gradient alignment between the languages of a run.
+
+Perplexity (:func:`sliding_window_perplexity`): windows of ``window`` tokens move by
+``stride``; of each window only the last ``stride`` targets are scored, so every scored
+token sees at least ``window - stride`` tokens of context. The first window scores all of
+its targets (they have no earlier window to be scored in), and the last window is moved
+back to end exactly at the end of the stream, scoring only targets not yet scored. Every
+target (token 1..N-1 of the stream) is scored exactly once; PPL = exp(mean NLL).
+
+Scaling fit: 1/PPL = c - a * x^(-b) over monolingual runs, x = training tokens in units of
+the 1x budget (``base_steps * batch_size * context``). For a language of a bilingual run,
+MLTE is the monolingual token count at which the fit reaches that PPL, TEff = MLTE /
+tokens of the language seen, and MLPE = the fit's PPL at the same token count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from langskew.errors import LangskewError
+from langskew.io import read_json, write_csv, write_json
+from langskew.study_b.model import GPT, load_model, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def _autocast(device: torch.device):
+    import contextlib
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+# -- perplexity -------------------------------------------------------------------------
+def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """(start, n_scored) of each window over a stream of ``n_tokens`` tokens.
+
+    A window's inputs are ``ids[start:start + L]`` and its targets ``ids[start + 1:start + L + 1]``
+    (L = ``window``, or N - 1 for a stream shorter than a window); its last ``n_scored``
+    targets are scored.
+    """
+    if not 0 < stride <= window:
+        raise LangskewError(f"perplexity: need 0 < stride <= window, got stride={stride}, window={window}")
+    n_targets = n_tokens - 1
+    if n_targets < 1:
+        raise LangskewError(f"perplexity: a stream of {n_tokens} tokens has nothing to score")
+    if n_targets <= window:
+        return [(0, n_targets)]
+    plan, covered, start = [(0, window)], window, 0
+    while covered < n_targets:
+        start += stride
+        end = min(start + window, n_targets)
+        start = end - window
+        plan.append((start, end - covered))
+        covered = end
+    return plan
+
+
+@torch.no_grad()
+def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128, batch_size: int = 8,
+                       device: torch.device | str | None = None) -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored tokens under the sliding-window scheme."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if window > model.cfg.context:
+        raise LangskewError(f"perplexity: window {window} exceeds the model context {model.cfg.context}")
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    plan = window_plan(len(ids_t), window, stride)
+    length = min(window, len(ids_t) - 1)
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(plan), batch_size):
+        chunk = plan[i:i + batch_size]
+        seqs = torch.stack([ids_t[s:s + length + 1] for s, _ in chunk]).to(device)
+        with _autocast(device):
+            logits, _ = model(seqs[:, :-1])
+        nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:], reduction="none")  # (b, L)
+        for row, (_, n_scored) in enumerate(chunk):
+            total += float(nll[row, length - n_scored:].double().sum())
+            count += n_scored
+    return total, count
+
+
+def sliding_window_perplexity(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128,
+                              batch_size: int = 8, device: torch.device | str | None = None) -> float:
+    """Token perplexity exp(mean NLL) of ``ids`` (see the module docstring for the windows)."""
+    total, count = sliding_window_nll(model, ids, window, stride, batch_size, device)
+    return math.exp(total / count)
+
+
+def _eval_params(params: Any, required: Sequence[str]) -> dict[str, Any]:
+    ev = dict(params.eval)
+    missing = [k for k in required if k not in ev]
+    if missing:
+        raise LangskewError(f"eval params: missing key(s) {missing}")
+    return ev
+
+
+def _load_for_eval(input: Any, params: Any, parallel_path: str | None = None):
+    from langskew.study_b.languages import build_mixture
+
+    device = pick_device()
+    model = load_model(input.model, device=device)
+    mixture = build_mixture(dict(params.run), list(input.tokens), int(getattr(params, "seed", 0)),
+                            parallel_path=parallel_path)
+    return model, mixture, device
+
+
+def perplexity_job(input, output, params, threads, log, **_):
+    """Snakemake job: {language name: held-out perplexity} of one trained run."""
+    ev = _eval_params(params, ("window", "stride", "batch_size"))
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(threads or 1)))
+    model, mixture, device = _load_for_eval(input, params)
+    result = {}
+    for i, name in enumerate(mixture.language_names):
+        ids = mixture.heldout(i, ev.get("max_tokens"))
+        result[name] = sliding_window_perplexity(model, ids, int(ev["window"]), int(ev["stride"]),
+                                                 int(ev["batch_size"]), device)
+        logging.getLogger(__name__).info("%s: %s perplexity %.3f over %d tokens", params.run["id"], name,
+                                         result[name], len(ids))
+    write_json(result, output[0])
+    return result
+
+
+# -- scaling fit ------------------------------------------------------------------------
+def power_law(x: np.ndarray | float, c: float, a: float, b: float) -> np.ndarray | float:
+    """1/PPL as a function of training tokens x (in budget units): c - a * x^(-b)."""
+    return c - a * np.power(x, -b)
+
+
+def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (c, a, b) of 1/PPL = c - a * x^(-b); needs at least three points."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    if len(x) < 3 or len(np.unique(x)) < 3:
+        raise LangskewError(f"scaling fit: need at least 3 distinct token counts, got x={x.tolist()}")
+    if (x <= 0).any() or (y <= 0).any() or (y >= 1).any():
+        raise LangskewError(f"scaling fit: need x > 0 and 0 < 1/PPL < 1, got x={x.tolist()}, 1/PPL={y.tolist()}")
+    b0 = 0.5
+    c0 = min(0.999, y.max() + 0.5 * (y.max() - y.min()) + 1e-6)
+    a0 = max((c0 - y.min()) * x.min() ** b0, 1e-9)
+    (c, a, b), _ = curve_fit(power_law, x, y, p0=(c0, a0, b0), bounds=([0.0, 0.0, 1e-3], [1.0, np.inf, 5.0]),
+                             maxfev=20000)
+    return float(c), float(a), float(b)
+
+
+def mlte(ppl: float, c: float, a: float, b: float, budget: float = 1.0) -> float:
+    """Monolingual tokens needed to reach ``ppl`` under the fit (inf when beyond its asymptote)."""
+    gap = c - 1.0 / ppl
+    if gap <= 0:
+        return math.inf
+    return budget * (a / gap) ** (1.0 / b) if a > 0 else 0.0
+
+
+def mlpe(tokens: float, c: float, a: float, b: float, budget: float = 1.0) -> float:
+    """The fit's perplexity after ``tokens`` monolingual tokens.
+
+    Where the fitted curve has no positive inverse perplexity (far below the smallest
+    monolingual point) the fit says nothing meaningful: ``inf`` rather than a negative PPL.
+    """
+    inv = float(power_law(tokens / budget, c, a, b))
+    return 1.0 / inv if inv > 0 else float("inf")
+
+
+def expected_tokens_seen(run: dict, batch_size: int, context: int) -> list[float]:
+    """Expected training tokens of each model language: stage lengths x stage probabilities."""
+    schedule = np.asarray(run["schedule"], dtype=np.float64)
+    steps = int(run["steps"])
+    bounds = [s * steps // len(schedule) for s in range(len(schedule) + 1)]
+    return (np.diff(bounds)[:, None] * schedule).sum(axis=0) * batch_size * context
+
+
+def language_index(run: dict, name: str) -> int:
+    """Index of model language ``name`` in a run (clones are L1..LK; real/mono use base names)."""
+    if run["kind"] == "clone":
+        if name[:1] == "L" and name[1:].isdigit() and 1 <= int(name[1:]) <= int(run["n_languages"]):
+            return int(name[1:]) - 1
+    elif name in run["base_languages"]:
+        return list(run["base_languages"]).index(name)
+    raise LangskewError(f"run {run.get('id')!r}: unknown language {name!r}")
+
+
+def base_language(run: dict, name: str) -> str:
+    """The base language whose monolingual fit applies to model language ``name``."""
+    index = language_index(run, name)
+    return run["base_languages"][0] if run["kind"] == "clone" else run["base_languages"][index]
+
+
+def budget_tokens(run: dict, batch_size: int, context: int) -> float:
+    """Tokens of a 1x run (the unit of x): steps / scale * batch_size * context."""
+    return int(run["steps"]) / float(run["scale"]) * batch_size * context
+
+
+def mono_x(run: dict) -> float:
+    """Training data of a monolingual run in budget units (steps fraction x data fraction)."""
+    return float(run["scale"]) * float(run.get("data_fraction") or 1.0)
+
+
+def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: Sequence[dict],
+              target_ppl: Sequence[dict], batch_size: int, context: int,
+              tokens_seen: Sequence[dict | None] | None = None) -> pd.DataFrame:
+    """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
+
+    ``tokens_seen[i]`` ({language: tokens}, e.g. from the run's metrics.json) overrides the
+    expected count computed from the run's schedule.
+    """
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for run, ppl in zip(mono_runs, mono_ppl):
+        lang = run.get("language") or run["base_languages"][0]
+        if lang not in ppl:
+            raise LangskewError(f"scaling fit: perplexities of {run['id']!r} have no language {lang!r}")
+        points.setdefault((run["size"], lang), []).append((mono_x(run), 1.0 / float(ppl[lang])))
+    fits = {key: fit_power_law(*zip(*sorted(pts))) for key, pts in points.items()}
+    rows = []
+    for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
+        expected = expected_tokens_seen(run, batch_size, context)
+        budget = budget_tokens(run, batch_size, context)
+        seen_override = (tokens_seen[i] if tokens_seen else None) or {}
+        for name, value in ppl.items():
+            base = base_language(run, name)
+            if (run["size"], base) not in fits:
+                raise LangskewError(f"scaling fit: no monolingual runs of size {run['size']!r} for {base!r}")
+            c, a, b = fits[(run["size"], base)]
+            seen = float(seen_override.get(name, expected[language_index(run, name)]))
+            tokens_needed = mlte(float(value), c, a, b, budget)
+            rows.append({"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
+                         "base_language": base, "ppl": float(value), "tokens_seen": seen, "MLTE": tokens_needed,
+                         "TEff": tokens_needed / seen if seen > 0 else math.nan,
+                         "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
+                         "c": c, "a": a, "b": b, "n_mono_points": len(points[(run["size"], base)])})
+    return pd.DataFrame(rows)
+
+
+def _run_list(specs: Any, where: str) -> list[dict]:
+    specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
+    if not all(isinstance(s, dict) and "id" in s for s in specs):
+        raise LangskewError(f"fit params: {where} must be a list of run specs (dicts with 'id')")
+    return specs
+
+
+def fit_job(input, output, params, threads, log, **_):
+    """Snakemake job: the scaling-fit table of the bilingual runs of one size.
+
+    params: mono_ids (run specs of input.mono), target_runs (run specs of input.target),
+    train ({batch_size, context, ...}). An optional input.metrics (metrics.json of each
+    target, same order) supplies the counted tokens_seen.
+    """
+    mono_runs, targets = _run_list(params.mono_ids, "mono_ids"), _run_list(params.target_runs, "target_runs")
+    if len(mono_runs) != len(input.mono) or len(targets) != len(input.target):
+        raise LangskewError(f"fit: {len(input.mono)} mono / {len(input.target)} target perplexity files for "
+                            f"{len(mono_runs)} / {len(targets)} run specs")
+    train = dict(params.train)
+    metrics = getattr(input, "metrics", None)
+    seen = [read_json(p).get("tokens_seen") for p in metrics] if metrics else None
+    table = fit_table(mono_runs, [read_json(p) for p in input.mono], targets, [read_json(p) for p in input.target],
+                      int(train["batch_size"]), int(train["context"]), seen)
+    write_csv(table, output[0])
+    return table
+
+
+# -- alignment --------------------------------------------------------------------------
+@torch.no_grad()
+def hidden_states(model: GPT, ids: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """Output of every block (before the final LN) for one sequence: n_layer tensors (T, d), fp32."""
+    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context]
+    _, _, hidden = model(x, return_hidden=True)
+    return [h[0].float() for h in hidden]
+
+
+def token_cosine(ha: torch.Tensor, hb: torch.Tensor, match: bool) -> float:
+    """Mean cosine of parallel token vectors: same positions, or a maximum-weight matching."""
+    sim = F.normalize(ha, dim=-1) @ F.normalize(hb, dim=-1).T
+    if not match:
+        if ha.shape != hb.shape:
+            raise LangskewError(f"alignment: position-wise cosine needs equal lengths, got {len(ha)} and {len(hb)}")
+        return float(sim.diagonal().mean())
+    from scipy.optimize import linear_sum_assignment
+
+    s = sim.cpu().numpy()
+    rows, cols = linear_sum_assignment(s, maximize=True)
+    return float(s[rows, cols].mean())
+
+
+def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]], match: bool,
+                             device: torch.device | str | None = None) -> pd.DataFrame:
+    """Per-layer cosine of parallel hidden states, averaged over pairs (layer 1 = first block)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    values = np.array([[token_cosine(ha, hb, match) for ha, hb in
+                        zip(hidden_states(model, a, device), hidden_states(model, b, device))] for a, b in pairs])
+    if values.size == 0:
+        raise LangskewError("alignment: no parallel pairs")
+    return pd.DataFrame({"layer": np.arange(1, values.shape[1] + 1), "cosine_mean": values.mean(axis=0),
+                         "cosine_sd": values.std(axis=0, ddof=1) if len(values) > 1 else np.nan,
+                         "n": len(values)})
+
+
+def sequence_gradients(model: GPT, ids: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened)."""
+    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context + 1]
+    model.zero_grad(set_to_none=True)
+    _, loss = model(x[:, :-1], x[:, 1:])
+    loss.backward()
+    return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                       device: torch.device | str | None = None) -> pd.DataFrame:
+    """Cosine between the two members' gradients per parameter tensor, averaged over pairs.
+
+    The last row, ``parameter == "mean"``, is the mean over tensors.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()  # no dropout anyway; keeps LN/attention in inference mode
+    sums: dict[str, float] = {}
+    for a, b in pairs:
+        ga = sequence_gradients(model, a, device)
+        gb = sequence_gradients(model, b, device)
+        for name in ga:
+            cos = F.cosine_similarity(ga[name], gb[name], dim=0, eps=1e-12)
+            sums[name] = sums.get(name, 0.0) + float(cos)
+    model.zero_grad(set_to_none=True)
+    if not sums:
+        raise LangskewError("alignment: no parallel pairs")
+    table = pd.DataFrame({"parameter": list(sums), "cosine_mean": [v / len(pairs) for v in sums.values()],
+                          "n": len(pairs)})
+    mean = pd.DataFrame({"parameter": ["mean"], "cosine_mean": [table["cosine_mean"].mean()], "n": [len(pairs)]})
+    return pd.concat([table, mean], ignore_index=True)
+
+
+def alignment_job(input, output, params, threads, log, **_):
+    """Snakemake job: representation (per layer) and gradient (per tensor) alignment of L1/L2."""
+    ev = _eval_params(params, ("n_parallel",))
+    run = dict(params.run)
+    if run["kind"] == "mono":
+        raise LangskewError(f"alignment: run {run['id']!r} is monolingual")
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(threads or 1)))
+    model, mixture, device = _load_for_eval(input, params, getattr(input, "parallel", None))
+    max_len = min(int(ev.get("max_len", 64)), model.cfg.context)
+    pairs = mixture.parallel(int(ev["n_parallel"]), max_len=max_len)
+    pairs = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
+    match = run["kind"] == "real"
+    write_csv(representation_alignment(model, pairs, match, device), output.representation)
+    write_csv(gradient_alignment(model, pairs, device), output.gradient)

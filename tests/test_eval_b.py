@@ -1,0 +1,218 @@
+"""Study B evaluation: sliding-window perplexity, scaling fits, alignment, and the jobs."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import named, write_fake_token_stream
+from langskew.errors import LangskewError
+from langskew.study_b import evaluate as ev
+from langskew.study_b.model import GPT, GPTConfig, save_model
+
+
+def _tiny(vocab: int = 40, context: int = 16, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, n_layer=2, d_model=32, n_head=4, context=context)).eval()
+
+
+# -- perplexity -------------------------------------------------------------------------
+@pytest.mark.parametrize("n,window,stride", [(30, 8, 3), (29, 8, 4), (9, 8, 2), (6, 8, 3), (40, 8, 8)])
+def test_window_plan_scores_every_target_once(n, window, stride):
+    scored = []
+    for start, k in ev.window_plan(n, window, stride):
+        length = min(window, n - 1)
+        assert start >= 0 and start + length <= n - 1
+        scored += list(range(start + length - k + 1, start + length + 1))  # target positions
+    assert scored == list(range(1, n))
+
+
+def _context_start(t: int, n: int, window: int, stride: int) -> int:
+    """Start of the context that target position t gets, derived by hand from the scheme."""
+    if t <= window:
+        return 0  # first window: scored with everything before it
+    last_end = n - 1
+    k = math.ceil((t - window) / stride)  # window k (start k*stride) scores (k*stride+window-stride, k*stride+window]
+    end = min(k * stride + window, last_end)
+    return end - window
+
+
+@pytest.mark.parametrize("n", [27, 31])
+def test_sliding_window_perplexity_matches_token_by_token_scoring(n):
+    model = _tiny()
+    ids = np.random.default_rng(n).integers(0, 40, size=n)
+    window, stride = 8, 3
+    nll = 0.0
+    with torch.no_grad():
+        for t in range(1, n):
+            s = _context_start(t, n, window, stride)
+            assert t - s <= window
+            logits, _ = model(torch.as_tensor(ids[s:t])[None])
+            nll -= torch.log_softmax(logits[0, -1].double(), -1)[ids[t]].item()
+    expected = math.exp(nll / (n - 1))
+    got = ev.sliding_window_perplexity(model, ids, window=window, stride=stride, batch_size=3, device="cpu")
+    assert got == pytest.approx(expected, rel=1e-5)
+    # stride == window gives non-overlapping chunks: a different (higher-context-loss) value
+    assert ev.sliding_window_perplexity(model, ids, window=8, stride=8, device="cpu") != pytest.approx(got, rel=1e-7)
+
+
+def test_perplexity_rejects_bad_windows():
+    with pytest.raises(LangskewError, match="stride"):
+        ev.window_plan(100, 8, 9)
+    with pytest.raises(LangskewError, match="context"):
+        ev.sliding_window_perplexity(_tiny(context=8), np.arange(20), window=16, stride=4)
+
+
+# -- scaling fit ------------------------------------------------------------------------
+def test_fit_power_law_recovers_known_parameters():
+    c, a, b = 0.06, 0.012, 0.45
+    x = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
+    got = ev.fit_power_law(x, ev.power_law(x, c, a, b))
+    np.testing.assert_allclose(got, (c, a, b), rtol=1e-4)
+    with pytest.raises(LangskewError, match="3 distinct"):
+        ev.fit_power_law([0.5, 1.0], [0.03, 0.04])
+
+
+def test_mlte_teff_and_mlpe_on_a_constructed_fit():
+    c, a, b, budget = 0.05, 0.01, 0.5, 1000.0
+    ppl_at_quarter = 1.0 / (c - a * 0.25 ** -0.5)  # the fit's PPL after 250 tokens
+    assert ev.mlte(ppl_at_quarter, c, a, b, budget) == pytest.approx(250.0)
+    assert ev.mlte(1.0 / c, c, a, b, budget) == math.inf  # beyond the asymptote
+    assert ev.mlpe(250.0, c, a, b, budget) == pytest.approx(ppl_at_quarter)
+    # a bilingual language that saw 125 tokens and reached the 250-token PPL: TEff 2
+    table = ev.fit_table(
+        mono_runs=[{"id": f"m{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": 10 * f,
+                    "language": "en", "base_languages": ["en"]} for f in (0.1, 0.25, 0.5, 1.0)],
+        mono_ppl=[{"en": 1.0 / float(ev.power_law(f, c, a, b))} for f in (0.1, 0.25, 0.5, 1.0)],
+        target_runs=[{"id": "t", "kind": "clone", "size": "s", "scale": 1.0, "steps": 10, "n_languages": 2,
+                      "base_languages": ["en"], "schedule": [[0.875, 0.125]]}],
+        target_ppl=[{"L1": 1.0 / float(ev.power_law(0.875, c, a, b)), "L2": ppl_at_quarter}],
+        batch_size=4, context=25)  # budget = 10 steps * 4 * 25 = 1000 tokens
+    row = table.set_index("language").loc["L2"]
+    assert row["tokens_seen"] == pytest.approx(125.0)
+    assert row["MLTE"] == pytest.approx(250.0, rel=1e-3)
+    assert row["TEff"] == pytest.approx(2.0, rel=1e-3)
+    assert row["MLPE"] == pytest.approx(ev.mlpe(125.0, c, a, b, 1000.0), rel=1e-3)
+    assert table.set_index("language").loc["L1", "TEff"] == pytest.approx(1.0, rel=1e-3)
+    assert row["base_language"] == "en"
+
+
+def test_fit_job_reads_perplexities_and_metrics(tmp_path):
+    c, a, b = 0.05, 0.01, 0.5
+    mono = [{"id": f"m-f{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": int(20 * f),
+             "language": "en", "base_languages": ["en"]} for f in (0.1, 0.25, 0.5, 1.0)]
+    paths = []
+    for run in mono:
+        p = tmp_path / f"{run['id']}.json"
+        p.write_text(json.dumps({"en": 1.0 / float(ev.power_law(run["scale"], c, a, b))}))
+        paths.append(str(p))
+    target = {"id": "t", "kind": "clone", "size": "s", "scale": 1.0, "steps": 20, "n_languages": 2,
+              "base_languages": ["en"], "schedule": [[0.5, 0.5]]}
+    (tmp_path / "t.json").write_text(json.dumps({"L1": 30.0, "L2": 31.0}))
+    (tmp_path / "t-metrics.json").write_text(json.dumps({"tokens_seen": {"L1": 900, "L2": 1100}}))
+    out = tmp_path / "fit.csv"
+    ev.fit_job(named(mono=paths, target=[str(tmp_path / "t.json")], metrics=[str(tmp_path / "t-metrics.json")]),
+               [str(out)],
+               named(mono_ids=mono, target_runs=[target], train={"batch_size": 2, "context": 50}), 1, None)
+    table = pd.read_csv(out)
+    assert list(table["language"]) == ["L1", "L2"]
+    assert list(table["tokens_seen"]) == [900, 1100]
+    np.testing.assert_allclose(table[["c", "a", "b"]].iloc[0], (c, a, b), rtol=1e-3)
+    assert (table["TEff"] > 0).all()
+    with pytest.raises(LangskewError, match="mono"):
+        ev.fit_job(named(mono=paths[:2], target=[]), [str(out)],
+                   named(mono_ids=mono, target_runs=[], train={"batch_size": 2, "context": 50}), 1, None)
+
+
+# -- alignment --------------------------------------------------------------------------
+def test_token_cosine_is_one_for_identical_states_and_matching_recovers_a_permutation():
+    h = torch.randn(12, 16)
+    assert ev.token_cosine(h, h.clone(), match=False) == pytest.approx(1.0)
+    perm = torch.randperm(12)
+    assert ev.token_cosine(h, h[perm], match=True) == pytest.approx(1.0)
+    assert ev.token_cosine(h, h[perm], match=False) < 0.9
+    # matching unequal lengths: every token of the shorter side is matched to its copy
+    assert ev.token_cosine(h[:7], h[perm], match=True) == pytest.approx(1.0)
+
+
+def test_representation_alignment_per_layer():
+    model = _tiny()
+    rng = np.random.default_rng(0)
+    same = [(s, s.copy()) for s in (rng.integers(0, 40, 10) for _ in range(3))]
+    table = ev.representation_alignment(model, same, match=False)
+    assert list(table["layer"]) == [1, 2] and (table["n"] == 3).all()
+    np.testing.assert_allclose(table["cosine_mean"], 1.0, atol=1e-5)
+    other = [(rng.integers(0, 20, 10), rng.integers(20, 40, 10)) for _ in range(3)]
+    assert (ev.representation_alignment(model, other, match=False)["cosine_mean"] < 0.999).all()
+
+
+def test_gradient_alignment_is_one_for_identical_inputs_and_lower_otherwise():
+    model = _tiny()
+    rng = np.random.default_rng(1)
+    seq = rng.integers(0, 40, 12)
+    same = ev.gradient_alignment(model, [(seq, seq.copy())])
+    names = [n for n, _ in model.named_parameters()]
+    assert list(same["parameter"]) == names + ["mean"]
+    np.testing.assert_allclose(same["cosine_mean"], 1.0, atol=1e-5)
+    diff = ev.gradient_alignment(model, [(seq, rng.integers(0, 40, 12)), (seq, rng.integers(0, 40, 12))])
+    assert (diff["n"] == 2).all()
+    assert diff.set_index("parameter").loc["mean", "cosine_mean"] < 0.99
+    assert all(p.grad is None for p in model.parameters())
+
+
+# -- jobs on tiny token streams ---------------------------------------------------------
+@pytest.fixture
+def tokens(tmp_path):
+    metas = {lang: write_fake_token_stream(tmp_path / "tokens" / lang, lang, vocab_size=20, n_train=2000,
+                                           n_test=300, seed=i) for i, lang in enumerate(("en", "fr"))}
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for lang in ("en", "fr"):
+        lengths = rng.integers(4, 9, size=6)
+        arrays[f"{lang}_ids"] = rng.integers(3, 20, size=int(lengths.sum())).astype(np.int64)
+        arrays[f"{lang}_offsets"] = np.concatenate([[0], np.cumsum(lengths)])
+    np.savez(tmp_path / "tokens" / "parallel.npz", **arrays)
+    return metas
+
+
+CLONE = {"id": "c", "kind": "clone", "size": "tiny", "scale": 1.0, "steps": 10, "base_languages": ["en"],
+         "n_languages": 2, "schedule": [[0.5, 0.5]], "clone_fraction": 1.0, "vocab_mode": None,
+         "data_fraction": 1.0, "language": None, "label": "clone"}
+REAL = {**CLONE, "id": "r", "kind": "real", "base_languages": ["en", "fr"], "vocab_mode": "disjoint"}
+
+
+def test_perplexity_and_alignment_jobs(tmp_path, tokens):
+    model = _tiny(vocab=40)
+    save_model(model, tmp_path / "model")
+    params = named(run=CLONE, seed=0, eval={"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4,
+                                            "n_parallel": 3, "max_len": 12})
+    out = tmp_path / "ppl.json"
+    result = ev.perplexity_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), [str(out)], params, 1, None)
+    assert json.loads(out.read_text()) == pytest.approx(result)
+    assert set(result) == {"L1", "L2"} and all(1.0 < v < 200 for v in result.values())
+
+    outputs = named(representation=str(tmp_path / "rep.csv"), gradient=str(tmp_path / "grad.csv"))
+    ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), outputs, params, 1, None)
+    rep, grad = pd.read_csv(outputs.representation), pd.read_csv(outputs.gradient)
+    assert list(rep.columns) == ["layer", "cosine_mean", "cosine_sd", "n"] and list(rep["n"]) == [3, 3]
+    assert grad["parameter"].iloc[-1] == "mean"
+    # disjoint clone vocabularies: the two languages touch different embedding rows
+    assert grad.set_index("parameter").loc["wte.weight", "cosine_mean"] == pytest.approx(0.0, abs=1e-6)
+
+    real_params = named(run=REAL, seed=0, eval={"n_parallel": 4})
+    ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"], tokens["fr"]],
+                           parallel=str(tmp_path / "tokens" / "parallel.npz")), outputs, real_params, 1, None)
+    assert list(pd.read_csv(outputs.representation)["n"]) == [4, 4]
+    with pytest.raises(LangskewError, match="n_parallel"):
+        ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), outputs,
+                         named(run=CLONE, eval={}), 1, None)
+
+
+def test_mlpe_is_inf_where_the_fit_has_no_positive_inverse_perplexity():
+    c, a, b = 0.05, 0.04, 0.5
+    # 1/PPL = c - a * x^-b <= 0 for x <= (a / c)^(1/b) = 0.64
+    assert ev.mlpe(0.5, c, a, b) == float("inf")
+    assert 0 < ev.mlpe(1.0, c, a, b) < float("inf")

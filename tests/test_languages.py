@@ -1,0 +1,153 @@
+"""Cloned languages, the anchored EN/FR vocabulary, schedules and deterministic batches."""
+
+import numpy as np
+import pytest
+
+from helpers import write_fake_token_stream
+from langskew.errors import LangskewError
+from langskew.study_b.languages import (anchored_mapping, build_mixture, clone_ids, cloned_mask, decode_ids,
+                                        parse_schedule, stage_index)
+
+V = 50
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    return {"en": write_fake_token_stream(root / "en", "en", V, seed=0),
+            "fr": write_fake_token_stream(root / "fr", "fr", 40, seed=1)}
+
+
+def clone_run(**kw):
+    run = {"id": "t", "kind": "clone", "base_languages": ["en"], "n_languages": 2, "schedule": [[0.5, 0.5]],
+           "clone_fraction": 1.0, "steps": 100, "data_fraction": 1.0}
+    run.update(kw)
+    return run
+
+
+def test_clone_ids_live_in_their_block_and_decode_back():
+    base = np.arange(V)
+    for k in range(4):
+        ids = clone_ids(base, k, V, pad_id=0)
+        assert ids[0] == 0  # padding is shared
+        assert ((ids[1:] >= k * V) & (ids[1:] < (k + 1) * V)).all()
+        np.testing.assert_array_equal(decode_ids(ids, V), base)
+
+
+def test_mixture_tables_cover_disjoint_blocks(streams):
+    mix = build_mixture(clone_run(n_languages=3, schedule=[[0.2, 0.3, 0.5]]), [streams["en"]], seed=0)
+    assert mix.vocab_size == 3 * V and mix.language_names == ["L1", "L2", "L3"]
+    for k in range(3):
+        mapped = mix.heldout(k)
+        base = np.asarray(mix.streams[0].test, dtype=np.int64)
+        assert ((mapped >= k * V) & (mapped < (k + 1) * V)).all()
+        np.testing.assert_array_equal(mix.decode(mapped), base)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_partial_cloning_shares_exactly_the_configured_anchors(streams, fraction):
+    mix = build_mixture(clone_run(clone_fraction=fraction), [streams["en"]], seed=3)
+    l1, l2 = mix.tables
+    shared = l1 == l2
+    assert shared[0]  # pad
+    assert (~shared).sum() == round(fraction * (V - 1))
+    assert mix.info["n_anchors"] == shared.sum()
+    # the anchor set is fixed by the seed
+    again = build_mixture(clone_run(clone_fraction=fraction), [streams["en"]], seed=3)
+    np.testing.assert_array_equal(again.tables[1], l2)
+
+
+def test_mask_excludes_padding():
+    mask = cloned_mask(V, 1.0, pad_id=0, seed=0)
+    assert not mask[0] and mask[1:].all()
+
+
+def test_parse_schedule_and_stage_boundaries():
+    assert np.allclose(parse_schedule("0.1_0.9"), [[0.9, 0.1], [0.1, 0.9]])
+    with pytest.raises(LangskewError, match="0.1_x"):
+        parse_schedule("0.1_x")
+    assert [stage_index(s, 100, 2) for s in (0, 49, 50, 99)] == [0, 0, 1, 1]
+    assert [stage_index(s, 90, 3) for s in (29, 30, 59, 60, 89)] == [0, 1, 1, 2, 2]
+
+
+def test_schedule_probabilities_switch_at_half(streams):
+    mix = build_mixture(clone_run(schedule=[[0.9, 0.1], [0.1, 0.9]], steps=200), [streams["en"]], seed=0)
+    assert mix.stage_probs(99) == pytest.approx([0.9, 0.1])
+    assert mix.stage_probs(100) == pytest.approx([0.1, 0.9])
+    first = np.concatenate([mix.batch(s, 32, 8)["lang"].numpy() for s in range(0, 100, 5)])
+    second = np.concatenate([mix.batch(s, 32, 8)["lang"].numpy() for s in range(100, 200, 5)])
+    assert abs(first.mean() - 0.1) < 0.05 and abs(second.mean() - 0.9) < 0.05
+
+
+def test_empirical_mixture_matches_p(streams):
+    p = [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
+    mix = build_mixture(clone_run(n_languages=6, schedule=[p]), [streams["en"]], seed=1)
+    langs = np.concatenate([mix.batch(s, 64, 4)["lang"].numpy() for s in range(150)])
+    freq = np.bincount(langs, minlength=6) / len(langs)
+    np.testing.assert_allclose(freq, p, atol=0.02)
+
+
+def test_batch_is_pure_and_consistent(streams):
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    a, b = mix.batch(7, 8, 16), mix.batch(7, 8, 16)
+    for key in ("x", "y", "lang"):
+        assert (a[key] == b[key]).all()
+    assert not (mix.batch(8, 8, 16)["x"] == a["x"]).all()
+    # a fresh mixture (e.g. after resuming) gives the same batch
+    fresh = build_mixture(clone_run(), [streams["en"]], seed=0)
+    assert (fresh.batch(7, 8, 16)["x"] == a["x"]).all()
+    # targets are the next tokens, and every id is in its sequence's language block
+    assert (a["x"][:, 1:] == a["y"][:, :-1]).all()
+    for row, lang in zip(a["x"].numpy(), a["lang"].numpy()):
+        assert ((row // V) == lang).all()
+
+
+def test_ranks_get_disjoint_slices_of_the_global_batch(streams):
+    mix = build_mixture(clone_run(schedule=[[1.0, 0.0]]), [streams["en"]], seed=0)
+    parts = [mix.batch(3, 4, 16, rank=r, world_size=3)["x"].numpy() for r in range(3)]
+    rows = {tuple(row) for part in parts for row in part}
+    assert len(rows) == 12  # no chunk is repeated within a step
+    # the ranks' slices make up the global batch one process would draw
+    np.testing.assert_array_equal(np.concatenate(parts), mix.batch(3, 12, 16)["x"].numpy())
+    with pytest.raises(LangskewError, match="rank 3"):
+        mix.batch(3, 4, 16, rank=3, world_size=3)
+
+
+def test_data_fraction_limits_the_stream(streams):
+    mix = build_mixture(clone_run(data_fraction=0.1, schedule=[[1.0, 0.0]]), [streams["en"]], seed=0)
+    train = np.asarray(mix.streams[0].train, dtype=np.int64)
+    limit = int(len(train) * 0.1)
+    seen = np.concatenate([mix.batch(s, 8, 16)["x"].numpy().ravel() for s in range(20)])
+    # every window comes from the first 10% of the stream
+    windows = {tuple(train[i:i + 16]) for i in range(0, limit - 16, 16)}
+    for row in np.concatenate([mix.batch(s, 8, 16)["x"].numpy() for s in range(5)]):
+        assert tuple(row) in windows
+    assert len(seen) > 0
+
+
+def test_anchored_mapping_small_vocabularies():
+    en = ["<pad>", "<unk>", "</s>", "▁the", "▁Anna", "s", "1"]
+    fr = ["<pad>", "<unk>", "</s>", "▁le", "▁Anna", "s", "é", "1"]
+    merged = anchored_mapping(en, fr)
+    assert merged.n_shared == 6
+    assert merged.vocab_size == len(en) + 2
+    np.testing.assert_array_equal(merged.mapping, [0, 1, 2, 7, 4, 5, 8, 6])
+
+
+def test_real_pair_disjoint(streams):
+    run = {"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.7, 0.3]],
+           "vocab_mode": "disjoint", "steps": 10}
+    mix = build_mixture(run, [streams["fr"], streams["en"]], seed=0)
+    assert mix.language_names == ["en", "fr"] and mix.vocab_size == V + 40
+    fr = mix.heldout(1)
+    assert (fr >= V).all() and (mix.heldout(0) < V).all()
+
+
+def test_bad_runs_are_rejected_by_name(streams):
+    with pytest.raises(LangskewError, match="'de'"):
+        build_mixture(clone_run(base_languages=["de"]), [streams["en"]], seed=0)
+    with pytest.raises(LangskewError, match="schedule"):
+        build_mixture(clone_run(schedule=[[0.5, 0.6]]), [streams["en"]], seed=0)
+    with pytest.raises(LangskewError, match="vocab_mode"):
+        build_mixture({"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.5, 0.5]],
+                       "vocab_mode": "mixed"}, [streams["en"], streams["fr"]], seed=0)

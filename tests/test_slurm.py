@@ -1,0 +1,231 @@
+"""The SLURM profile (profiles/slurm) against a real, one-node SLURM cluster.
+
+Every job of a small workflow must go through `sbatch` (SLURM job ids in Snakemake's log, one
+SLURM log file per job in the profile's log folder, the jobs known to `squeue`), failed jobs
+must be retried with more runtime, and the outputs must equal those of a local run.
+
+Needs `sbatch` and a cluster that answers. Locally (root, Debian):
+    tests/slurm/cluster.sh start && .venv/bin/pytest -m slurm tests/test_slurm.py; tests/slurm/cluster.sh stop
+or let the session fixture start and stop it:
+    LANGSKEW_START_SLURM=1 .venv/bin/pytest -m slurm tests/test_slurm.py
+The demo-preset test is off until the workflow runs end to end: LANGSKEW_SLURM_DEMO=1 turns it on.
+No GPU: the test cluster has no GRES, so no job here requests `gpu`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
+PROFILE = ROOT / "profiles" / "slurm"
+NO_ACCOUNTING = PROFILE / "no-accounting"
+# Where the demo-preset test runs the workflow (a patched copy can be pointed to for debugging).
+WORKFLOW_DIR = Path(os.environ.get("LANGSKEW_WORKFLOW_DIR", ROOT))
+RUN_DEMO_TARGETS = os.environ.get("LANGSKEW_SLURM_DEMO") == "1"
+# Early, cheap targets of presets/demo.yaml (relative to outdir; {dataset}: first Study A dataset).
+DEMO_TARGETS = [
+    "study_a/data/{dataset}/meta.json",
+    "study_a/subsets/{dataset}/counts.csv",
+]
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
+TIMEOUT_S = 600
+
+pytestmark = pytest.mark.slurm
+
+
+# --- cluster --------------------------------------------------------------------------------
+def _cluster_up() -> bool:
+    """True when the SLURM controller answers and at least one node can take jobs."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = out.stdout.split()
+    return out.returncode == 0 and any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
+
+
+def _accounting_works() -> bool:
+    return subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running SLURM cluster; started (and stopped again) here when LANGSKEW_START_SLURM=1."""
+    started = False
+    if not _cluster_up() and os.environ.get("LANGSKEW_START_SLURM") == "1":
+        subprocess.run(["bash", str(CLUSTER_SH), "start"], check=True, timeout=900)
+        started = True
+    if shutil.which("sbatch") is None:
+        pytest.skip("sbatch not found: no SLURM here (LANGSKEW_START_SLURM=1 starts tests/slurm/cluster.sh)")
+    if not _cluster_up():
+        pytest.skip("SLURM cluster is not up (run tests/slurm/cluster.sh start or set LANGSKEW_START_SLURM=1)")
+    yield
+    if started:
+        subprocess.run(["bash", str(CLUSTER_SH), "stop"], check=False, timeout=120)
+
+
+# --- running snakemake -----------------------------------------------------------------------
+def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
+
+
+def _slurm_args(logdir: Path) -> list[str]:
+    """The real profile, plus only what a throwaway cluster needs: fast status polling."""
+    args = ["--profile", str(PROFILE)]
+    if not _accounting_works():
+        args += ["--profile", str(NO_ACCOUNTING)]
+    return args + [
+        "--slurm-logdir", str(logdir),
+        "--slurm-init-seconds-before-status-checks", "2",
+        "--seconds-between-status-checks", "2",
+        "--latency-wait", "10",
+    ]
+
+
+def _submissions(log_text: str) -> list[tuple[str, Path]]:
+    return [(jobid, Path(path)) for jobid, path in SUBMITTED.findall(log_text)]
+
+
+def _squeue(jobids: list[str]) -> dict[str, dict[str, str]]:
+    """State, partition, name and time limit of jobs (finished ones stay for MinJobAge)."""
+    out = subprocess.run(
+        ["squeue", "--states=all", "-h", "-j", ",".join(jobids), "-o", "%i|%T|%P|%j|%l"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    return {r[0]: dict(state=r[1], partition=r[2], name=r[3], time_limit=r[4]) for r in rows}
+
+
+def _non_default_partition() -> str:
+    """A partition the job only lands in when asked for (cluster.sh makes "second"), else the default."""
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout
+    names = out.split()
+    return next((p for p in names if not p.endswith("*")), names[0].rstrip("*"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.suffix == ".parquet":
+        return pd.read_parquet(a).equals(pd.read_parquet(b))
+    return a.read_bytes() == b.read_bytes()
+
+
+# --- a throwaway workflow that proves the profile ---------------------------------------------
+TINY_SNAKEFILE = '''
+rule all:
+    input: "out/summary.json"
+
+rule make:
+    output: "out/numbers_{n}.txt"
+    shell: "seq 1 {wildcards.n} > {output}"
+
+rule flaky:
+    """Fails on its first attempt; the retry (attempt 2) gets twice the runtime and succeeds."""
+    input: expand("out/numbers_{n}.txt", n=[3, 5])
+    output: "out/total.txt"
+    resources: runtime=lambda wildcards, attempt: 10 * attempt
+    shell: "test {resources.runtime} -ge 20 || {{ echo 'first attempt fails' >&2; exit 3; }}; cat {input} | awk '{{s += $1}} END {{print s}}' > {output}"
+
+rule summary:
+    input: "out/total.txt"
+    output: "out/summary.json"
+    run:
+        import json
+        total = int(open(input[0]).read())
+        json.dump({"total": total}, open(output[0], "w"))
+'''
+
+
+def _tiny_workflow(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "Snakefile").write_text(TINY_SNAKEFILE)
+    return path
+
+
+def test_profile_submits_every_job_through_sbatch(slurm_cluster, tmp_path, monkeypatch):
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)  # no accounting here: account must stay unset
+    partition = _non_default_partition()
+    monkeypatch.setenv("SBATCH_PARTITION", partition)  # the profile reads it from the environment
+    cluster_dir, local_dir = _tiny_workflow(tmp_path / "cluster"), _tiny_workflow(tmp_path / "local")
+    logdir = tmp_path / "slurm_logs"
+
+    proc = _snakemake(_slurm_args(logdir), cluster_dir)
+    _snakemake(["--cores", "1", "--retries", "2"], local_dir)
+
+    log = proc.stdout + proc.stderr
+    assert f"slurm_partition={partition}" in log  # the profile's expression, not only sbatch's env
+    assert "slurm_account=" not in log  # unset variable -> None -> resource dropped
+    subs = _submissions(log)
+    # make x2, flaky x2 (first attempt fails), summary x1; rule all runs locally
+    assert len(subs) == 5, log[-4000:]
+    for jobid, logfile in subs:
+        assert logfile.is_file() and logfile.parent.is_relative_to(logdir), logfile
+        assert logfile.name == f"{jobid}.log"
+    by_rule = {}
+    for jobid, logfile in subs:
+        rule = next(p for p in logfile.relative_to(logdir).parts if p.startswith("rule_"))
+        by_rule.setdefault(rule, []).append(jobid)
+    assert {r: len(j) for r, j in by_rule.items()} == {"rule_make": 2, "rule_flaky": 2, "rule_summary": 1}
+
+    jobs = _squeue([j for j, _ in subs])
+    assert set(jobs) == {j for j, _ in subs}
+    first, retry = by_rule["rule_flaky"]
+    assert jobs[first]["state"] == "FAILED" and jobs[first]["time_limit"] == "10:00"
+    assert jobs[retry]["state"] == "COMPLETED" and jobs[retry]["time_limit"] == "20:00"
+    others = [j for j, _ in subs if j != first]
+    assert all(jobs[j]["state"] == "COMPLETED" for j in others)
+    assert all(jobs[j]["partition"] == partition for j in jobs)
+    assert all(jobs[j]["name"].startswith("langskew_") for j in jobs)
+    assert "first attempt fails" in Path(dict(subs)[first]).read_text()
+
+    for rel in ["out/numbers_3.txt", "out/numbers_5.txt", "out/total.txt", "out/summary.json"]:
+        assert _same_file(cluster_dir / rel, local_dir / rel), rel
+    assert json.loads((cluster_dir / "out/summary.json").read_text()) == {"total": 21}
+
+
+# --- the real workflow: early targets of the demo preset --------------------------------------
+def _demo_dataset() -> str:
+    import yaml
+
+    demo = yaml.safe_load((WORKFLOW_DIR / "presets" / "demo.yaml").read_text())
+    return demo["study_a"]["datasets"][0]
+
+
+@pytest.mark.skipif(not RUN_DEMO_TARGETS, reason="demo-preset SLURM test is off: LANGSKEW_SLURM_DEMO=1 turns it on")
+@pytest.mark.parametrize("target", DEMO_TARGETS)
+def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeypatch, target):
+    if not (WORKFLOW_DIR / "Snakefile").is_file() or not (WORKFLOW_DIR / "presets" / "demo.yaml").is_file():
+        pytest.skip(f"no Snakefile / presets/demo.yaml in {WORKFLOW_DIR}")
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
+    target = target.format(dataset=_demo_dataset())
+
+    def run(name: str, extra: list[str]) -> tuple[Path, str]:
+        out = tmp_path / name
+        config = ["--configfile", "presets/demo.yaml", "--config", f"outdir={out}", f"checkpoint_dir={tmp_path / name}_ckpt"]
+        proc = _snakemake([*extra, *config, "--", str(out / target)], WORKFLOW_DIR)
+        return out, proc.stdout + proc.stderr
+
+    cluster_out, log = run("cluster", _slurm_args(tmp_path / "slurm_logs"))
+    local_out, _ = run("local", ["--cores", "1"])
+
+    subs = _submissions(log)
+    assert subs, log[-4000:]
+    assert all(logfile.is_file() for _, logfile in subs)
+    assert all(s["state"] == "COMPLETED" for s in _squeue([j for j, _ in subs]).values())
+    produced = sorted(p.relative_to(cluster_out) for p in cluster_out.rglob("*") if p.is_file() and "logs" not in p.parts)
+    assert Path(target) in produced
+    for rel in produced:
+        assert _same_file(cluster_out / rel, local_out / rel), rel

@@ -1,0 +1,186 @@
+"""Dataset sources -> the normalised contract: hub (offline, hub-style folders), local, synthetic."""
+
+import json
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import write_hub_style_dataset
+from langskew.errors import LangskewError
+from langskew.study_a.sources import prepare_dataset, prepare_dataset_job
+
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(autouse=True)
+def _hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+def _xnli_frame(lang: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame({"premise": [f"{lang} premise {i}" for i in range(n)],
+                         "hypothesis": [f"{lang} hypothesis {i}" for i in range(n)],
+                         "label": np.arange(n) % 3})
+
+
+def _amazon_frame(lang: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"{lang}_{i:07d}" for i in range(n)], "text": [f"title\n\n{lang} body {i}" for i in range(n)],
+                         "label": (np.arange(n) * 2) % 5, "label_text": "x"})
+
+
+def _xnli_spec(path, **over):
+    spec = {"source": "hub", "task": "pair", "languages": ["en", "fr"],
+            "labels": ["entailment", "neutral", "contradiction"],
+            "hub": {"path": str(path), "name": "{language}", "revision": None,
+                    "splits": {"train": "train", "validation": "validation", "test": "test"}},
+            "columns": {"text": "premise", "text_pair": "hypothesis", "label": "label", "language": None},
+            "label_map": None}
+    spec.update(over)
+    return spec
+
+
+def test_hub_xnli_schema(tmp_path):
+    root = write_hub_style_dataset(tmp_path / "xnli", {
+        lang: {s: _xnli_frame(lang, n) for s, n in zip(SPLITS, (9, 4, 5))} for lang in ("en", "fr", "de")})
+    meta = prepare_dataset("xnli", _xnli_spec(root), tmp_path / "out")
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert list(train.columns) == ["id", "language", "text", "text_pair", "label"]
+    assert train["language"].tolist() == ["en"] * 9 + ["fr"] * 9
+    assert train["text"].iloc[10] == "fr premise 1" and train["text_pair"].iloc[10] == "fr hypothesis 1"
+    assert train["id"].iloc[10] == "fr-train-1" and train["id"].is_unique
+    assert train["label"].dtype == np.int64 and train["label"].tolist()[:4] == [0, 1, 2, 0]
+    assert len(pd.read_parquet(tmp_path / "out" / "test.parquet")) == 10
+    on_disk = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert on_disk == meta
+    assert meta["dataset"] == "xnli" and meta["task"] == "pair" and meta["informative_tokens"] is None
+    assert meta["labels"] == ["entailment", "neutral", "contradiction"]
+
+
+def test_hub_amazon_mirror_schema(tmp_path):
+    root = write_hub_style_dataset(tmp_path / "amazon", {
+        lang: {s: _amazon_frame(lang, 10) for s in SPLITS} for lang in ("de", "ja")})
+    spec = _xnli_spec(root, task="single", languages=["ja", "de"], labels=["1", "2", "3", "4", "5"],
+                      columns={"text": "text", "text_pair": None, "label": "label", "language": None})
+    prepare_dataset("amazon", spec, tmp_path / "out")
+    test = pd.read_parquet(tmp_path / "out" / "test.parquet")
+    assert test["language"].tolist()[:1] == ["ja"] and test["text_pair"].isna().all()
+    assert test["label"].tolist()[:5] == [0, 2, 4, 1, 3]
+
+
+def test_hub_single_config_with_language_column(tmp_path):
+    frame = pd.DataFrame({"sentence": list("abcdefgh"), "lang": ["en", "ja", "fr", "en", "fr", "ja", "en", "fr"],
+                          "gold": ["pos", "neg", "neg", "neg", "pos", "pos", "pos", "neg"]})
+    root = write_hub_style_dataset(tmp_path / "mixed", {"default": {s: frame for s in SPLITS}})
+    spec = _xnli_spec(root, task="single", labels=["neg", "pos"], label_map={"neg": 0, "pos": 1},
+                      columns={"text": "sentence", "label": "gold", "language": "lang"})
+    spec["hub"]["name"] = None
+    prepare_dataset("mixed", spec, tmp_path / "out")
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert train["text"].tolist() == list("acdegh")  # ja dropped, original order kept
+    assert train["label"].tolist() == [1, 0, 0, 1, 1, 0]
+    assert train["id"].tolist() == ["en-train-0", "fr-train-0", "en-train-1", "fr-train-1", "en-train-2", "fr-train-2"]
+
+
+def test_hub_errors_name_the_problem(tmp_path):
+    root = write_hub_style_dataset(tmp_path / "xnli", {
+        "en": {s: _xnli_frame("en", 6) for s in SPLITS},
+        "fr": {s: _xnli_frame("fr", 6) for s in ("train", "validation")}})
+    with pytest.raises(LangskewError, match="split 'test'"):
+        prepare_dataset("xnli", _xnli_spec(root), tmp_path / "out")
+    with pytest.raises(LangskewError, match="config 'de'"):
+        prepare_dataset("xnli", _xnli_spec(root, languages=["en", "de"]), tmp_path / "out")
+    columns = {"text": "premise", "text_pair": "hypo", "label": "label", "language": None}
+    with pytest.raises(LangskewError, match=r"'xnli'.*column 'hypo'"):
+        prepare_dataset("xnli", _xnli_spec(root, languages=["en"], columns=columns), tmp_path / "out")
+    with pytest.raises(LangskewError, match="label 2 is outside 0..1"):
+        prepare_dataset("xnli", _xnli_spec(root, languages=["en"], labels=["a", "b"]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _local_spec(paths, **over):
+    spec = {"source": "local", "task": "pair", "languages": ["en", "fr"], "labels": ["e", "n", "c"],
+            "columns": {"text": "p", "text_pair": "h", "label": "y", "language": "lang"},
+            "label_map": {"entailment": 0, "neutral": 1, "contradiction": 2}, "local": paths}
+    spec.update(over)
+    return spec
+
+
+def _local_frame(n: int) -> pd.DataFrame:
+    names = ["entailment", "neutral", "contradiction"]
+    return pd.DataFrame({"p": [f"p{i}" for i in range(n)], "h": [f"h{i}" for i in range(n)],
+                         "y": [names[i % 3] for i in range(n)],
+                         "lang": [["en", "fr", "es"][i % 3] for i in range(n)]})
+
+
+def test_local_csv_jsonl_parquet(tmp_path):
+    frame = _local_frame(12)
+    paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "val.jsonl", "test": tmp_path / "test.parquet"}
+    frame.to_csv(paths["train"], index=False)
+    frame.to_json(paths["validation"], orient="records", lines=True)
+    frame.to_parquet(paths["test"], index=False)
+    prepare_dataset("mine", _local_spec({k: str(v) for k, v in paths.items()}), tmp_path / "out")
+    for split in SPLITS:
+        df = pd.read_parquet(tmp_path / "out" / f"{split}.parquet")
+        assert df["text"].tolist() == ["p0", "p1", "p3", "p4", "p6", "p7", "p9", "p10"]
+        assert df["label"].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
+        assert df["language"].tolist() == ["en", "fr"] * 4
+
+
+def test_local_single_language_without_language_column(tmp_path):
+    frame = pd.DataFrame({"review": ["good", "bad", "ok"], "stars": [4, 0, 2]})
+    paths = {s: str(tmp_path / f"{s}.csv") for s in SPLITS}
+    for p in paths.values():
+        frame.to_csv(p, index=False)
+    spec = _local_spec(paths, task="single", languages=["sw"], labels=list("12345"), label_map=None,
+                       columns={"text": "review", "label": "stars", "language": None})
+    prepare_dataset("sw", spec, tmp_path / "out")
+    df = pd.read_parquet(tmp_path / "out" / "validation.parquet")
+    assert df["id"].tolist() == ["sw-validation-0", "sw-validation-1", "sw-validation-2"]
+    assert df["label"].tolist() == [4, 0, 2] and df["text_pair"].isna().all()
+
+
+def test_local_errors_name_the_problem(tmp_path):
+    frame = _local_frame(9)
+    paths = {s: str(tmp_path / f"{s}.csv") for s in SPLITS}
+    for p in paths.values():
+        frame.to_csv(p, index=False)
+    with pytest.raises(LangskewError, match="language 'de' has no rows"):
+        prepare_dataset("mine", _local_spec(paths, languages=["en", "de"]), tmp_path / "out")
+    with pytest.raises(LangskewError, match=r"train\.csv.*column 'lang'"):
+        prepare_dataset("mine", _without_language_column(paths), tmp_path / "out")
+    for p in paths.values():
+        frame.to_csv(p, index=False)
+    with pytest.raises(LangskewError, match="'neutral' is not in label_map"):
+        prepare_dataset("mine", _local_spec(paths, label_map={"entailment": 0, "contradiction": 2}), tmp_path / "out")
+    with pytest.raises(LangskewError, match=r"local\.test"):
+        prepare_dataset("mine", _local_spec({"train": paths["train"], "validation": paths["validation"]}),
+                        tmp_path / "out")
+    with pytest.raises(LangskewError, match="columns.language"):
+        prepare_dataset("mine", _local_spec(paths, columns={"text": "p", "text_pair": "h", "label": "y"}),
+                        tmp_path / "out")
+
+
+def _without_language_column(paths):
+    """A spec whose train file lacks the configured language column."""
+    _local_frame(9).drop(columns="lang").to_csv(paths["train"], index=False)
+    return _local_spec(paths)
+
+
+def test_synthetic_source_and_job(tmp_path):
+    spec = {"source": "synthetic", "task": "single", "languages": ["en", "xx"], "labels": list("12345"),
+            "synthetic": {"n_per_label": {"train": 8, "validation": 2, "test": 3}, "label_noise": 0.0}}
+    out = tmp_path / "data" / "toy"
+    output = SimpleNamespace(meta=str(out / "meta.json"), **{s: str(out / f"{s}.parquet") for s in SPLITS})
+    meta = prepare_dataset_job(input=SimpleNamespace(), output=output,
+                               params=SimpleNamespace(spec=spec, name="toy", seed=1), threads=1, log=None)
+    train = pd.read_parquet(output.train)
+    assert len(train) == 2 * 5 * 8 and train["id"].is_unique
+    assert train["id"].iloc[0] == "en-train-0"
+    assert set(meta["informative_tokens"]) == {"en", "xx"}
+    assert json.loads((out / "meta.json").read_text())["informative_tokens"] == meta["informative_tokens"]
+    again = prepare_dataset("toy", spec, tmp_path / "again", seed=1)
+    pd.testing.assert_frame_equal(train, pd.read_parquet(tmp_path / "again" / "train.parquet"))
+    assert again["informative_tokens"] == meta["informative_tokens"]

@@ -1,0 +1,143 @@
+"""Study B data: corpus sources, tokenizers, memmap token streams, parallel data, anchored vocab."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import build_study_b_tokens
+from langskew.errors import LangskewError
+from langskew.io import read_json
+from langskew.study_b import corpus, synthetic_lang, tokenizer
+from langskew.study_b.languages import anchored_mapping, build_mixture, open_stream
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_study_b_tokens(tmp_path_factory.mktemp("sb"), n_documents=150, vocab_size=400, parallel_pairs=30)
+
+
+def test_synthetic_is_deterministic_and_differs_by_language():
+    a = list(synthetic_lang.documents("en", 5, seed=3))
+    assert a == list(synthetic_lang.documents("en", 5, seed=3))
+    assert a != list(synthetic_lang.documents("en", 5, seed=4))
+    fr = list(synthetic_lang.documents("fr", 50, seed=3))
+    assert any(" le " in d or " la " in d for d in fr) and not any(" the " in d for d in fr)
+
+
+def test_parallel_pairs_share_content_but_not_words():
+    pairs = list(synthetic_lang.parallel_sentences(("en", "fr"), 40, seed=0))
+    digits = sum(any(c.isdigit() for c in en) for en, _ in pairs)
+    assert digits > 0
+    for en, fr in pairs:
+        assert [t for t in en.split() if t[0].isdigit()] == [t for t in fr.split() if t[0].isdigit()]
+        assert en != fr
+
+
+def test_french_adjective_follows_the_noun():
+    frame = synthetic_lang.Frame("act", "Anna", 0, synthetic_lang.NP(2, 1, 2, True), None, None, None, False)
+    assert synthetic_lang.render(frame, "en") == "Anna sees the red house."
+    assert synthetic_lang.render(frame, "fr") == "Anna voit la maison rouge."
+
+
+def test_token_streams_round_trip(built):
+    meta = read_json(built["metas"]["en"])
+    assert meta["dtype"] == "uint16" and meta["eod_id"] == 2 and meta["pad_id"] == 0
+    stream = open_stream(built["metas"]["en"])
+    assert len(stream.train) == meta["n_tokens"]["train"] and stream.train[-1] == meta["eod_id"]
+    sp = tokenizer.load_tokenizer(built["tokenizers"]["en"])
+    ids = np.asarray(stream.test, dtype=np.int64)
+    ends = np.flatnonzero(ids == meta["eod_id"])
+    assert len(ends) == meta["n_documents"]["test"]
+    first_doc = sp.decode(ids[:ends[0]].tolist())
+    spec = {"source": "synthetic", "synthetic": {"n_documents": {"train": 150, "test": 30}, "seed": 0}}
+    assert first_doc == corpus.load_corpus(spec, "en")["test"][0]
+
+
+def test_tokenizer_splits_digits_and_falls_back_to_bytes(built):
+    sp = tokenizer.load_tokenizer(built["tokenizers"]["en"])
+    pieces = sp.encode("Anna saw 123 dogs ☃", out_type=str)
+    assert {"1", "2", "3"} <= set(pieces)
+    assert any(p.startswith("<0x") for p in pieces)  # the snowman is not in the vocabulary
+
+
+def test_parallel_npz_layout(built):
+    data = np.load(built["parallel"])
+    for lang in ("en", "fr"):
+        offsets = data[f"{lang}_offsets"]
+        assert len(offsets) == 31 and offsets[0] == 0 and offsets[-1] == len(data[f"{lang}_ids"])
+        assert (np.diff(offsets) > 0).all()
+
+
+def test_anchored_mixture_from_real_tokenizers(built):
+    en = open_stream(built["metas"]["en"]).pieces()
+    fr = open_stream(built["metas"]["fr"]).pieces()
+    merged = anchored_mapping(en, fr)
+    shared = set(en) & set(fr)
+    assert merged.n_shared == len(shared) and merged.vocab_size == len(en) + len(fr) - len(shared)
+    run = {"id": "a", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.5, 0.5]],
+           "vocab_mode": "anchored", "steps": 10}
+    mix = build_mixture(run, [built["metas"]["en"], built["metas"]["fr"]], seed=0)
+    assert mix.vocab_size == merged.vocab_size and mix.info["n_shared"] == merged.n_shared
+    anna_en, anna_fr = en.index("▁Anna") if "▁Anna" in en else None, fr.index("▁Anna") if "▁Anna" in fr else None
+    if anna_en is not None and anna_fr is not None:
+        assert mix.map_ids(np.array([anna_fr]), 1)[0] == anna_en
+    pairs = mix.parallel(5, max_len=12)
+    assert len(pairs) == 5 and all(len(a) <= 12 and len(b) <= 12 for a, b in pairs)
+    assert all(b.max() < mix.vocab_size for _, b in pairs)
+
+
+def _hub_fixture(root):
+    data = root / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"story": [f"Story number {i}. It ends." for i in range(20)], "n": range(20)}).to_parquet(
+        data / "train-00000.parquet")
+    pd.DataFrame({"story": ["A held-out story."] * 3, "n": range(3)}).to_parquet(data / "validation-00000.parquet")
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
+        "  - split: validation\n    path: data/validation-*.parquet\n---\n# tiny stories fixture\n")
+    return str(root)
+
+
+def test_hub_source_on_a_local_hub_folder(tmp_path):
+    path = _hub_fixture(tmp_path / "hub")
+    spec = {"source": "hub", "hub": {"path": path, "name": "default", "text_column": "story",
+                                     "splits": {"train": "train", "test": "validation"},
+                                     "cache_dir": str(tmp_path / "cache")},
+            "max_documents": {"train": 12, "test": None}}
+    docs = corpus.load_corpus(spec, "en")
+    assert docs["train"][:2] == ["Story number 0. It ends.", "Story number 1. It ends."]
+    assert len(docs["train"]) == 12 and docs["test"] == ["A held-out story."] * 3
+    spec["hub"]["splits"] = {"train": "train", "test": None}
+    spec["test_fraction"] = 0.25
+    spec["max_documents"] = {"train": None, "test": None}
+    held = corpus.load_corpus(spec, "en")
+    assert len(held["test"]) == 5 and held["test"][-1] == "Story number 19. It ends."
+    spec["hub"]["text_column"] = "body"
+    with pytest.raises(LangskewError, match="'body'"):
+        corpus.load_corpus(spec, "en")
+
+
+def test_local_source_document_splits(tmp_path):
+    (tmp_path / "a.txt").write_text("first doc\nline two\n\nsecond doc\n")
+    (tmp_path / "b.txt").write_text("third doc")
+    spec = {"source": "local", "local": {"train": [str(tmp_path / "*.txt")], "document_split": "blank_line"},
+            "test_fraction": 0.34}
+    docs = corpus.load_corpus(spec, "en")
+    assert docs["train"] == ["first doc\nline two", "second doc"] and docs["test"] == ["third doc"]
+    spec["local"]["document_split"] = "file"
+    assert corpus.load_corpus(spec, "en")["train"] == ["first doc\nline two\n\nsecond doc"]
+    spec["local"]["train"] = [str(tmp_path / "missing*.txt")]
+    with pytest.raises(LangskewError, match="missing"):
+        corpus.load_corpus(spec, "en")
+
+
+def test_local_parallel_files(tmp_path):
+    (tmp_path / "en.txt").write_text("Hello.\nGood night.\n")
+    (tmp_path / "fr.txt").write_text("Bonjour.\nBonne nuit.\n")
+    spec = {"source": "local", "local": {"files": {"en": str(tmp_path / "en.txt"), "fr": str(tmp_path / "fr.txt")}}}
+    df = corpus.load_parallel(spec, ["en", "fr"])
+    assert df.to_dict("records") == [{"en": "Hello.", "fr": "Bonjour."}, {"en": "Good night.", "fr": "Bonne nuit."}]
+
+
+def test_stream_dtype():
+    assert tokenizer.stream_dtype(16384) == "uint16" and tokenizer.stream_dtype(70000) == "uint32"
