@@ -91,7 +91,7 @@ def test_duplicate_runs_collapse(paper):
 
 
 def test_demo_preset_is_small(paper):
-    demo = yaml.safe_load((ROOT / "presets" / "demo_study_b.yaml").read_text())["study_b"]
+    demo = yaml.safe_load((ROOT / "presets" / "demo.yaml").read_text())["study_b"]
     cfg = copy.deepcopy(paper)
     for key, value in demo.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value

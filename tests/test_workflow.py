@@ -50,3 +50,93 @@ def test_paper_dry_run_has_gpu_resources(tmp_path):
     block = out.split("rule finetune:")[1].split("\n\n")[0]
     assert re.search(r"resources:.*gpu=1", block) and "runtime=720" in block
     assert "slurm_extra" not in out
+
+
+# --- the demo, end to end ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """Run the whole offline demo once (both studies) into a temporary output folder."""
+    base = tmp_path_factory.mktemp("demo")
+    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
+            f"checkpoint_dir={base}/checkpoints"]
+    snakemake("--cores", "2", *conf, timeout=3000)
+    return base, conf
+
+
+def overlay(tmp_path, text):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(text)
+    return path
+
+
+def dry_run_counts(conf, extra_configfile=None):
+    args = ["-n", "--cores", "2"]
+    if extra_configfile is None:
+        args += conf
+    else:  # --configfile takes several files, merged in order
+        i = conf.index("--config")
+        args += conf[:i] + [str(extra_configfile)] + conf[i:]
+    out = snakemake(*args).stdout
+    return out, job_counts(out)
+
+
+@pytest.mark.slow
+def test_demo_writes_every_table(demo):
+    base, _ = demo
+    rep = base / "results" / "report"
+    for t in ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts"]:
+        df = pd.read_csv(rep / "study_a" / f"{t}.csv")
+        assert len(df) > 0, t
+        assert (rep / "study_a" / f"{t}.md").read_text().strip()
+    for t in ["perplexity", "token_efficiency", "representation_alignment", "gradient_alignment", "en_fr"]:
+        df = pd.read_csv(rep / "study_b" / f"{t}.csv")
+        assert len(df) > 0, t
+    acc = pd.read_csv(rep / "study_a" / "accuracy.csv")
+    assert set(acc["condition"]) == {"balanced", "imbalanced", "imbalanced_plw"}
+    assert (acc["n_seeds"] == 2).all()
+    assert acc["accuracy_mean"].between(0, 1).all()
+    lid = pd.read_csv(rep / "study_a" / "lid.csv")
+    assert "base" in set(lid["condition"])
+    # checkpoints are removed once the final outputs exist (keep_checkpoints: false)
+    ckpt = base / "checkpoints"
+    assert not ckpt.exists() or not any(p.is_file() for p in ckpt.rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_workflow_does_nothing(demo):
+    _, conf = demo
+    out, counts = dry_run_counts(conf)
+    assert counts == {}, out[-3000:]
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.slow
+def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
+    _, conf = demo
+    extra = overlay(tmp_path, "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n")
+    out, c = dry_run_counts(conf, extra)
+    # 3 conditions x 2 seeds of synth_nli, and what depends on them; nothing of synth_reviews
+    assert c.get("finetune") == 6 and c.get("evaluate") == 6 and c.get("probe") == 6
+    assert c.get("shap_values") == 6 and c.get("shap_compare") == 2 and c.get("report_study_a") == 1
+    for rule in ["prepare_dataset", "build_subsets", "build_tiny_model", "probe_base"]:
+        assert rule not in c, (rule, out[-3000:])
+    assert not any(r.startswith("study_b") for r in c)
+    assert "synth_reviews" not in out.split("Job stats:")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text, expected", [
+    ("study_a:\n  shap: {max_evals: 90}\n", {"shap_values": 12, "shap_compare": 4, "report_study_a": 1}),
+    ("study_a:\n  shap: {threshold: 0.02}\n", {"shap_compare": 4, "report_study_a": 1}),
+    ("study_a:\n  probe: {C: 0.001}\n", {"probe": 12, "probe_base": 2, "report_study_a": 1}),
+    ("study_b:\n  eval: {stride: 32}\n", None),
+])
+def test_analysis_settings_never_rerun_training(demo, tmp_path, text, expected):
+    _, conf = demo
+    out, c = dry_run_counts(conf, overlay(tmp_path, text))
+    assert "finetune" not in c and "study_b_pretrain" not in c, out[-3000:]
+    if expected is not None:
+        assert {k: v for k, v in c.items() if k != "all"} == expected
+    else:
+        assert c.get("study_b_perplexity", 0) > 0 and c.get("study_b_report") == 1
