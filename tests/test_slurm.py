@@ -8,7 +8,7 @@ Needs `sbatch` and a cluster that answers. Locally (root, Debian):
     tests/slurm/cluster.sh start && .venv/bin/pytest -m slurm tests/test_slurm.py; tests/slurm/cluster.sh stop
 or let the session fixture start and stop it:
     LANGSKEW_START_SLURM=1 .venv/bin/pytest -m slurm tests/test_slurm.py
-The demo-preset test is off until the workflow runs end to end: LANGSKEW_SLURM_DEMO=1 turns it on.
+The demo-preset test runs by default; LANGSKEW_SLURM_DEMO=0 turns it off.
 No GPU: the test cluster has no GRES, so no job here requests `gpu`.
 """
 
@@ -31,11 +31,10 @@ PROFILE = ROOT / "profiles" / "slurm"
 NO_ACCOUNTING = PROFILE / "no-accounting"
 # Where the demo-preset test runs the workflow (a patched copy can be pointed to for debugging).
 WORKFLOW_DIR = Path(os.environ.get("LANGSKEW_WORKFLOW_DIR", ROOT))
-RUN_DEMO_TARGETS = os.environ.get("LANGSKEW_SLURM_DEMO") == "1"
+RUN_DEMO_TARGETS = os.environ.get("LANGSKEW_SLURM_DEMO", "1") == "1"
 # Early, cheap targets of presets/demo.yaml (relative to outdir; {dataset}: first Study A dataset).
 DEMO_TARGETS = [
-    "study_a/data/{dataset}/meta.json",
-    "study_a/subsets/{dataset}/counts.csv",
+    "study_a/subsets/{dataset}/counts.csv",  # two jobs: prepare_dataset, build_subsets
 ]
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
 TIMEOUT_S = 600
@@ -204,7 +203,7 @@ def _demo_dataset() -> str:
     return demo["study_a"]["datasets"][0]
 
 
-@pytest.mark.skipif(not RUN_DEMO_TARGETS, reason="demo-preset SLURM test is off: LANGSKEW_SLURM_DEMO=1 turns it on")
+@pytest.mark.skipif(not RUN_DEMO_TARGETS, reason="demo-preset SLURM test turned off (LANGSKEW_SLURM_DEMO=0)")
 @pytest.mark.parametrize("target", DEMO_TARGETS)
 def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeypatch, target):
     if not (WORKFLOW_DIR / "Snakefile").is_file() or not (WORKFLOW_DIR / "presets" / "demo.yaml").is_file():

@@ -173,10 +173,16 @@ def finetune_hp(cfg: dict, dataset: str) -> dict:
     return hp
 
 
+#: SHAP settings that only the comparison step uses (changing them must not recompute values).
+SHAP_COMPARE_KEYS = ("threshold", "reference", "compare", "classes")
+
+
 def shap_settings(cfg: dict, dataset: str) -> dict:
+    """The settings that determine one model's SHAP values (with the dataset's overrides)."""
     s = dict(cfg["study_a"]["shap"])
     s.update(cfg["datasets"][dataset].get("shap", {}))
-    s.pop("classes", None)
+    for key in SHAP_COMPARE_KEYS:
+        s.pop(key, None)
     return s
 
 
