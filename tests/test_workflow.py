@@ -40,6 +40,12 @@ def test_paper_dry_run_lists_the_grid(tmp_path):
     assert c["shap_values"] == 24 and c["shap_compare"] == 8 and c["probe_base"] == 4
     assert c["prepare_dataset"] == 2 and c["build_subsets"] == 2 and c["report_study_a"] == 1
     assert "build_tiny_model" not in c  # hub models are not built
+    # Study B: the paper grid of pretraining runs, each with its evaluations, plus fits and tables
+    assert c["study_b_pretrain"] >= 60
+    assert c["study_b_perplexity"] == c["study_b_pretrain"]
+    assert 0 < c["study_b_alignment"] < c["study_b_pretrain"]  # monolingual runs have no pair to align
+    assert c["study_b_tokens"] == 2 and c["study_b_tokenizer"] == 2 and c["study_b_report"] == 1
+    assert c["study_b_fit"] >= 1
     assert not (tmp_path / "r").exists()  # a dry run touches nothing
 
 
@@ -98,6 +104,12 @@ def test_demo_writes_every_table(demo):
     assert acc["accuracy_mean"].between(0, 1).all()
     lid = pd.read_csv(rep / "study_a" / "lid.csv")
     assert "base" in set(lid["condition"])
+    # the HTML report collects the report() outputs with their captions
+    html = base / "report.html"
+    snakemake("--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
+              f"checkpoint_dir={base}/checkpoints", "--report", str(html))
+    text = html.read_text(errors="ignore")
+    assert "Study A" in text and "Study B" in text
     # checkpoints are removed once the final outputs exist (keep_checkpoints: false)
     ckpt = base / "checkpoints"
     assert not ckpt.exists() or not any(p.is_file() for p in ckpt.rglob("*.pt"))
