@@ -18,7 +18,9 @@ def _with_remote_code(model_dir, marker):
     (model_dir / "evil_modeling.py").write_text(
         "from pathlib import Path\n"
         f"Path({str(marker)!r}).write_text('ran')\n"
-        "from transformers import BertForSequenceClassification as EvilModel\n")
+        "from transformers import BertForSequenceClassification\n"
+        # a subclass, so that registering it for the auto class leaves the real BERT class alone
+        "class EvilModel(BertForSequenceClassification):\n    pass\n")
     cfg = json.loads((model_dir / "config.json").read_text())
     cfg["auto_map"] = {"AutoModelForSequenceClassification": "evil_modeling.EvilModel"}
     (model_dir / "config.json").write_text(json.dumps(cfg))
