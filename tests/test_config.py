@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from langskew.config import ConfigError, finetune_hp, load_config, merge, parse_ratio, validate_config
+from langskew.config import ConfigError, finetune_hp, load_config, merge, validate_config
+from langskew.study_a.subsets import parse_ratio
 from fractions import Fraction
 
 from conftest import ROOT
@@ -38,7 +39,7 @@ def test_merge_semantics():
 
 
 def test_parse_ratio_exact():
-    assert parse_ratio("1:2:3") == [Fraction(1, 3), Fraction(2, 3), Fraction(1)]
+    assert parse_ratio("1:2:3", 3) == [Fraction(1, 3), Fraction(2, 3), Fraction(1)]
 
 
 def _err(raw, mutate):
@@ -75,6 +76,11 @@ def test_unknown_hub_language_is_named(raw):
 def test_ratio_parts_must_match_labels(raw):
     msg = _err(raw, lambda c: c["datasets"]["xnli"]["ratios"].update(en="1:2"))
     assert "datasets.xnli.ratios.en" in msg and "3 labels" in msg
+
+
+def test_ratio_parts_must_be_positive(raw):
+    msg = _err(raw, lambda c: c["datasets"]["xnli"]["ratios"].update(fr="3:0:1"))
+    assert "datasets.xnli.ratios.fr" in msg and "<= 0" in msg
 
 
 def test_missing_ratio_and_stray_ratio(raw):

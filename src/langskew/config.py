@@ -9,7 +9,6 @@ The same functions also slice the config into the few values each rule receives 
 from __future__ import annotations
 
 import copy
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from .errors import LangskewError
+from .study_a.subsets import parse_ratio
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -68,15 +68,6 @@ def validate_schema(cfg: dict, schema_path: str | Path, prefix: str = "") -> dic
     return cfg
 
 
-def parse_ratio(text: str) -> list[Fraction]:
-    """'1:2:3' -> [1/3, 2/3, 1] (ratios divided by their maximum, exact)."""
-    parts = [Fraction(p) for p in str(text).split(":")]
-    top = max(parts)
-    if top <= 0:
-        raise ConfigError(f"ratio '{text}': at least one part must be positive")
-    return [p / top for p in parts]
-
-
 def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR) -> dict:
     """Schema validation (with defaults) plus the cross-field checks below."""
     schema_dir = Path(schema_dir)
@@ -104,12 +95,10 @@ def _check_dataset(name: str, ds: dict) -> list[str]:
         if lang not in langs:
             out.append(f"config key '{key}.ratios.{lang}': unknown language '{lang}' (languages: {', '.join(langs)})")
             continue
-        n_parts = len(str(ratio).split(":"))
-        if n_parts != n_labels:
-            out.append(f"config key '{key}.ratios.{lang}': ratio '{ratio}' has {n_parts} parts "
-                       f"but the dataset has {n_labels} labels")
-        elif max(parse_ratio(ratio)) <= 0:
-            out.append(f"config key '{key}.ratios.{lang}': ratio '{ratio}' has no positive part")
+        try:
+            parse_ratio(ratio, n_labels, lang)
+        except LangskewError as err:
+            out.append(f"config key '{key}.ratios.{lang}': {err}")
     if ds["source"] == "hub" and "hub" in ds:
         known = KNOWN_HUB_LANGUAGES.get(ds["hub"]["path"])
         if known is not None:

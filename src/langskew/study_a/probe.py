@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from langskew.devices import pick_device
 from langskew.errors import LangskewError
 from langskew.io import write_csv
 
@@ -33,13 +34,6 @@ log = logging.getLogger(__name__)
 
 LayerSpec = str | int
 REQUIRED_COLUMNS = ("language", "text", "text_pair")
-
-
-def pick_device() -> str:
-    """``cuda`` if available else ``cpu`` (conventions)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_frame(df: pd.DataFrame, columns: Iterable[str] = REQUIRED_COLUMNS) -> None:

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from langskew.errors import LangskewError
 from langskew.io import read_json, write_csv, write_json
-from langskew.study_b.model import GPT, load_model, pick_device
+from langskew.devices import pick_device
+from langskew.study_b.model import GPT, load_model
 
 log = logging.getLogger(__name__)
 

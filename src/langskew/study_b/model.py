@@ -201,6 +201,3 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.to(device).eval()
 
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

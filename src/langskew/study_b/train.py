@@ -49,7 +49,8 @@ from tqdm import tqdm
 from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
 from langskew.errors import LangskewError
 from langskew.io import atomic_dir, write_csv, write_json
-from langskew.study_b.model import GPT, GPTConfig, pick_device, save_model
+from langskew.devices import pick_device
+from langskew.study_b.model import GPT, GPTConfig, save_model
 
 log = logging.getLogger(__name__)
 
