@@ -87,7 +87,7 @@ def study_a_targets():
     rep = f"{OUT}/report/study_a"
     tables = ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts"]
     return ([f"{rep}/{t}.csv" for t in tables] + [f"{rep}/{t}.md" for t in tables]
-            + [f"{rep}/accuracy.png"]
+            + [f"{rep}/accuracy.png"] + diagnosis_targets()
             + [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/differences.png"
                for d in sa_datasets() for m in sa_models() for s in SA["seeds"]])
 
@@ -123,3 +123,24 @@ def _report_a_ids():
 
 
 REP_A = f"{OUT}/report/study_a"
+
+
+# --- Study A: diagnosis of language-label skew -----------------------------------------------
+DIAGNOSIS_STAGES = ["data", "subsets"]  # the normalised splits; the balanced/imbalanced subsets
+
+
+def diagnose_inputs(w):
+    """One Parquet file per {variant}_{split}: variant "original" for the normalised data."""
+    if w.stage == "data":
+        return {f"original_{s}": f"{OUT}/study_a/data/{w.dataset}/{s}.parquet" for s in SPLITS}
+    return {f"{v}_{s}": f"{OUT}/study_a/subsets/{w.dataset}/{v}_{s}.parquet" for v in VARIANTS for s in SPLITS}
+
+
+def diagnosis_files(kind):
+    suffix = {"summary": ".csv", "cells": "_cells.csv", "figure": ".png"}[kind]
+    return [f"{OUT}/study_a/diagnosis/{d}/{st}{suffix}" for d in sa_datasets() for st in DIAGNOSIS_STAGES]
+
+
+def diagnosis_targets():
+    rep = f"{OUT}/report/study_a"
+    return [f"{rep}/diagnosis.csv", f"{rep}/diagnosis.md", f"{rep}/diagnosis_cells.csv"] + diagnosis_files("figure")

@@ -58,6 +58,53 @@ rule build_subsets:
         script_path("study_a_build_subsets")
 
 
+rule diagnose:
+    """Language-label skew of one dataset: its normalised splits (stage "data"), or the balanced
+    and imbalanced subsets the study builds (stage "subsets"). CPU, seconds."""
+    input:
+        unpack(diagnose_inputs),
+    output:
+        summary=f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}.csv",
+        cells=f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}_cells.csv",
+        figure=report(
+            f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}.png",
+            caption="../report/diagnosis_fig.rst",
+            category="Study A",
+            subcategory="Diagnosis",
+        ),
+    wildcard_constraints:
+        stage="data|subsets",
+    params:
+        dataset=lambda w: w.dataset,
+        languages=lambda w: config["datasets"][w.dataset]["languages"],
+        labels=lambda w: config["datasets"][w.dataset]["labels"],
+    log:
+        f"{LOGS}/study_a/diagnose/{{dataset}}/{{stage}}.log",
+    threads: 1
+    conda:
+        "../envs/data.yaml"
+    script:
+        script_path("study_a_diagnose")
+
+
+rule report_diagnosis:
+    """Every dataset's diagnosis in one table (CSV + Markdown), without waiting for any training."""
+    input:
+        summary=diagnosis_files("summary"),
+        cells=diagnosis_files("cells"),
+    output:
+        csv=report(f"{REP_A}/diagnosis.csv", caption="../report/diagnosis.rst", category="Study A", subcategory="Diagnosis"),
+        md=f"{REP_A}/diagnosis.md",
+        cells=report(f"{REP_A}/diagnosis_cells.csv", caption="../report/diagnosis_cells.rst", category="Study A", subcategory="Diagnosis"),
+    log:
+        f"{LOGS}/study_a/report_diagnosis.log",
+    threads: 1
+    conda:
+        "../envs/data.yaml"
+    script:
+        script_path("study_a_report_diagnosis")
+
+
 rule build_tiny_model:
     """A tiny BERT-style encoder and WordPiece tokenizer trained on the study's corpora,
     saved with save_pretrained and loaded later exactly like a hub checkpoint."""

@@ -57,6 +57,31 @@ def class_weights(labels: Sequence[int], languages: Sequence[str], n_classes: in
     raise LangskewError(f"unknown class-weight scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
+def per_language_weights_from_counts(counts: np.ndarray) -> np.ndarray:
+    """The ``per_language`` weights w[l, c] = n_l / (C * n_{l,c}) from a languages x classes count table.
+
+    Row l equals ``class_weights(..., "per_language")[language l]`` for the rows the table
+    counts, without expanding the rows (fast on millions of rows). A class with no rows in a
+    language has no defined weight: NaN there (training refuses such data; a diagnosis reports it).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2:
+        raise LangskewError(f"per-language counts must be a languages x classes table, got shape {counts.shape}")
+    n_classes = counts.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = counts.sum(axis=1, keepdims=True) / (n_classes * counts)
+    weights[counts == 0] = np.nan
+    return weights
+
+
+def largest_weight_ratio(weights: np.ndarray) -> np.ndarray:
+    """Per language (row): largest / smallest class weight; inf where a class has no rows."""
+    weights = np.asarray(weights, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ratio = np.nanmax(weights, axis=1) / np.nanmin(weights, axis=1)
+    return np.where(np.isnan(weights).any(axis=1), np.inf, ratio)
+
+
 def example_weights(labels: Sequence[int], languages: Sequence[str],
                     weights: dict[str, np.ndarray]) -> np.ndarray:
     """Per-row weight w[language, label] (e.g. a ``sample_weight`` for scikit-learn)."""
