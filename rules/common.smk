@@ -85,7 +85,7 @@ def study_a_targets():
     if not SA["enabled"]:
         return []
     rep = f"{OUT}/report/study_a"
-    tables = ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts"]
+    tables = ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts", "language_reliance"]
     return ([f"{rep}/{t}.csv" for t in tables] + [f"{rep}/{t}.md" for t in tables]
             + [f"{rep}/accuracy.png"] + diagnosis_targets()
             + [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/differences.png"
@@ -102,6 +102,7 @@ def _report_a_inputs(wildcards):
     shap = [(d, m, s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]]
     return {
         "accuracy": [f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/accuracy.csv" for d, m, c, s in runs],
+        "reliance": [f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/reliance.csv" for d, m, c, s in runs],
         "lid": [f"{OUT}/study_a/probe/{d}/{m}/{c}/seed{s}.csv" for d, m, c, s in runs]
         + [f"{OUT}/study_a/probe/{d}/{m}/base.csv" for d, m in base],
         "shap": [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/cumulative.csv" for d, m, s in shap],

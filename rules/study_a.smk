@@ -165,14 +165,20 @@ rule finetune:
 
 
 rule evaluate:
-    """Accuracy overall and per language on every test variant; predicted-class shares."""
+    """Accuracy overall and per language on every test variant; predicted-class shares; language
+    reliance on the balanced test set (TVD of predicted vs true classes, accuracy on the
+    language's over- vs under-represented training classes)."""
     input:
         predictions=rules.finetune.output.predictions,
+        counts=f"{OUT}/study_a/subsets/{{dataset}}/counts.csv",
     output:
         accuracy=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/accuracy.csv",
         distribution=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/distribution.csv",
+        reliance=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/reliance.csv",
     params:
         labels=lambda w: config["datasets"][w.dataset]["labels"],
+        reliance_test="balanced",
+        reliance_reference="imbalanced",
     log:
         f"{LOGS}/study_a/evaluate/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
     threads: 1
@@ -310,9 +316,12 @@ rule report_study_a:
         counts_md=f"{REP_A}/subset_counts.md",
         informative=f"{REP_A}/shap_informative.csv",
         accuracy_fig=report(f"{REP_A}/accuracy.png", caption="../report/accuracy_fig.rst", category="Study A", subcategory="Figures"),
+        reliance=report(f"{REP_A}/language_reliance.csv", caption="../report/language_reliance.rst", category="Study A", subcategory="Tables"),
+        reliance_md=f"{REP_A}/language_reliance.md",
     params:
         **_report_a_ids(),
         labels={d: config["datasets"][d]["labels"] for d in sa_datasets()},
+        figure_test_variants={d: config["datasets"][d].get("report_tests") for d in sa_datasets()},
     log:
         f"{LOGS}/study_a/report.log",
     threads: 1

@@ -94,14 +94,19 @@ def test_report_job_writes_all_tables(tmp_path):
                    _write(pd.DataFrame({"condition": ["balanced"], "language": ["en"], "class_index": [0],
                                         "share_informative": [0.7], "share_class_informative": [0.6],
                                         "n_examples": [5]}), tmp_path / "inf42.csv")]
-    names = ["accuracy", "lid", "shap", "class_weights", "counts"]
+    reliance = [_write(pd.DataFrame({"language": ["en", "all"], "n": [10, 20], "accuracy": [0.5 + seed / 420] * 2,
+                                     "tvd": [0.1 * (1 + seed / 42)] * 2, "n_over": [4, 8], "accuracy_over": [0.9, 0.9],
+                                     "n_under": [4, 8], "accuracy_under": [0.3, 0.4], "reliance_gap": [0.6, 0.5],
+                                     "over_classes": ["2", ""], "under_classes": ["0", ""]}),
+                       tmp_path / f"rel_{cond}_{seed}.csv") for cond in ("balanced", "imbalanced") for seed in (0, 42)]
+    names = ["accuracy", "lid", "shap", "class_weights", "counts", "reliance"]
     output = SimpleNamespace(**{n: str(tmp_path / "out" / f"{n}.csv") for n in names},
                              **{f"{n}_md": str(tmp_path / "out" / f"{n}.md") for n in names},
                              accuracy_fig=str(tmp_path / "out" / "accuracy.png"),
                              informative=str(tmp_path / "out" / "informative.csv"))
     report.report_a_job(
         input=SimpleNamespace(accuracy=acc_paths, lid=lid_paths, shap=shap_paths, class_weights=[weights],
-                              counts=[counts], informative=informative),
+                              counts=[counts], informative=informative, reliance=reliance),
         output=output,
         params=SimpleNamespace(accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids,
                                dataset_ids=[{"dataset": "xnli"}]))
@@ -115,7 +120,44 @@ def test_report_job_writes_all_tables(tmp_path):
     assert md.startswith("# Study A: test accuracy") and "| xnli" in md and "imbalanced" in md
     assert Path(output.lid_md).read_text().count("\n|") >= 3
     assert Path(output.accuracy_fig).stat().st_size > 1000
+    rel = pd.read_csv(output.reliance)
+    assert rel["language"].tolist() == ["all", "en", "all", "en"]  # "all" first in each block
+    first = rel.iloc[0]
+    assert first["tvd_mean"] == pytest.approx(np.mean([0.1, 0.2])) and first["n_seeds"] == 2
+    assert first["accuracy_sd"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    assert "reliance_gap_mean" in rel.columns and "language reliance" in Path(output.reliance_md).read_text()
     inf = pd.read_csv(output.informative).set_index("condition")
     assert inf.loc["balanced", "share_informative_mean"] == pytest.approx(0.6)
     assert inf.loc["balanced", "share_class_informative_sd"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
     assert inf.loc["balanced", "n_seeds"] == 2 and inf.loc["imbalanced", "n_seeds"] == 1
+
+
+def _figure_table() -> pd.DataFrame:
+    rows = [(d, "m", c, v, "all", acc, 0.01, 2) for d, variants in (("xnli", ("balanced", "imbalanced", "original")),
+                                                                   ("amazon", ("balanced", "imbalanced", "original")))
+            for v in variants for c, acc in (("balanced", 0.8), ("imbalanced", 0.7))]
+    return pd.DataFrame(rows, columns=["dataset", "model", "condition", "test_variant", "language",
+                                       "accuracy_mean", "accuracy_sd", "n_seeds"])
+
+
+def test_accuracy_figure_shows_the_papers_test_sets():
+    table = _figure_table()
+    wanted = {"xnli": ["balanced", "imbalanced"], "amazon": ["original"]}
+    assert report.figure_panels(table, wanted) == [("xnli", "balanced"), ("xnli", "imbalanced"),
+                                                   ("amazon", "original")]
+    fig = report.accuracy_figure(table, wanted)
+    assert [ax.get_title() for ax in fig.axes] == ["xnli (test: balanced)", "xnli (test: imbalanced)",
+                                                   "amazon (test: original)"]
+    # without a setting: the balanced test set
+    assert report.figure_panels(table, {"xnli": None}) == [("xnli", "balanced"), ("amazon", "balanced")]
+    assert report.figure_panels(table, {"amazon": "original"})[-1] == ("amazon", "original")
+    with pytest.raises(LangskewError, match="dataset 'xnli' has no test variant 'held_out'"):
+        report.figure_panels(table, {"xnli": ["held_out"]})
+
+
+def test_paper_config_sets_the_figures_test_sets():
+    from langskew.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    assert cfg["datasets"]["xnli"]["report_tests"] == ["balanced", "imbalanced"]
+    assert cfg["datasets"]["amazon"]["report_tests"] == ["original"]

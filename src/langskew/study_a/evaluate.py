@@ -1,13 +1,32 @@
-"""Accuracy and predicted-label distribution from a fine-tuning run's predictions table."""
+"""Accuracy, predicted-label distribution and language reliance from a run's predictions table.
+
+Language reliance (how much a model's predictions lean on the language) is measured on a
+test set that is balanced within every language (the ``balanced`` test variant), per
+language:
+
+- ``tvd``: the total-variation distance 1/2 sum_c |q_l(c) - p_l(c)| between the predicted
+  class distribution q_l and the true one p_l (0: the model predicts the classes as often as
+  they occur; 1: completely different);
+- ``accuracy_over`` / ``accuracy_under``: accuracy on the examples whose true class is
+  over-represented (share > 1/C) / under-represented (share < 1/C) for that language in the
+  reference training distribution, the ``imbalanced`` training subset, i.e. the skew the study
+  imposes; ``reliance_gap`` = over - under. The same reference is used for every condition,
+  so a balanced model shows the baseline gap and an imbalanced one how far it follows the
+  language's majority classes.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_csv
+
+logger = logging.getLogger(__name__)
 
 PRED_COLUMNS = ("test_variant", "language", "label", "prediction")
 
@@ -40,8 +59,84 @@ def evaluate_predictions(pred_df: pd.DataFrame, labels: Sequence[str]) -> tuple[
     return accuracy, distribution
 
 
+RELIANCE_COLUMNS = ["language", "n", "accuracy", "tvd", "n_over", "accuracy_over", "n_under", "accuracy_under",
+                    "reliance_gap", "over_classes", "under_classes"]
+
+
+def training_shares(counts: pd.DataFrame, n_classes: int, variant: str = "imbalanced") -> pd.DataFrame:
+    """Class shares per language (languages x classes) of the ``variant`` training subset in counts.csv."""
+    for col in ("split", "variant", "language", "label", "n"):
+        if col not in counts.columns:
+            raise LangskewError(f"subset counts: column {col!r} missing")
+    rows = counts[(counts["split"] == "train") & (counts["variant"] == variant)]
+    if rows.empty:
+        raise LangskewError(f"subset counts: no training rows of variant {variant!r}")
+    table = rows.pivot_table(index="language", columns="label", values="n", aggfunc="sum", fill_value=0)
+    table = table.reindex(columns=range(n_classes), fill_value=0)
+    return table.div(table.sum(axis=1), axis=0)
+
+
+def language_reliance(pred_df: pd.DataFrame, shares: pd.DataFrame, n_classes: int,
+                      test_variant: str = "balanced") -> pd.DataFrame:
+    """Per language of ``test_variant``: accuracy, TVD(predicted, true) and accuracy on over- vs
+    under-represented training classes (``shares`` from :func:`training_shares`).
+
+    A last row ``language == "all"`` pools the examples (accuracy, over/under accuracy) and
+    gives the mean of the languages' TVDs (the pooled distributions can agree while every
+    language leans its own way).
+    """
+    test = pred_df[pred_df["test_variant"] == test_variant]
+    if test.empty:
+        raise LangskewError(f"predictions: no rows of test variant {test_variant!r} "
+                            f"(have {sorted(pred_df['test_variant'].unique())})")
+    rows, pooled = [], []
+    for lang, part in test.groupby("language", sort=True):
+        if lang not in shares.index:
+            raise LangskewError(f"predictions: language {lang!r} has no training counts")
+        true = np.bincount(part["label"], minlength=n_classes) / len(part)
+        pred = np.bincount(part["prediction"], minlength=n_classes) / len(part)
+        share = shares.loc[lang].to_numpy()
+        over, under = np.flatnonzero(share > 1 / n_classes + 1e-12), np.flatnonzero(share < 1 / n_classes - 1e-12)
+        correct = (part["label"] == part["prediction"]).to_numpy()
+        is_over, is_under = part["label"].isin(over).to_numpy(), part["label"].isin(under).to_numpy()
+        pooled.append((correct, is_over, is_under))
+        rows.append(_reliance_row(lang, correct, is_over, is_under, 0.5 * float(np.abs(pred - true).sum()),
+                                  ";".join(map(str, over)), ";".join(map(str, under))))
+    correct, is_over, is_under = (np.concatenate(x) for x in zip(*pooled))
+    rows.append(_reliance_row("all", correct, is_over, is_under, float(np.mean([r["tvd"] for r in rows])), "", ""))
+    return pd.DataFrame(rows, columns=RELIANCE_COLUMNS)
+
+
+def _reliance_row(lang, correct, is_over, is_under, tvd, over, under) -> dict:
+    def acc(mask):
+        return float(correct[mask].mean()) if mask.any() else float("nan")
+
+    a_over, a_under = acc(is_over), acc(is_under)
+    return {"language": lang, "n": int(len(correct)), "accuracy": float(correct.mean()), "tvd": tvd,
+            "n_over": int(is_over.sum()), "accuracy_over": a_over, "n_under": int(is_under.sum()),
+            "accuracy_under": a_under, "reliance_gap": a_over - a_under, "over_classes": over,
+            "under_classes": under}
+
+
 def evaluate_job(input, output, params, threads=1, log=None, **_) -> None:
-    """Snakemake job: input.predictions, params.labels -> output.accuracy, output.distribution (CSV)."""
-    accuracy, distribution = evaluate_predictions(pd.read_parquet(input.predictions), list(params.labels))
+    """Snakemake job: input.predictions, params.labels -> output.accuracy, output.distribution (CSV).
+
+    With input.counts (the subsets' counts.csv) and output.reliance also the language
+    reliance on ``params.reliance_test`` (default "balanced") against the training shares of
+    ``params.reliance_reference`` (default "imbalanced").
+    """
+    predictions = pd.read_parquet(input.predictions)
+    labels = list(params.labels)
+    accuracy, distribution = evaluate_predictions(predictions, labels)
     write_csv(accuracy, output.accuracy)
     write_csv(distribution, output.distribution)
+    if getattr(output, "reliance", None) is not None:
+        shares = training_shares(pd.read_csv(input.counts), len(labels),
+                                 getattr(params, "reliance_reference", None) or "imbalanced")
+        reliance = language_reliance(predictions, shares, len(labels),
+                                     getattr(params, "reliance_test", None) or "balanced")
+        write_csv(reliance, output.reliance)
+        for r in reliance.itertuples():
+            log_line = (f"{r.language}: accuracy {r.accuracy:.3f}, TVD {r.tvd:.3f}, over-represented classes "
+                        f"{r.accuracy_over:.3f} vs under-represented {r.accuracy_under:.3f}")
+            logger.info(log_line)

@@ -1,4 +1,5 @@
-"""Study A report: accuracy, LID probe, SHAP, class weight and subset count tables + a figure.
+"""Study A report: accuracy, language reliance, LID probe, SHAP, class weight and subset count
+tables + the accuracy figure.
 
 Every per-run file is stacked with the identifiers of its run (dataset, model, condition,
 seed) taken from a parallel ``params`` list, then aggregated over seeds: ``*_mean``,
@@ -111,24 +112,40 @@ def informative_table(per_run: pd.DataFrame) -> pd.DataFrame:
                             "share_class_informative": "share_class_informative"})
 
 
-def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, str] | None = None):
-    """Bar chart: overall accuracy (mean +- sd over seeds) per condition, one panel per dataset.
+def figure_panels(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(dataset, test variant) of each panel of the accuracy figure.
 
-    The test variant per dataset is ``test_variants[dataset]`` if given, else "balanced" if
-    present, else "original" (both are balanced over labels).
+    ``test_variants[dataset]`` is one variant or a list (the test sets the paper reports:
+    XNLI balanced and imbalanced, Amazon the original test set); a dataset without an entry
+    gets "balanced" if its runs have it, else "original". A requested variant that the runs
+    do not have is an error naming it.
     """
+    panels = []
+    for dataset in dict.fromkeys(table["dataset"]):
+        have = set(table.loc[table["dataset"] == dataset, "test_variant"])
+        wanted = (test_variants or {}).get(dataset)
+        if wanted is None:
+            wanted = ["balanced" if "balanced" in have else "original"]
+        for variant in [wanted] if isinstance(wanted, str) else list(wanted):
+            if variant not in have:
+                raise LangskewError(f"accuracy figure: dataset {dataset!r} has no test variant {variant!r} "
+                                    f"(have {', '.join(sorted(have))})")
+            panels.append((dataset, variant))
+    return panels
+
+
+def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None):
+    """Bar chart: overall accuracy (mean +- sd over seeds) per model and condition, one panel per
+    (dataset, test variant) of :func:`figure_panels`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = list(dict.fromkeys(table["dataset"])) or ["(none)"]
-    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(4.5 * len(datasets), 3.4))
-    for ax, dataset in zip(axes[0], datasets):
-        sub = table[(table["dataset"] == dataset) & (table["language"] == ALL)]
-        variants = set(sub["test_variant"])
-        variant = (test_variants or {}).get(dataset) or ("balanced" if "balanced" in variants else "original")
-        sub = sub[sub["test_variant"] == variant]
+    panels = figure_panels(table, test_variants) or [("(none)", "")]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.5 * len(panels), 3.4))
+    for ax, (dataset, variant) in zip(axes[0], panels):
+        sub = table[(table["dataset"] == dataset) & (table["language"] == ALL) & (table["test_variant"] == variant)]
         models = list(dict.fromkeys(sub["model"]))
         conditions = list(dict.fromkeys(sub["condition"]))
         width = 0.8 / max(1, len(conditions))
@@ -143,6 +160,21 @@ def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, str] | None
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+RELIANCE_VALUES = ("accuracy", "tvd", "accuracy_over", "accuracy_under", "reliance_gap")
+
+
+def reliance_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Language reliance over seeds: dataset, model, condition, language, then mean/sd of accuracy,
+    tvd, accuracy_over, accuracy_under and reliance_gap, n_seeds (language "all" first per block)."""
+    table = aggregate_seeds(per_run, ["dataset", "model", "condition", "language"],
+                            {v: v for v in RELIANCE_VALUES})
+    if table.empty:
+        return table
+    table["is_all"] = table["language"] != ALL
+    table = table.sort_values(["dataset", "model", "condition", "is_all", "language"], kind="stable")
+    return table.drop(columns="is_all").reset_index(drop=True)
 
 
 def _concat_with_dataset(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -174,10 +206,13 @@ def report_a_job(input, output, params, threads=1, log=None, **_) -> None:
     (same; base-model runs have condition "base" and seed None), ``shap_ids`` ({dataset,
     model, seed}), ``class_weights_ids`` and ``counts_ids`` ({dataset}; both default to
     ``dataset_ids``); optional input ``informative`` (shap_compare's informative CSVs, ids
-    ``informative_ids`` defaulting to ``shap_ids``); optional ``params.figure_test_variants``
-    ({dataset: test variant}). output: ``accuracy``, ``lid``, ``shap``, ``class_weights``,
+    ``informative_ids`` defaulting to ``shap_ids``); optional input ``reliance`` (evaluate's
+    reliance CSVs, ids ``reliance_ids`` defaulting to ``accuracy_ids``); optional
+    ``params.figure_test_variants`` ({dataset: test variant or list}, see :func:`figure_panels`).
+    output: ``accuracy``, ``lid``, ``shap``, ``class_weights``,
     ``counts`` (CSV), the same names + ``_md`` (Markdown), optional ``informative`` (CSV,
-    plus ``informative_md`` if given) and ``accuracy_fig`` (PNG).
+    plus ``informative_md`` if given), optional ``reliance`` (+ ``reliance_md``) and
+    ``accuracy_fig`` (PNG).
     """
     accuracy = accuracy_table(stack_runs(_inputs(input, "accuracy"), params.accuracy_ids,
                                          ["dataset", "model", "condition", "seed"]))
@@ -194,6 +229,12 @@ def report_a_job(input, output, params, threads=1, log=None, **_) -> None:
         "counts": (subset_counts_table(_inputs(input, "counts"), getattr(params, "counts_ids", None) or dataset_ids),
                    "Study A: subset sizes"),
     }
+    if getattr(output, "reliance", None) is not None:
+        ids = getattr(params, "reliance_ids", None) or params.accuracy_ids
+        tables["reliance"] = (reliance_table(stack_runs(_inputs(input, "reliance"), ids,
+                                                        ["dataset", "model", "condition", "seed"])),
+                              "Study A: language reliance on the balanced test set (accuracy, TVD of predicted "
+                              "vs true classes, accuracy on over- vs under-represented training classes)")
     if getattr(output, "informative", None) is not None:
         ids = getattr(params, "informative_ids", None) or params.shap_ids
         tables["informative"] = (informative_table(stack_runs(_inputs(input, "informative"), ids,
