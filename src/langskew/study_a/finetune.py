@@ -1,6 +1,6 @@
 """Fine-tune a sequence classifier the way Study A does, in one readable PyTorch loop.
 
-Settings follow Jung & van der Plas (2024), see docs/CONVENTIONS.md and papers.md: RAdam
+Settings follow Jung & van der Plas (2024), see docs/studies.md: RAdam
 (no weight decay) with one learning rate for the encoder and a 10x one for the head,
 linear decay to ``final_lr_fraction`` (optional warm-up), micro-batches with gradient
 accumulation, validation every ``eval_every`` of an epoch, and the weights with the lowest

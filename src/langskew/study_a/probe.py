@@ -4,7 +4,7 @@ A strongly L2-regularised logistic regression (C = 1e-4) predicts an example's l
 from its sentence representation; the mean 5-fold cross-validated accuracy measures how
 separated the languages are in the model's latent space (higher = more separated).
 
-Sentence representation (papers.md): the last layer's *pooler output* when the encoder has
+Sentence representation (docs/studies.md): the last layer's *pooler output* when the encoder has
 a pooler (mBERT), else the first-token vector of the last layer (XLM-R, whose
 classification head has no pooler). Integer layers (0 = embeddings) and ``"all"`` give the
 first-token vector of each hidden state, for a layer-wise view.
