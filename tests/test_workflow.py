@@ -104,6 +104,12 @@ def test_demo_writes_every_table(demo):
     assert acc["accuracy_mean"].between(0, 1).all()
     lid = pd.read_csv(rep / "study_a" / "lid.csv")
     assert "base" in set(lid["condition"])
+    diagnosis = pd.read_csv(rep / "study_a" / "diagnosis.csv")
+    assert set(diagnosis["dataset"]) == {"synth_nli", "synth_reviews"}
+    verdicts = diagnosis.groupby("variant")["verdict"].agg(set)
+    assert verdicts["imbalanced"] == {"strong"} and verdicts["balanced"] == {"none"}
+    reliance = pd.read_csv(rep / "study_a" / "language_reliance.csv")
+    assert set(reliance["condition"]) == set(acc["condition"]) and reliance["tvd_mean"].between(0, 1).all()
     # the HTML report collects the report() outputs with their captions
     html = base / "report.html"
     snakemake("--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
