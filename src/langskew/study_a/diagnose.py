@@ -281,8 +281,10 @@ def markdown_report(summary: pd.DataFrame, cells: pd.DataFrame, keys: Sequence[s
     return "".join(text)
 
 
-def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = ""):
-    """One heatmap of label shares per language for each combination of ``panel_keys``."""
+def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = "",
+                   panel_notes: Mapping[tuple, str] | None = None):
+    """One heatmap of label shares per language for each combination of ``panel_keys``
+    (``panel_notes``: text added to a panel's title, keyed by its tuple of key values)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,7 +309,8 @@ def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = 
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if value < 0.6 * vmax else "black")
         ident = ident if isinstance(ident, tuple) else (ident,)
-        ax.set_title(" / ".join(map(str, ident)), fontsize=8)
+        note = (panel_notes or {}).get(tuple(ident))
+        ax.set_title(" / ".join(map(str, ident)) + (f": {note}" if note else ""), fontsize=8)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     if image is not None:
@@ -345,8 +348,9 @@ def diagnose_job(input, output, params, threads=1, log=None, **_) -> None:
     summary, cells = pd.concat(summaries, ignore_index=True), pd.concat(cells, ignore_index=True)
     io.write_csv(summary, output.summary)
     io.write_csv(cells, output.cells)
-    io.save_figure(heatmap_figure(cells, ["variant", "split"], f"{params.dataset}: label shares per language"),
-                   output.figure)
+    notes = {(r.variant, r.split): f"{r.verdict} (V = {r.cramers_v:.2f})" for r in summary.itertuples()}
+    io.save_figure(heatmap_figure(cells, ["variant", "split"], f"{params.dataset}: label shares per language",
+                                  notes), output.figure)
 
 
 def report_diagnosis_job(input, output, params, threads=1, log=None, **_) -> None:
