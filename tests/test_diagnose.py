@@ -152,7 +152,7 @@ def test_diagnose_job_writes_summary_cells_figure(tmp_path):
     assert Path(out.figure).stat().st_size > 1000
     fig = dg.heatmap_figure(cells, ["variant", "split"], panel_notes={("imbalanced", "train"): "strong"})
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert "imbalanced / train: strong" in titles and "balanced / test" in titles
+    assert "imbalanced / train\nstrong" in titles and "balanced / test" in titles
     md_out = named(csv=str(tmp_path / "d.csv"), md=str(tmp_path / "d.md"), cells=str(tmp_path / "dc.csv"))
     dg.report_diagnosis_job(named(summary=[out.summary], cells=[out.cells]), md_out, named())
     md = Path(md_out.md).read_text()

@@ -295,8 +295,8 @@ def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = 
     nrows = max(1, math.ceil(len(panels) / ncols))
     n_lang = cells["language"].nunique()
     n_lab = cells["label_name"].nunique()
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * (1.2 + 0.7 * n_lab), nrows * (1.0 + 0.4 * n_lang)))
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                             figsize=(ncols * (1.6 + 0.8 * n_lab), nrows * (1.6 + 0.4 * n_lang)))
     vmax = float(np.nanmax(cells["share"].to_numpy())) if len(cells) else 1.0
     image = None
     for ax, (ident, part) in zip(axes.ravel(), panels):
@@ -310,7 +310,7 @@ def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = 
                         color="white" if value < 0.6 * vmax else "black")
         ident = ident if isinstance(ident, tuple) else (ident,)
         note = (panel_notes or {}).get(tuple(ident))
-        ax.set_title(" / ".join(map(str, ident)) + (f": {note}" if note else ""), fontsize=8)
+        ax.set_title(" / ".join(map(str, ident)) + (f"\n{note}" if note else ""), fontsize=8)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     if image is not None:
