@@ -241,3 +241,10 @@ def test_expected_frequencies_are_what_chi_square_compares():
     t = TABLES["three_by_four"]
     e = expected_freq(t)
     assert dg.chi_square(t)[0] == pytest.approx(((t - e) ** 2 / e).sum())
+
+
+def test_jsonl_with_mixed_label_types(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"t": "a", "y": 1, "g": "en"}\n{"t": "b", "y": "2", "g": "fr"}\n{"t": "c", "y": 1, "g": "fr"}\n')
+    summary, cells = cli.diagnose_file(path, "t", "y", "g")
+    assert summary["n"].iloc[0] == 3 and sorted(cells["label"].unique()) == ["1", "2"]
