@@ -203,18 +203,22 @@ def cumulative_differences(reference: pd.DataFrame, other: pd.DataFrame, thresho
     """Mean over examples of the per-type summed SHAP difference (other - reference).
 
     Returns language, class_index, type (positive/negative/neutral/base), mean_diff,
-    n_examples. A type with no token in an example contributes 0 to that example's sum.
+    n_examples. An example with no token of a type (for that class) has no sum for the
+    type and is left out of the type's mean (a nan-mean, as in the studies' analysis), so
+    ``n_examples`` counts the examples that have the type; a type no example has gets
+    ``mean_diff = NaN`` and ``n_examples = 0``.
     """
     merged = aligned_difference(reference, other)
     types = token_types(reference, threshold)
     merged = merged.merge(types, on=["id", "token_index", "class_index"], how="left")
     merged["type"] = merged["type"].fillna("base")
-    per_example = merged.pivot_table(index=["id", "language", "class_index"], columns="type", values="diff",
-                                     aggfunc="sum", fill_value=0.0)
-    per_example = per_example.reindex(columns=list(DIFF_TYPES), fill_value=0.0)
-    per_example.columns.name = "type"
-    long = per_example.stack().rename("diff").reset_index()
-    out = long.groupby(["language", "class_index", "type"], sort=False)["diff"].agg(mean_diff="mean", n_examples="size")
+    # sum(min_count=1): a (example, class, type) without tokens stays NaN instead of 0
+    per_example = (merged.groupby(["id", "language", "class_index", "type"])["diff"].sum(min_count=1)
+                   .unstack("type").reindex(columns=list(DIFF_TYPES)))
+    per_example.columns.name = None
+    long = per_example.reset_index().melt(id_vars=["id", "language", "class_index"], value_vars=list(DIFF_TYPES),
+                                          var_name="type", value_name="diff")
+    out = long.groupby(["language", "class_index", "type"], sort=False)["diff"].agg(mean_diff="mean", n_examples="count")
     out = out.reset_index()
     out["type"] = pd.Categorical(out["type"], categories=list(DIFF_TYPES), ordered=True)
     return out.sort_values(["language", "class_index", "type"]).reset_index(drop=True).astype({"type": str})
