@@ -90,8 +90,7 @@ class MaskedStrings:
         self.segments = np.asarray(masker._segments_s, dtype=object)
         self.token_ids = np.asarray(masker._tokenized_s)
         self.tokens = list(masker.data_transform(s)[0])
-        self.invariants = np.asarray(masker.invariants(s)).reshape(-1)
-        self.clustering = masker.clustering(s)
+        self.clustering = text_clustering(masker, s)
         m = len(self.segments)
         keep = np.zeros(m, dtype=bool)
         if masker.keep_prefix > 0:
@@ -126,6 +125,64 @@ class MaskedStrings:
                 text = text.replace("\u2581", " ")
             out.append(_SPACES.sub(" ", text).strip())
         return out
+
+
+def partition_tree(decoded_tokens: Sequence[str], special_tokens: Sequence[str]) -> np.ndarray:
+    """shap's text ``partition_tree`` (the same merges, the same matrix) in O(M) merge scores.
+
+    shap rescores every neighbouring pair of groups after each merge (O(M^2) calls of its
+    ``merge_score``). A merge of groups ``ind`` and ``ind + 1`` only changes the scores of
+    the pairs that touch the new group (its length, first and last token, and the opener/
+    closer "balanced" flags it sets live there), so those two are rescored and the rest kept.
+    ``np.argmax`` over the same list of scores picks the same pair.
+    """
+    from shap.maskers._text import Token, TokenGroup, merge_score, openers
+
+    groups = [TokenGroup([Token(t)], i) for i, t in enumerate(decoded_tokens)]
+    m = len(decoded_tokens)
+    clustm = np.zeros((m - 1, 4))
+    scores = [merge_score(groups[i], groups[i + 1], special_tokens) for i in range(m - 1)]
+    for new_index in range(m, 2 * m - 1):
+        ind = int(np.argmax(scores))
+        lind, rind = groups[ind].index, groups[ind + 1].index
+        row = clustm[new_index - m]
+        row[0], row[1], row[2] = lind, rind, -scores[ind]
+        row[3] = (clustm[lind - m, 3] if lind >= m else 1) + (clustm[rind - m, 3] if rind >= m else 1)
+        merged = groups[ind] + groups[ind + 1]
+        merged.index = new_index
+        if merged[0].s in openers and groups[ind + 1][-1].s == openers[merged[0].s]:
+            merged[0].balanced = True
+            groups[ind + 1][-1].balanced = True
+        groups[ind] = merged
+        groups.pop(ind + 1)
+        scores.pop(ind)
+        if ind > 0:
+            scores[ind - 1] = merge_score(groups[ind - 1], groups[ind], special_tokens)
+        if ind < len(groups) - 1:
+            scores[ind] = merge_score(groups[ind], groups[ind + 1], special_tokens)
+    clustm[:, 2] = clustm[:, 2] + 10
+    return clustm
+
+
+def text_clustering(masker: Any, s: str) -> np.ndarray:
+    """``masker.clustering(s)`` of ``shap.maskers.Text``, with the O(M) :func:`partition_tree`."""
+    masker._update_s_cache(s)
+    sep = getattr(masker.tokenizer, "sep_token", None)
+    special_tokens = [] if sep is None else [sep]
+    space_end = re.compile(r"^.*\W$")
+    letter_start = re.compile(r"^[A-Za-z]")
+    tokens: list[str] = []
+    segments = masker._segments_s
+    for i, v in enumerate(segments):
+        if (i > 0 and space_end.match(segments[i - 1]) is None and letter_start.match(v) is not None
+                and tokens[i - 1] != ""):
+            tokens.append("##" + v.strip())
+        else:
+            tokens.append(v.strip())
+    pt = partition_tree(tokens, special_tokens)
+    pt[:, 2] = pt[:, 3]
+    pt[:, 2] /= pt[:, 2].max()
+    return pt
 
 
 # --------------------------------------------------------------------------------------
@@ -215,14 +272,12 @@ def partition_walk(clustering: np.ndarray, n_features: int, max_evals: int, batc
 # --------------------------------------------------------------------------------------
 
 def autocast_dtype(device: Any, precision: str):
-    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast; always on CPU)."""
     import torch
 
     if precision not in PRECISIONS:
         raise LangskewError(f"shap precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if device.type != "cuda" or precision == "fp32":
-        if precision in ("bf16", "fp16") and device.type != "cuda":
-            raise LangskewError(f"shap precision {precision!r} needs a CUDA device (this one is {device.type})")
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
