@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import string
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -136,9 +137,15 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
     model.eval()
     inputs, pair = joined_inputs(tokenizer, df, max_length)
     f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens)
+    start = time.perf_counter()
     with tqdm(total=len(df), desc="shap", unit="example") as bar:
         explained = explain_texts(f, text_masker(tokenizer, pair), inputs, max_evals=max_evals,
                                   n_parallel=batch_size, seed=seed, pair=pair, progress=bar.update)
+    if len(df):
+        log.info("shap: %d examples in %.1f s (%.2f examples/s); %d distinct masked inputs, %d tokens, "
+                 "%.0f%% of computed positions real (precision %s)", len(df), time.perf_counter() - start,
+                 len(df) / max(time.perf_counter() - start, 1e-9), f.n_sequences, f.n_tokens,
+                 100 * f.n_tokens / max(f.n_padded, 1), precision)
     frames = [explanation_rows(row, e.tokens, e.values, e.base) for (_, row), e in zip(df.iterrows(), explained)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(VALUE_COLUMNS, [str, str, int, int, str, int, float])})
