@@ -335,8 +335,10 @@ def shap_job(input, output, params, threads=1, log=None, **_) -> None:
     """Snakemake job: SHAP values of one fine-tuned model on (a sample of) the test parquet.
 
     input: ``model`` (model dir), ``data`` (test parquet). params (flat or inside
-    ``params.settings``): ``n_examples`` (None = all), ``random_state``, ``batch_size``,
-    ``max_evals``, ``max_length``, ``labels`` (class names, optional). output[0]: values parquet (see module docstring).
+    ``params.settings``): ``n_examples`` (None = all), ``random_state``, ``batch_size``
+    (examples explained together), ``max_evals``, ``max_length``, ``precision`` (auto/fp32/
+    bf16/fp16, CUDA only), ``labels`` (class names, optional). output[0]: values parquet
+    (see module docstring).
     """
     import torch
 
