@@ -69,6 +69,29 @@ def test_masked_strings_equal_shaps_text_masker(tiny, pair):
         assert ours.tokens == list(reference.data_transform(text)[0])
 
 
+@pytest.mark.parametrize("pair", [False, True])
+def test_masked_strings_equal_shaps_with_a_sentencepiece_tokenizer(tmp_path, pair):
+    """XLM-R-style tokenizer (SentencePiece, <mask>, </s> as separator): same strings, same tree."""
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizerFast
+
+    from helpers import TINY_WORDS
+
+    rng = np.random.default_rng(0)
+    words = sum(TINY_WORDS.values(), [])
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(rng.choice(words, size=8)) for _ in range(300)))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=50, model_type="unigram", character_coverage=1.0, bos_id=0,
+                                   pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
+    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(tmp_path / "sp.model"))
+    text = "the cathouse  runs, fast!" + (f" {tokenizer.sep_token} le chat court" if pair else "")
+    reference = shap_fast.text_masker(tokenizer, pair)
+    ours = shap_fast.MaskedStrings(shap_fast.text_masker(tokenizer, pair), text, pair=pair)
+    masks = rng.random((60, len(ours))) < rng.random((60, 1))
+    assert ours(masks) == [str(reference(m, text)[0][0]) for m in masks]
+    assert np.array_equal(ours.clustering, reference.clustering(text))
+
+
 def test_partition_tree_equals_shaps(tiny):
     """The O(M) tree is shap's tree: same merges on texts with openers, closers, commas, connectors, pairs."""
     from shap.maskers._text import partition_tree as shap_partition_tree
