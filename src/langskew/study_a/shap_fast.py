@@ -18,6 +18,9 @@ the model is evaluated changes:
   instead would be faster still but gives different inputs whenever a mask cuts a word:
   "play" masked in "play ##ing" re-tokenises as ``[MASK] ing`` (a word-initial piece), not
   ``[MASK] ##ing``, so the values would no longer be the algorithm's.
+- **Token tree.** shap's text clustering rescored every pair of neighbouring groups after
+  each merge (O(M^2) Python calls); :func:`partition_tree` makes the same merges rescoring
+  only the two pairs a merge changes.
 - **Model calls.** Identical strings in a call are evaluated once; sequences are sorted by
   length and packed into batches under a token budget (dynamic padding), under
   ``torch.inference_mode`` and bf16 autocast where the GPU supports it (fp16 otherwise;
