@@ -1,21 +1,28 @@
-"""Training throughput of the Study B GPT: our step vs the authors'-style naive attention.
+"""Study B pretraining throughput: our training step against an authors'-style step, in one run.
 
-Both models have the same size and the same weights; "naive" computes attention by hand
-with a materialised causal-mask buffer (as the Languini-based original), "sdpa" uses
-``scaled_dot_product_attention(is_causal=True)``. Each timed step is a full optimizer step
-of :func:`langskew.study_b.train.train_step` (forward, backward, AdamW; bf16 autocast and
-fused AdamW on CUDA, fp32 on CPU) on random tokens.
+Both steps train the same GPT (same size, same initial weights, same random tokens):
 
-On CUDA it also reports model FLOPs utilisation: (6 N + 12 L d T) FLOPs per token (PaLM's
-count, attention included) x tokens/s / the device's peak dense bf16 FLOP/s.
+- ``authors``: hand-written attention with a materialised causal-mask buffer (as the
+  Languini-based original), fp16 autocast with a ``GradScaler`` (unscale, clip, scaled
+  step), the default (unfused) AdamW, no compilation;
+- ``ours``: :func:`langskew.study_b.train.train_step` on our GPT
+  (``scaled_dot_product_attention(is_causal=True)``, no mask buffer), bf16 autocast, fused
+  AdamW, ``torch.compile`` (``--compile-mode``).
 
-    python benchmarks/pretrain_throughput.py                      # tiny, CPU-sized, < 2 min
-    python benchmarks/pretrain_throughput.py --size small --batch 32 --context 512 --steps 30 --compile
+Prints tokens/s, ms/step and, on CUDA, model FLOPs utilisation:
+(6 N + 12 L d T) FLOPs per token x tokens/s / the device's peak dense bf16 FLOP/s, where N
+counts the parameters that take part in matrix products (token and position embeddings
+are lookups and are left out; the untied output layer is in). On CPU both steps run in
+fp32 (no autocast, no scaler) and without compilation unless ``--compile``.
+
+    python benchmarks/pretrain_throughput.py --tiny                       # CPU smoke run, < 1 min
+    python benchmarks/pretrain_throughput.py                              # paper's small model, GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -26,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from langskew.study_b.model import GPT, SIZES, GPTConfig, flops_per_token  # noqa: E402
+from langskew.study_b.model import GPT, SIZES, GPTConfig  # noqa: E402
 from langskew.study_b.train import TrainHP, make_optimizer, train_step  # noqa: E402
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets, SXM parts).
@@ -40,76 +47,132 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def measure(attention: str, cfg: GPTConfig, args: argparse.Namespace, device: torch.device) -> dict:
-    """Tokens/s of ``args.steps`` timed optimizer steps after ``args.warmup`` untimed ones."""
-    torch.manual_seed(0)
-    model = GPT(cfg, attention=attention).to(device)
-    hp = TrainHP(context=cfg.context, batch_size=args.batch, micro_batch_size=args.batch,
-                 precision="bf16" if device.type == "cuda" else "fp32", compile=args.compile)
-    optimizer = make_optimizer(model, hp, device)
-    module = torch.compile(model) if args.compile else model
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, cfg.vocab_size, (args.batch, cfg.context + 1), generator=gen)
-    batch = {"x": tokens[:, :-1].to(device), "y": tokens[:, 1:].to(device)}
+def matmul_params(model: GPT) -> int:
+    """Parameters used in matrix products: all but the token and position embedding tables."""
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
 
+
+def train_flops_per_token(cfg: GPTConfig, model: GPT) -> float:
+    """6 N (forward + backward of the matrix products) + 12 L d T (attention scores and values)."""
+    return 6.0 * matmul_params(model) + 12.0 * cfg.n_layer * cfg.d_model * cfg.context
+
+
+def authors_step_fn(model: GPT, device: torch.device, hp: TrainHP):
+    """fp16 autocast + GradScaler, unfused AdamW: one optimizer step per call, returns the loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, betas=hp.betas, eps=hp.eps,
+                                  weight_decay=hp.weight_decay)
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+
+    def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
+        with ctx:
+            _, loss = model(batch["x"], batch["y"])
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        if hp.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def our_step_fn(model: GPT, device: torch.device, hp: TrainHP, compile_mode: str | None):
+    optimizer = make_optimizer(model, hp, device)
+    module = torch.compile(model, mode=None if compile_mode == "default" else compile_mode) if compile_mode else model
+    return lambda batch: train_step(module, optimizer, batch, 1, hp, device)
+
+
+def measure(name: str, step, cfg: GPTConfig, model: GPT, batch, args, device: torch.device) -> dict:
+    """Tokens/s over ``args.steps`` timed steps after ``args.warmup`` untimed ones."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     for _ in range(args.warmup):
-        train_step(module, optimizer, batch, 1, hp, device)
+        step(batch)
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        loss = train_step(module, optimizer, batch, 1, hp, device)
+        loss = step(batch)
     sync()
     seconds = time.perf_counter() - start
     tok_s = args.steps * args.batch * cfg.context / seconds
-    result = {"attention": attention, "tokens_per_s": tok_s, "step_ms": 1000 * seconds / args.steps,
-              "loss": float(loss), "n_params": model.num_params()}
+    result = {"step": name, "tokens_per_s": tok_s, "step_ms": 1000 * seconds / args.steps, "loss": float(loss)}
     peak = peak_flops(device)
     if peak:
-        result["mfu"] = flops_per_token(cfg, model.num_params()) * tok_s / peak
+        result["mfu"] = train_flops_per_token(cfg, model) * tok_s / peak
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--vocab", type=int, default=16384, help="model vocabulary (paper: 16,384 per language)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences per step")
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation, caches)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true",
+                    help="CPU-sized smoke run: --size tiny --vocab 1024 --context 128 --batch 4 --steps 3 --warmup 1")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--vocab", type=int, default=32768, help="model vocabulary (two cloned 16,384-piece languages)")
+    ap.add_argument("--batch", type=int, default=32, help="sequences per step (no accumulation)")
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, caches)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--compile-mode", default=None,
+                    help="ours: torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs) "
+                         "or 'none'; default: 'default' on CUDA, none on CPU")
+    ap.add_argument("--steps-to-run", default="authors,ours", help="comma-separated: authors, ours")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.size, args.vocab, args.context, args.batch, args.steps, args.warmup = "tiny", 1024, 128, 4, 3, 1
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    compile_mode = args.compile_mode or ("default" if device.type == "cuda" else "none")
+    compile_mode = None if compile_mode == "none" else compile_mode
     cfg = GPTConfig(vocab_size=args.vocab, context=args.context, **SIZES[args.size])
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"size {args.size} ({cfg}), batch {args.batch} x {args.context}, {args.steps} timed steps, "
-          f"device {device} ({machine}), torch {torch.__version__}, compile={args.compile}")
-    rows = [measure(att, cfg, args, device) for att in ("naive", "sdpa")]
+    hp = TrainHP(context=cfg.context, batch_size=args.batch, micro_batch_size=args.batch,
+                 precision="bf16" if device.type == "cuda" else "fp32", compile=bool(compile_mode))
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg.vocab_size, (args.batch, cfg.context + 1), generator=gen)
+    batch = {"x": tokens[:, :-1].to(device), "y": tokens[:, 1:].to(device)}
+    torch.manual_seed(0)
+    reference = GPT(cfg, attention="sdpa")
+    print(f"size {args.size} ({cfg}; {reference.num_params() / 1e6:.1f}M parameters, {matmul_params(reference) / 1e6:.1f}M "
+          f"in matrix products), batch {args.batch} x {args.context}, {args.steps} timed steps, device {device} "
+          f"({machine}), torch {torch.__version__}, ours: compile={compile_mode}")
+
+    rows = []
+    for name in args.steps_to_run.split(","):
+        model = GPT(cfg, attention="naive" if name == "authors" else "sdpa")
+        model.load_state_dict(reference.state_dict(), strict=False)  # the naive model adds only a mask buffer
+        model.to(device).train()
+        step = authors_step_fn(model, device, hp) if name == "authors" else our_step_fn(model, device, hp, compile_mode)
+        rows.append(measure(name, step, cfg, model, batch, args, device))
+        del model, step
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     for r in rows:
         extra = f"  MFU {100 * r['mfu']:.1f}%  peak mem {r['peak_mem_gib']:.1f} GiB" if "mfu" in r else ""
-        print(f"{r['attention']:>6}: {r['tokens_per_s']:12,.0f} tokens/s  {r['step_ms']:9.1f} ms/step{extra}")
-    ratio = rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]
-    print(f"speed-up sdpa / naive: {ratio:.2f}x")
-    report = {"size": args.size, "batch": args.batch, "context": args.context, "device": str(device),
-              "machine": machine, "compile": args.compile, "torch": torch.__version__, "results": rows,
-              "speedup": ratio}
+        print(f"{r['step']:>8}: {r['tokens_per_s']:12,.0f} tokens/s  {r['step_ms']:9.1f} ms/step  "
+              f"loss {r['loss']:.3f}{extra}")
+    report = {"size": args.size, "vocab": args.vocab, "batch": args.batch, "context": args.context,
+              "device": str(device), "machine": machine, "compile": compile_mode, "torch": torch.__version__,
+              "results": rows}
+    if len(rows) == 2:
+        report["speedup"] = rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]
+        print(f"speed-up {rows[1]['step']} / {rows[0]['step']}: {report['speedup']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return report

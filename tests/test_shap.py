@@ -49,20 +49,31 @@ def _pair_of_frames():
 
 def test_cumulative_differences_match_hand_computation():
     ref, other = _pair_of_frames()
-    out = sa.cumulative_differences(ref, other, threshold=0.01).set_index(["language", "type"])["mean_diff"]
+    full = sa.cumulative_differences(ref, other, threshold=0.01)
+    out = full.set_index(["language", "type"])["mean_diff"]
+    n = full.set_index(["language", "type"])["n_examples"]
     # en: a -> pos (0.10-0.20)=-0.10, neg (-0.05+0.10)=0.05, neutral 0.04, base 0.05
-    #     b -> pos (0.15-0.05)=0.10, neg 0, neutral (0.0-0.005)=-0.005, base -0.20
+    #     b -> pos (0.15-0.05)=0.10, no negative token, neutral (0.0-0.005)=-0.005, base -0.20
     assert out[("en", "positive")] == pytest.approx((-0.10 + 0.10) / 2)
-    assert out[("en", "negative")] == pytest.approx((0.05 + 0.0) / 2)
     assert out[("en", "neutral")] == pytest.approx((0.04 - 0.005) / 2)
     assert out[("en", "base")] == pytest.approx((0.05 - 0.20) / 2)
-    # fr: c -> neg (-0.10+0.30)=0.20, base -0.10, pos/neutral 0
+    # fr: c -> neg (-0.10+0.30)=0.20, base -0.10, no positive or neutral token
     assert out[("fr", "negative")] == pytest.approx(0.20)
-    assert out[("fr", "positive")] == 0 and out[("fr", "neutral")] == 0
     assert out[("fr", "base")] == pytest.approx(-0.10)
-    full = sa.cumulative_differences(ref, other)
     assert set(full.columns) == {"language", "class_index", "type", "mean_diff", "n_examples"}
-    assert full.groupby("language")["n_examples"].first().to_dict() == {"en": 2, "fr": 1}
+    assert n[("en", "positive")] == 2 and n[("en", "base")] == 2 and n[("fr", "base")] == 1
+
+
+def test_cumulative_differences_leave_out_examples_without_the_type():
+    """nan-mean: an example with no token of a type does not count as a 0 in that type's mean."""
+    ref, other = _pair_of_frames()
+    full = sa.cumulative_differences(ref, other, threshold=0.01).set_index(["language", "type"])
+    # en negative: only example a has a negative token -> mean 0.05 over 1 example (not (0.05 + 0) / 2)
+    assert full.loc[("en", "negative"), "mean_diff"] == pytest.approx(0.05)
+    assert full.loc[("en", "negative"), "n_examples"] == 1
+    # fr has no positive and no neutral token at all: no mean, no examples
+    assert np.isnan(full.loc[("fr", "positive"), "mean_diff"]) and full.loc[("fr", "positive"), "n_examples"] == 0
+    assert np.isnan(full.loc[("fr", "neutral"), "mean_diff"]) and full.loc[("fr", "neutral"), "n_examples"] == 0
 
 
 def test_cumulative_differences_require_aligned_tokens():
@@ -160,7 +171,10 @@ def test_shap_jobs_end_to_end(tiny, tmp_path):
     cum = pd.read_csv(outputs.cumulative)
     base = cum[cum["type"] == "base"]
     np.testing.assert_allclose(base["mean_diff"], 0.1)
-    np.testing.assert_allclose(cum[cum["type"] != "base"]["mean_diff"], 0.0, atol=1e-12)
+    tokens = cum[cum["type"] != "base"]
+    present = tokens["n_examples"] > 0  # a type no example has is NaN (nan-mean), not 0
+    np.testing.assert_allclose(tokens[present]["mean_diff"], 0.0, atol=1e-12)
+    assert tokens[~present]["mean_diff"].isna().all()
     assert set(cum["ratio_group"]) == {"1:2:3", "3:2:1"}
     inf = pd.read_csv(outputs.informative)
     assert set(inf["condition"]) == {"balanced", "imbalanced"}

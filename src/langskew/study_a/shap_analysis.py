@@ -1,11 +1,14 @@
 """SHAP attributions of fine-tuned classifiers and their shift under class imbalance (Study A).
 
-papers.md: a Partition explainer with a text masker over the model's class
+The studies' method: a Partition explainer with a text masker over the model's class
 *probabilities*; the base value is the output on the fully masked input. Token types come
 from the balanced (reference) model's SHAP value per token and class: positive
 (> threshold), negative (< -threshold), neutral (|v| <= threshold). For every example and
 class the difference SHAP_other - SHAP_reference is summed over the tokens of each type,
-plus the base-value difference, and averaged per language.
+plus the base-value difference, and averaged per language over the examples that have a
+token of the type (an example without one is left out, not counted as 0). The values
+themselves are computed by :mod:`langskew.study_a.shap_fast` (shap's algorithm, batched
+across examples).
 
 On-disk format of one model's values (one parquet, long format): columns ``id``,
 ``language``, ``label``, ``token_index``, ``token``, ``class_index``, ``value``. The base
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import string
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -47,51 +51,22 @@ KEYS = ["id", "class_index", "token_index"]
 # Explaining one model
 # --------------------------------------------------------------------------------------
 
-def _pair_masker(tokenizer: Any):
-    """A ``shap.maskers.Text`` that never masks the tokenizer's separator token."""
-    import shap
-
-    sep_id = tokenizer.sep_token_id
-
-    class PairText(shap.maskers.Text):
-        def __call__(self, mask, s):
-            mask = np.array(self._standardize_mask(mask, s), dtype=bool)
-            self._update_s_cache(s)
-            mask[self._tokenized_s == sep_id] = True
-            return super().__call__(mask, s)
-
-    return PairText(tokenizer)
-
-
 def probability_function(model: Any, tokenizer: Any, batch_size: int, max_length: int, pair: bool):
-    """``f(list of str) -> (n, C)`` class probabilities, batched, no grad (fp16 autocast on CUDA).
+    """The plain model function: ``f(list of str) -> (n, C)`` class probabilities, ``batch_size`` strings a call.
 
-    With ``pair=True`` each string is split at the first separator token into (premise,
-    hypothesis) and encoded as a pair.
+    Pairs are split at the first separator token and encoded as a pair. This is the
+    function a one-example-at-a-time ``shap.Explainer`` would call; :func:`explain` uses
+    the batched :class:`langskew.study_a.shap_fast.ProbabilityModel`, which computes the same
+    probabilities (kept for comparisons).
     """
-    import torch
+    from langskew.study_a.shap_fast import ProbabilityModel
 
-    device = next(model.parameters()).device.type
-    sep = tokenizer.sep_token
-
-    def split(text: str) -> tuple[str, str]:
-        if sep not in text:
-            raise LangskewError(f"masked pair input lost its separator {sep!r}: {text[:80]!r}")
-        a, b = text.split(sep, 1)
-        return a.strip(), b.strip()
+    fast = ProbabilityModel(model, tokenizer, max_length, pair, precision="fp32")
 
     def f(texts) -> np.ndarray:
         texts = [str(t) for t in texts]
-        out = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            firsts, seconds = (list(x) for x in zip(*map(split, chunk))) if pair else (chunk, None)
-            enc = tokenizer(firsts, seconds, padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=device == "cuda"):
-                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out)
+        return np.concatenate([fast(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+                              or [np.zeros((0, int(model.config.num_labels)))])
 
     return f
 
@@ -136,33 +111,42 @@ def explanation_rows(row: pd.Series, tokens: Sequence[str], values: np.ndarray, 
 
 
 def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, max_evals: int = 500,
-            seed: int = 0, max_length: int = 512, labels: Sequence[str] | None = None) -> pd.DataFrame:
+            seed: int = 0, max_length: int = 512, labels: Sequence[str] | None = None,
+            precision: str = "auto", max_batch_tokens: int | None = None) -> pd.DataFrame:
     """SHAP values (Partition explainer, text masker) of class probabilities for every row of ``df``.
 
     Returns the long frame described in the module docstring (base values as
-    ``token_index = -1`` rows). ``seed`` seeds numpy/torch (the partition explainer itself
-    is deterministic).
+    ``token_index = -1`` rows). The values are those of ``shap.Explainer`` with shap's
+    text masker, ``max_evals`` and its default explainer batch, one example at a time;
+    ``batch_size`` examples are explained together so that one model call evaluates all
+    their masked inputs (see :mod:`langskew.study_a.shap_fast`). ``precision``: "auto" (bf16
+    autocast on GPUs that support it, else fp16; fp32 on CPU), "fp32", "bf16" or "fp16".
+    ``seed`` seeds the explainer's tie-breaking draws.
     """
-    import shap
     import torch
     from tqdm.auto import tqdm
 
+    from langskew.study_a.shap_fast import ProbabilityModel, explain_texts, text_masker
+
     check_frame(df, ("id", "language", "label", "text", "text_pair"))
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    model.eval()
-    inputs, pair = joined_inputs(tokenizer, df, max_length)
-    f = probability_function(model, tokenizer, batch_size, max_length, pair)
     n_classes = int(model.config.num_labels)
     names = list(labels) if labels is not None else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
         raise LangskewError(f"labels {names} do not match the model's num_labels={n_classes}")
-    masker = _pair_masker(tokenizer) if pair else shap.maskers.Text(tokenizer)
-    explainer = shap.Explainer(f, masker, algorithm="partition", output_names=names)
-    frames = []
-    for (_, row), text in tqdm(zip(df.iterrows(), inputs), total=len(df), desc="shap", unit="example"):
-        exp = explainer([text], max_evals=max_evals, batch_size=batch_size, silent=True)
-        frames.append(explanation_rows(row, exp.data[0], np.asarray(exp.values[0]), exp.base_values[0]))
+    torch.manual_seed(seed)
+    model.eval()
+    inputs, pair = joined_inputs(tokenizer, df, max_length)
+    f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens)
+    start = time.perf_counter()
+    with tqdm(total=len(df), desc="shap", unit="example") as bar:
+        explained = explain_texts(f, text_masker(tokenizer, pair), inputs, max_evals=max_evals,
+                                  n_parallel=batch_size, seed=seed, pair=pair, progress=bar.update)
+    if len(df):
+        log.info("shap: %d examples in %.1f s (%.2f examples/s); %d distinct masked inputs, %d tokens, "
+                 "%.0f%% of computed positions real (precision %s)", len(df), time.perf_counter() - start,
+                 len(df) / max(time.perf_counter() - start, 1e-9), f.n_sequences, f.n_tokens,
+                 100 * f.n_tokens / max(f.n_padded, 1), precision)
+    frames = [explanation_rows(row, e.tokens, e.values, e.base) for (_, row), e in zip(df.iterrows(), explained)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(VALUE_COLUMNS, [str, str, int, int, str, int, float])})
     return pd.concat(frames, ignore_index=True)[VALUE_COLUMNS]
@@ -203,18 +187,22 @@ def cumulative_differences(reference: pd.DataFrame, other: pd.DataFrame, thresho
     """Mean over examples of the per-type summed SHAP difference (other - reference).
 
     Returns language, class_index, type (positive/negative/neutral/base), mean_diff,
-    n_examples. A type with no token in an example contributes 0 to that example's sum.
+    n_examples. An example with no token of a type (for that class) has no sum for the
+    type and is left out of the type's mean (a nan-mean, as in the studies' analysis), so
+    ``n_examples`` counts the examples that have the type; a type no example has gets
+    ``mean_diff = NaN`` and ``n_examples = 0``.
     """
     merged = aligned_difference(reference, other)
     types = token_types(reference, threshold)
     merged = merged.merge(types, on=["id", "token_index", "class_index"], how="left")
     merged["type"] = merged["type"].fillna("base")
-    per_example = merged.pivot_table(index=["id", "language", "class_index"], columns="type", values="diff",
-                                     aggfunc="sum", fill_value=0.0)
-    per_example = per_example.reindex(columns=list(DIFF_TYPES), fill_value=0.0)
-    per_example.columns.name = "type"
-    long = per_example.stack().rename("diff").reset_index()
-    out = long.groupby(["language", "class_index", "type"], sort=False)["diff"].agg(mean_diff="mean", n_examples="size")
+    # sum(min_count=1): a (example, class, type) without tokens stays NaN instead of 0
+    per_example = (merged.groupby(["id", "language", "class_index", "type"])["diff"].sum(min_count=1)
+                   .unstack("type").reindex(columns=list(DIFF_TYPES)))
+    per_example.columns.name = None
+    long = per_example.reset_index().melt(id_vars=["id", "language", "class_index"], value_vars=list(DIFF_TYPES),
+                                          var_name="type", value_name="diff")
+    out = long.groupby(["language", "class_index", "type"], sort=False)["diff"].agg(mean_diff="mean", n_examples="count")
     out = out.reset_index()
     out["type"] = pd.Categorical(out["type"], categories=list(DIFF_TYPES), ordered=True)
     return out.sort_values(["language", "class_index", "type"]).reset_index(drop=True).astype({"type": str})
@@ -347,8 +335,10 @@ def shap_job(input, output, params, threads=1, log=None, **_) -> None:
     """Snakemake job: SHAP values of one fine-tuned model on (a sample of) the test parquet.
 
     input: ``model`` (model dir), ``data`` (test parquet). params (flat or inside
-    ``params.settings``): ``n_examples`` (None = all), ``random_state``, ``batch_size``,
-    ``max_evals``, ``max_length``, ``labels`` (class names, optional). output[0]: values parquet (see module docstring).
+    ``params.settings``): ``n_examples`` (None = all), ``random_state``, ``batch_size``
+    (examples explained together), ``max_evals``, ``max_length``, ``precision`` (auto/fp32/
+    bf16/fp16, CUDA only), ``labels`` (class names, optional). output[0]: values parquet
+    (see module docstring).
     """
     import torch
 
@@ -361,7 +351,8 @@ def shap_job(input, output, params, threads=1, log=None, **_) -> None:
     tokenizer, model = load_for_inference(path, spec)
     values = explain(model, tokenizer, df, batch_size=int(param(params, "batch_size", 64)),
                      max_evals=int(param(params, "max_evals", 500)), seed=seed,
-                     max_length=int(param(params, "max_length", 512)), labels=param(params, "labels"))
+                     max_length=int(param(params, "max_length", 512)), labels=param(params, "labels"),
+                     precision=str(param(params, "precision", "auto")))
     write_parquet(values, output[0])
 
 
