@@ -2,11 +2,12 @@
 
 For clusters whose compute nodes have no internet: run ``snakemake prefetch`` once on the
 login node (with network), then the workflow with ``HF_HUB_OFFLINE=1`` and
-``HF_DATASETS_OFFLINE=1``. Each item is loaded through the *same function* its job calls
-(``langskew.study_a.sources`` for Study A datasets, ``langskew.study_b.corpus.open_hub`` for
-Study B corpora and parallel data, ``langskew.study_a.modeling.load_classifier`` for
-models), with the same arguments (path, config, split, revision, data files, cache folder),
-so the offline job finds exactly what it asks for: a prepared split in the datasets cache
+``HF_DATASETS_OFFLINE=1``. Each dataset is loaded through the *same function* its job calls
+(``langskew.study_a.sources`` for Study A, ``langskew.study_b.corpus.open_hub`` for Study B
+corpora and parallel data) with the same arguments (path, config, split, revision, data
+files, cache folder); each model through ``from_pretrained`` with its revision, which
+fetches the tokenizer, config and weight files that ``load_classifier`` reads later. So the
+offline job finds exactly what it asks for: a prepared split in the datasets cache
 (``HF_DATASETS_CACHE``), or the chosen data files / model files in the hub cache
 (``HF_HUB_CACHE``); both live under ``HF_HOME`` unless set separately. The report lists
 each item, where it went and, when the hub answers, the commit to pin as ``revision``.
@@ -97,12 +98,15 @@ def _fetch_study_b(item: dict) -> str:
 
 
 def _fetch_model(item: dict) -> str:
-    from langskew.study_a.modeling import load_classifier
+    """Tokenizer, config and weights: the files ``load_classifier`` reads (the encoder without a head,
+    so a checkpoint that already has a classification head of another size loads too)."""
+    from transformers import AutoModel, AutoTokenizer
 
     m = item["spec"]
-    _, model = load_classifier(m["path"], 2, revision=m.get("revision"),
-                               trust_remote_code=bool(m.get("trust_remote_code", False)))
-    return f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters"
+    kwargs = {"revision": m.get("revision"), "trust_remote_code": bool(m.get("trust_remote_code", False))}
+    AutoTokenizer.from_pretrained(str(m["path"]), **kwargs)
+    model = AutoModel.from_pretrained(str(m["path"]), **kwargs)
+    return f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
 
 
 def _commit(item: dict) -> str | None:
