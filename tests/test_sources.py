@@ -225,7 +225,7 @@ def test_script_only_repo_names_the_dataset_and_the_parquet_copy(tmp_path):
 
 
 def test_missing_hub_dataset_is_a_named_error(tmp_path):
-    with pytest.raises(LangskewError, match=r"dataset 'amazon'.*nobody/no-such-dataset"):
+    with pytest.raises(LangskewError, match=r"dataset .amazon..*nobody/no-such-dataset.*snakemake prefetch"):
         prepare_dataset("amazon", _amazon_spec("nobody/no-such-dataset"), tmp_path / "out")
 
 
@@ -261,3 +261,17 @@ def test_unknown_labels_are_listed_with_counts_or_dropped(tmp_path, caplog):
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert any("dropped 2 rows with unknown label 'eggs'" in m for m in dropped)
     assert any("dropped 1 rows with unknown label 'bacon'" in m for m in dropped)
+
+
+def test_hub_error_kinds_get_their_advice():
+    from datasets.exceptions import DatasetNotFoundError
+
+    from langskew.hub import explain_hub_error
+
+    err = explain_hub_error(DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub"), "dataset 'd'", "x/y")
+    assert "dataset 'd'" in str(err) and "no dataset 'x/y'" in str(err) and "HF_TOKEN" in str(err)
+    err = explain_hub_error(RuntimeError("Dataset scripts are no longer supported, but found amazon_reviews_multi.py"),
+                            "dataset 'amazon'", "mteb/amazon_reviews_multi")
+    assert "only a loading script" in str(err) and "mteb/AmazonReviewsClassification" in str(err)
+    err = explain_hub_error(ConnectionError("Couldn't reach 'a/b' on the Hub (ConnectTimeout)"), "dataset 'd'", "a/b")
+    assert "snakemake prefetch" in str(err)

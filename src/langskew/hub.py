@@ -54,6 +54,10 @@ def explain_hub_error(exc: Exception, where: str, path: str) -> LangskewError:
         return LangskewError(f"{where}: {path!r} is not in the local cache and HF_HUB_OFFLINE / "
                              f"HF_DATASETS_OFFLINE is set; run `snakemake prefetch` with network access "
                              f"first (README, 'Running the paper configuration') ({text})")
+    if isinstance(exc, ConnectionError) or "Couldn't reach" in text:
+        return LangskewError(f"{where}: the hub cannot be reached for {path!r}; on a machine without internet "
+                             f"run `snakemake prefetch` where there is network, then set HF_HUB_OFFLINE=1 "
+                             f"HF_DATASETS_OFFLINE=1 ({text})")
     if type(exc).__name__ == "DatasetNotFoundError":
         return LangskewError(f"{where}: no dataset {path!r} on the hub (or it is gated/private: log in with "
                              f"`hf auth login` or set HF_TOKEN) ({text})")

@@ -72,7 +72,7 @@ def _fetch_study_a(item: dict) -> str:
     for split in sources.SPLITS:
         for lang in (spec["languages"] if hub.get("name") else [None]):
             config = None if lang is None else str(hub["name"]).format(language=lang)
-            frame, _ = sources._load_hub_table(item["name"], hub, config, split, lang)
+            frame, _ = sources.load_hub_table(item["name"], hub, config, split, lang)
             done.append(f"{config or 'default'}/{split}: {len(frame)} rows")
     return "; ".join(done)
 
@@ -87,7 +87,7 @@ def _fetch_study_b(item: dict) -> str:
         splits = [hub.get("split", "train")]
     else:
         splits = [s for s in (hub.get("splits") or {"train": "train", "test": "test"}).values() if s]
-        if corpus._file_mode(hub):
+        if corpus.file_mode(hub):
             splits = splits[:1]
     done = []
     for split in splits:

@@ -2,9 +2,15 @@
 
 Output: ``{out_dir}/{split}.parquet`` for train/validation/test with columns id, language,
 text, text_pair, label (int64 in 0..C-1), and ``meta.json``. ``spec`` is one entry of the
-config's ``datasets:`` registry. Bad input (a missing column, split or language, a label
+config's ``datasets:`` registry. Bad input (a missing column, split or language, labels
 outside the label set) raises :class:`LangskewError` naming it; rows of languages that are
 not configured are dropped; row order is kept, because subsets take the first N rows.
+Labels may be class indices, class names from ``labels`` or keys of ``label_map``.
+
+Hub datasets are loaded through :func:`langskew.hub.load_hub_dataset`, so a repo that ships
+only a loading script, a missing repo/config/split or an unreachable hub is an error naming
+the dataset. ``mteb/AmazonReviewsClassification`` (the paper's Amazon source) has one
+parquet config per language with ``text`` (review title and body) and ``label`` (0..4).
 """
 
 from __future__ import annotations
@@ -205,7 +211,7 @@ def _hub_split(hub: Mapping[str, Any], split: str) -> str:
     return splits.get(split, split)
 
 
-def _load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split: str,
+def load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split: str,
                     language: str | None = None) -> tuple[pd.DataFrame, str]:
     """One split of one hub config as a DataFrame (errors name dataset/config/split).
 
@@ -242,11 +248,11 @@ def _load_hub(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.Dat
         if hub.get("name"):
             parts = []
             for lang in spec["languages"]:
-                raw, where = _load_hub_table(name, hub, str(hub["name"]).format(language=lang), split, lang)
+                raw, where = load_hub_table(name, hub, str(hub["name"]).format(language=lang), split, lang)
                 parts.append(normalise_frame(raw, spec, split, where, language=lang))
             frames[split] = pd.concat(parts, ignore_index=True)
         else:
-            raw, where = _load_hub_table(name, hub, None, split)
+            raw, where = load_hub_table(name, hub, None, split)
             frames[split] = normalise_frame(raw, spec, split, where)
     return frames
 

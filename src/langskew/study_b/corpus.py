@@ -71,7 +71,7 @@ def _field(row: dict, column: str) -> Any:
     return value
 
 
-def _file_mode(hub: dict) -> bool:
+def file_mode(hub: dict) -> bool:
     """Read chosen data files (data_files / shards / streaming) instead of a prepared split."""
     return bool(hub.get("data_files") or hub.get("shards") or hub.get("streaming"))
 
@@ -82,7 +82,7 @@ def open_hub(hub: dict, split_name: str, where: str):
     if not hub.get("path"):
         raise LangskewError(f"{where}: hub key 'path' is missing")
     path = str(hub["path"])
-    if _file_mode(hub):
+    if file_mode(hub):
         patterns = hub.get("data_files")
         if not patterns and hub.get("name") and not hubio.is_local(path):
             raise LangskewError(f"{where}: hub.name {hub['name']!r} with shards/streaming needs hub.data_files "
@@ -193,7 +193,7 @@ def source_split(spec: dict, split: str, language: str) -> Iterator[str] | None:
     if source == "hub":
         hub = spec.get("hub") or {}
         split_name = (hub.get("splits") or {"train": "train", "test": "test"}).get(split)
-        if split_name is None or (split == "test" and _file_mode(hub)):
+        if split_name is None or (split == "test" and file_mode(hub)):
             return None  # chosen data files are all train documents
         return hub_documents(hub, split_name, where)
     if source == "local":
