@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/study_a.smk"
 include: "rules/study_b_common.smk"
 include: "rules/study_b.smk"
+include: "rules/prefetch.smk"
 
 
 rule all:

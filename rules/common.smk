@@ -1,4 +1,5 @@
 # Shared helpers: config validation, path layout, per-rule config slices, resources, targets.
+import glob
 import sys
 from pathlib import Path
 
@@ -70,6 +71,38 @@ def model_threads(wildcards):
 
 def finetune_hp(w):
     return lsconfig.finetune_hp(config, w.dataset)
+
+
+# --- local files as inputs: editing one reruns the jobs that read it, and only those ---------
+def _local_paths(patterns):
+    """Files of one path/glob or a list of them; a pattern matching nothing stays as it is
+    (Snakemake then names it as a missing input)."""
+    out = []
+    for pat in [patterns] if isinstance(patterns, str) else list(patterns or []):
+        out += sorted(glob.glob(str(pat), recursive=True)) or [str(pat)]
+    return out
+
+
+def local_dataset_files(w):
+    """Study A: the train/validation/test files of a local dataset."""
+    ds = config["datasets"][w.dataset]
+    return _local_paths([ds["local"][s] for s in SPLITS]) if ds["source"] == "local" else []
+
+
+def local_corpus_files(w):
+    """Study B: the text files of a local base-language corpus."""
+    spec = config["study_b"]["languages"][w.lang]
+    local = spec.get("local") or {}
+    return _local_paths(local.get("train")) + _local_paths(local.get("test")) if spec["source"] == "local" else []
+
+
+def local_parallel_files(w):
+    """Study B: the aligned line files or the table of local parallel sentences."""
+    par = config["study_b"]["parallel"]
+    local = par.get("local") or {}
+    if par.get("source") != "local":
+        return []
+    return _local_paths(list((local.get("files") or {}).values()) or local.get("path"))
 
 
 # --- Study A: targets ----------------------------------------------------------------------

@@ -11,6 +11,8 @@ wildcard_constraints:
 
 rule prepare_dataset:
     """Load a dataset (hub, local files or synthetic) into the normalised Parquet layout."""
+    input:
+        local=local_dataset_files,
     output:
         train=f"{OUT}/study_a/data/{{dataset}}/train.parquet",
         validation=f"{OUT}/study_a/data/{{dataset}}/validation.parquet",

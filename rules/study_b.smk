@@ -6,6 +6,8 @@
 # --- data ----------------------------------------------------------------------------------
 rule study_b_corpus:
     """Documents of one base language (hub, local files or synthetic), train and test."""
+    input:
+        local=local_corpus_files,
     output:
         train=f"{SB_DIR}/corpus/{{lang}}/train.parquet",
         test=f"{SB_DIR}/corpus/{{lang}}/test.parquet",
@@ -26,6 +28,8 @@ rule study_b_corpus:
 
 rule study_b_parallel_corpus:
     """Parallel sentence pairs (synthetic, hub e.g. Europarl fr-en, or local files)."""
+    input:
+        local=local_parallel_files,
     output:
         f"{SB_DIR}/corpus/parallel.parquet",
     params:

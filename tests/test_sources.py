@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import write_hub_style_dataset
+from hub_fixtures import per_language_parquet_repo, script_only_repo
 from langskew.errors import LangskewError
 from langskew.study_a.sources import prepare_dataset, prepare_dataset_job
 
@@ -95,7 +96,7 @@ def test_hub_errors_name_the_problem(tmp_path):
     columns = {"text": "premise", "text_pair": "hypo", "label": "label", "language": None}
     with pytest.raises(LangskewError, match=r"'xnli'.*column 'hypo'"):
         prepare_dataset("xnli", _xnli_spec(root, languages=["en"], columns=columns), tmp_path / "out")
-    with pytest.raises(LangskewError, match="label 2 is outside 0..1"):
+    with pytest.raises(LangskewError, match=r"unknown label\(s\): '2' \(2 rows\)"):
         prepare_dataset("xnli", _xnli_spec(root, languages=["en"], labels=["a", "b"]), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -153,7 +154,7 @@ def test_local_errors_name_the_problem(tmp_path):
         prepare_dataset("mine", _without_language_column(paths), tmp_path / "out")
     for p in paths.values():
         frame.to_csv(p, index=False)
-    with pytest.raises(LangskewError, match="'neutral' is not in label_map"):
+    with pytest.raises(LangskewError, match=r"'neutral' \(3 rows\)"):
         prepare_dataset("mine", _local_spec(paths, label_map={"entailment": 0, "contradiction": 2}), tmp_path / "out")
     with pytest.raises(LangskewError, match=r"local\.test"):
         prepare_dataset("mine", _local_spec({"train": paths["train"], "validation": paths["validation"]}),
@@ -184,3 +185,93 @@ def test_synthetic_source_and_job(tmp_path):
     again = prepare_dataset("toy", spec, tmp_path / "again", seed=1)
     pd.testing.assert_frame_equal(train, pd.read_parquet(tmp_path / "again" / "train.parquet"))
     assert again["informative_tokens"] == meta["informative_tokens"]
+
+
+# --- layouts of today's hub -------------------------------------------------------------------
+
+def _marc_frame(lang: str, n: int) -> pd.DataFrame:
+    """mteb/AmazonReviewsClassification columns: text (title, blank line, body) and label 0..4."""
+    return pd.DataFrame({"text": [f"{lang} title {i}\n\n{lang} body {i}" for i in range(n)],
+                         "label": np.arange(n) % 5})
+
+
+def _amazon_spec(root, **over):
+    spec = _xnli_spec(root, task="single", languages=["de", "en", "es", "fr", "ja", "zh"],
+                      labels=["1", "2", "3", "4", "5"],
+                      columns={"text": "text", "text_pair": None, "label": "label", "language": None})
+    spec["hub"].update(over)
+    return spec
+
+
+def test_amazon_parquet_copy_with_per_language_configs(tmp_path):
+    langs = ["de", "en", "es", "fr", "ja", "zh"]
+    root = per_language_parquet_repo(tmp_path / "AmazonReviewsClassification",
+                                     {lang: {s: _marc_frame(lang, 10) for s in SPLITS} for lang in langs})
+    meta = prepare_dataset("amazon", _amazon_spec(root), tmp_path / "out")
+    test = pd.read_parquet(tmp_path / "out" / "test.parquet")
+    assert meta["rows"]["test"] == {lang: 10 for lang in langs}
+    assert test["label"].tolist()[:6] == [0, 1, 2, 3, 4, 0]  # stars - 1, taken as class indices
+    assert test["text"].iloc[0] == "de title 0\n\nde body 0"  # title and body, as the copy has them
+    # the same repo read file by file (data_files) and as a stream gives the same rows
+    prepare_dataset("amazon", _amazon_spec(root, streaming=True, data_files={
+        s: f"{{language}}/{s}-*.parquet" for s in SPLITS}, name="{language}"), tmp_path / "streamed")
+    pd.testing.assert_frame_equal(test, pd.read_parquet(tmp_path / "streamed" / "test.parquet"))
+
+
+def test_script_only_repo_names_the_dataset_and_the_parquet_copy(tmp_path):
+    root = script_only_repo(tmp_path / "amazon_reviews_multi", "amazon_reviews_multi")
+    with pytest.raises(LangskewError, match=r"dataset 'amazon'.*only a loading script.*mteb/AmazonReviewsClassification"):
+        prepare_dataset("amazon", _amazon_spec(root), tmp_path / "out")
+
+
+def test_missing_hub_dataset_is_a_named_error(tmp_path):
+    with pytest.raises(LangskewError, match=r"dataset .amazon..*nobody/no-such-dataset.*snakemake prefetch"):
+        prepare_dataset("amazon", _amazon_spec("nobody/no-such-dataset"), tmp_path / "out")
+
+
+def _named_label_files(tmp_path, labels):
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "y": labels})
+    paths = {s: str(tmp_path / f"{s}.csv") for s in SPLITS}
+    for p in paths.values():
+        frame.to_csv(p, index=False)
+    return paths
+
+
+def _named_spec(paths, **over):
+    spec = {"source": "local", "task": "single", "languages": ["en"], "labels": ["spam", "ham"],
+            "columns": {"text": "text", "label": "y", "language": None}, "local": paths}
+    spec.update(over)
+    return spec
+
+
+def test_label_names_map_to_their_index_without_label_map(tmp_path):
+    paths = _named_label_files(tmp_path, ["ham", "spam", "ham", "spam", "spam"])
+    prepare_dataset("mail", _named_spec(paths), tmp_path / "out")
+    assert pd.read_parquet(tmp_path / "out" / "train.parquet")["label"].tolist() == [1, 0, 1, 0, 0]
+
+
+def test_unknown_labels_are_listed_with_counts_or_dropped(tmp_path, caplog):
+    paths = _named_label_files(tmp_path, ["ham", "eggs", "spam", "eggs", "bacon", "ham"])
+    with pytest.raises(LangskewError, match=r"2 unknown label\(s\): 'eggs' \(2 rows\), 'bacon' \(1 rows\)"):
+        prepare_dataset("mail", _named_spec(paths), tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        prepare_dataset("mail", _named_spec(paths, drop_unknown_labels=True), tmp_path / "out")
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert train["text"].tolist() == ["t0", "t2", "t5"] and train["label"].tolist() == [1, 0, 1]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert any("dropped 2 rows with unknown label 'eggs'" in m for m in dropped)
+    assert any("dropped 1 rows with unknown label 'bacon'" in m for m in dropped)
+
+
+def test_hub_error_kinds_get_their_advice():
+    from datasets.exceptions import DatasetNotFoundError
+
+    from langskew.hub import explain_hub_error
+
+    err = explain_hub_error(DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub"), "dataset 'd'", "x/y")
+    assert "dataset 'd'" in str(err) and "no dataset 'x/y'" in str(err) and "HF_TOKEN" in str(err)
+    err = explain_hub_error(RuntimeError("Dataset scripts are no longer supported, but found amazon_reviews_multi.py"),
+                            "dataset 'amazon'", "mteb/amazon_reviews_multi")
+    assert "only a loading script" in str(err) and "mteb/AmazonReviewsClassification" in str(err)
+    err = explain_hub_error(ConnectionError("Couldn't reach 'a/b' on the Hub (ConnectTimeout)"), "dataset 'd'", "a/b")
+    assert "snakemake prefetch" in str(err)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from helpers import build_study_b_tokens
+from hub_fixtures import sharded_parquet_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
 from langskew.study_b import corpus, synthetic_lang, tokenizer
@@ -107,24 +108,86 @@ def test_hub_source_on_a_local_hub_folder(tmp_path):
     docs = corpus.load_corpus(spec, "en")
     assert docs["train"][:2] == ["Story number 0. It ends.", "Story number 1. It ends."]
     assert len(docs["train"]) == 12 and docs["test"] == ["A held-out story."] * 3
-    spec["hub"]["splits"] = {"train": "train", "test": None}
-    spec["test_fraction"] = 0.25
-    spec["max_documents"] = {"train": None, "test": None}
-    held = corpus.load_corpus(spec, "en")
-    assert len(held["test"]) == 5 and held["test"][-1] == "Story number 19. It ends."
     spec["hub"]["text_column"] = "body"
     with pytest.raises(LangskewError, match="'body'"):
         corpus.load_corpus(spec, "en")
 
 
+def _numbered_docs(tmp_path, n=400):
+    """A folder of numbered documents read in sorted order (like a folder of books)."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    for f in range(4):
+        (folder / f"part{f}.txt").write_text("\n\n".join(f"doc {i}" for i in range(f * n // 4, (f + 1) * n // 4)))
+    return str(folder / "*.txt")
+
+
+def test_held_out_documents_are_a_seeded_random_sample(tmp_path):
+    spec = {"source": "local", "local": {"train": _numbered_docs(tmp_path)}, "test_fraction": 0.1, "holdout_seed": 3}
+    docs = corpus.load_corpus(spec, "en")
+    held = [int(d.split()[1]) for d in docs["test"]]
+    assert 20 <= len(held) <= 60 and len(held) + len(docs["train"]) == 400
+    assert not set(docs["test"]) & set(docs["train"])
+    # spread over the whole corpus, not its last files
+    assert min(held) < 100 and max(held) > 300 and sum(h < 200 for h in held) >= len(held) // 4
+    assert corpus.load_corpus(spec, "en") == docs  # reproducible
+    assert corpus.load_corpus({**spec, "holdout_seed": 4}, "en")["test"] != docs["test"]
+
+
+def test_sharded_hub_repo_reads_only_the_chosen_shards(tmp_path):
+    shards = [pd.DataFrame({"complete_text": [f"book {s}-{i} text." for i in range(5)],
+                            "ocr": [0.5, 0.95, 0.99, 0.2, 0.9]}) for s in range(4)]
+    root = sharded_parquet_repo(tmp_path / "French-PD-Books", shards)
+    hub = {"path": str(root), "text_column": "complete_text", "splits": {"train": "train", "test": None},
+           "shards": 2, "streaming": True, "filter": {"column": "ocr", "min": 0.9}}
+    spec = {"source": "hub", "hub": hub, "test_fraction": 0.5, "holdout_seed": 0}
+    docs = corpus.load_corpus(spec, "fr")
+    got = sorted(docs["train"] + docs["test"])
+    assert got == sorted(f"book {s}-{i} text." for s in (0, 1) for i in (1, 2, 4))
+    hub["data_files"] = "data/train-0000[23]-*.parquet"
+    docs = corpus.load_corpus(spec, "fr")
+    got = sorted(docs["train"] + docs["test"])
+    assert got == sorted(f"book {s}-{i} text." for s in (2, 3) for i in (1, 2, 4))
+    hub["filter"] = {"column": "quality", "min": 0.5}
+    with pytest.raises(LangskewError, match="filter column 'quality'"):
+        corpus.load_corpus(spec, "fr")
+
+
+def test_europarl_style_pairs_drop_empties_before_taking_n(tmp_path):
+    shard0 = [("", "Vide."), ("Hello.", "Bonjour."), ("Yes.", ""), ("Good night.", "Bonne nuit."), ("A.", "B.")]
+    shard1 = [("Later.", "Plus tard.")]
+    root = translation_repo(tmp_path / "europarl", [shard0, shard1])
+    spec = {"source": "hub", "n_pairs": 3,
+            "hub": {"path": str(root), "name": "en-fr", "split": "train",
+                    "columns": {"en": "translation.en", "fr": "translation.fr"}}}
+    df = corpus.load_parallel(spec, ["en", "fr"])  # the hub config, prepared by datasets
+    assert df.to_dict("records") == [{"en": "Hello.", "fr": "Bonjour."}, {"en": "Good night.", "fr": "Bonne nuit."},
+                                     {"en": "A.", "fr": "B."}]
+    spec["hub"].update(data_files="en-fr/*.parquet", shards=1, streaming=True)
+    spec["n_pairs"] = 10
+    assert len(corpus.load_parallel(spec, ["en", "fr"])) == 3  # only the first shard is read
+
+
+def test_corpus_job_streams_to_parquet_like_the_in_memory_path(tmp_path):
+    spec = {"source": "local", "local": {"train": _numbered_docs(tmp_path)}, "test_fraction": 0.05}
+    out = {"train": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"}
+    counts = corpus.write_corpus(spec, "en", out)
+    docs = corpus.load_corpus(spec, "en")
+    assert list(corpus.iter_texts(out["train"])) == docs["train"]
+    assert list(corpus.iter_texts(out["test"])) == docs["test"]
+    assert counts == {"train": len(docs["train"]), "test": len(docs["test"])}
+
+
 def test_local_source_document_splits(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\nsecond doc\n")
     (tmp_path / "b.txt").write_text("third doc")
-    spec = {"source": "local", "local": {"train": [str(tmp_path / "*.txt")], "document_split": "blank_line"},
-            "test_fraction": 0.34}
+    (tmp_path / "c.txt").write_text("held out")
+    spec = {"source": "local", "local": {"train": [str(tmp_path / "[ab].txt")], "test": str(tmp_path / "c.txt"),
+                                         "document_split": "blank_line"}}
     docs = corpus.load_corpus(spec, "en")
-    assert docs["train"] == ["first doc\nline two", "second doc"] and docs["test"] == ["third doc"]
+    assert docs["train"] == ["first doc\nline two", "second doc", "third doc"] and docs["test"] == ["held out"]
     spec["local"]["document_split"] = "file"
+    spec["local"]["train"] = str(tmp_path / "a.txt")  # one path (not a list) is accepted too
     assert corpus.load_corpus(spec, "en")["train"] == ["first doc\nline two\n\nsecond doc"]
     spec["local"]["train"] = [str(tmp_path / "missing*.txt")]
     with pytest.raises(LangskewError, match="missing"):
@@ -141,3 +204,20 @@ def test_local_parallel_files(tmp_path):
 
 def test_stream_dtype():
     assert tokenizer.stream_dtype(16384) == "uint16" and tokenizer.stream_dtype(70000) == "uint32"
+
+
+def test_tokenizer_keeps_text_as_it_is_by_default(tmp_path):
+    """The authors' SentencePiece settings: identity normalisation, no dummy prefix, whitespace kept."""
+    docs = [f"Anna  sees the ﬁne house {i}.\n  Ｂob waves." for i in range(200)]
+    model = tmp_path / "xx.model"
+    tokenizer.train_tokenizer(docs, model, 300, {"hard_vocab_limit": False})
+    sp = tokenizer.load_tokenizer(model)
+    text = "Anna  sees  ﬁne Ｂob"
+    assert sp.decode(sp.encode(text)) == text  # NFKC would give "fine", "B"; whitespace collapse "Anna sees"
+    assert not sp.encode("Anna", out_type=str)[0].startswith("▁")  # no dummy prefix
+    nfkc = tmp_path / "nfkc.model"
+    tokenizer.train_tokenizer(docs, nfkc, 300, {"hard_vocab_limit": False, "normalization_rule_name": "nmt_nfkc",
+                                                "add_dummy_prefix": True, "remove_extra_whitespaces": True})
+    sp2 = tokenizer.load_tokenizer(nfkc)
+    assert sp2.decode(sp2.encode(text)) == "Anna sees fine Bob"
+    assert sp2.encode("Anna", out_type=str)[0].startswith("▁")

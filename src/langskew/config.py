@@ -26,6 +26,7 @@ KNOWN_HUB_LANGUAGES: dict[str, set[str]] = {
     "facebook/xnli": {"ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"},
     "amazon_reviews_multi": {"de", "en", "es", "fr", "ja", "zh"},
     "mteb/amazon_reviews_multi": {"de", "en", "es", "fr", "ja", "zh"},
+    "mteb/AmazonReviewsClassification": {"de", "en", "es", "fr", "ja", "zh"},
 }
 
 
@@ -178,7 +179,8 @@ def shap_settings(cfg: dict, dataset: str) -> dict:
 def dataset_source_spec(cfg: dict, dataset: str) -> dict:
     """The parts of a dataset entry that determine its normalised files (not ratios etc.)."""
     ds = cfg["datasets"][dataset]
-    keep = ["source", "task", "languages", "labels", "columns", "label_map", "seed", ds["source"]]
+    keep = ["source", "task", "languages", "labels", "columns", "label_map", "drop_unknown_labels", "seed",
+            ds["source"]]
     return {k: copy.deepcopy(ds[k]) for k in keep if k in ds}
 
 

@@ -2,9 +2,15 @@
 
 Output: ``{out_dir}/{split}.parquet`` for train/validation/test with columns id, language,
 text, text_pair, label (int64 in 0..C-1), and ``meta.json``. ``spec`` is one entry of the
-config's ``datasets:`` registry. Bad input (a missing column, split or language, a label
+config's ``datasets:`` registry. Bad input (a missing column, split or language, labels
 outside the label set) raises :class:`LangskewError` naming it; rows of languages that are
 not configured are dropped; row order is kept, because subsets take the first N rows.
+Labels may be class indices, class names from ``labels`` or keys of ``label_map``.
+
+Hub datasets are loaded through :func:`langskew.hub.load_hub_dataset`, so a repo that ships
+only a loading script, a missing repo/config/split or an unreachable hub is an error naming
+the dataset. ``mteb/AmazonReviewsClassification`` (the paper's Amazon source) has one
+parquet config per language with ``text`` (review title and body) and ``label`` (0..4).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from langskew import hub as hubio
 from langskew import io
 from langskew.errors import LangskewError
 from langskew.study_a.synthetic import generate_synthetic
@@ -66,26 +73,53 @@ def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- normalising
-def _label_index(raw: pd.Series, n_classes: int, label_map: Mapping[Any, int] | None, where: str) -> np.ndarray:
-    """Raw labels -> class indices 0..C-1 (through ``label_map`` when given)."""
+def _unknown_error(where: str, unknown: pd.Series, known: Sequence[str], hint: str) -> LangskewError:
+    counts = unknown.astype(str).value_counts()
+    listed = ", ".join(f"{label!r} ({n} rows)" for label, n in counts.items())
+    return LangskewError(f"{where}: {len(counts)} unknown label(s): {listed}; known: {list(known)}. {hint}")
+
+
+def label_indices(raw: pd.Series, labels: Sequence[Any], label_map: Mapping[Any, int] | None, where: str,
+                  drop_unknown: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Raw labels -> (class indices 0..C-1, mask of the rows kept).
+
+    A raw label is looked up in ``label_map`` when one is given. Otherwise, when the class
+    names in ``labels`` are words (``[spam, ham]``), a raw label equal to a name maps to its
+    position (spam -> 0) and an integer 0..C-1 is taken as the index; when the names are
+    themselves integers (Amazon's ``["1", ..., "5"]``), raw labels are read as indices
+    0..C-1 only (a ``label_map`` translates anything else, e.g. stars 1..5). Labels that
+    match nothing are an error listing each unknown label with its row count, unless
+    ``drop_unknown`` is set: then those rows are dropped and the counts logged per label.
+    """
+    n_classes = len(labels)
+    keys = raw.astype(str)
     if label_map:
         lookup = {str(k): int(v) for k, v in label_map.items()}
         bad_targets = sorted({v for v in lookup.values() if not 0 <= v < n_classes})
         if bad_targets:
             raise LangskewError(f"label_map maps to {bad_targets[0]}, outside 0..{n_classes - 1}")
-        keys = raw.astype(str)
-        unknown = sorted(set(keys) - set(lookup))
-        if unknown:
-            raise LangskewError(f"{where}: label {unknown[0]!r} is not in label_map ({sorted(lookup)})")
-        return keys.map(lookup).to_numpy(dtype=np.int64)
-    values = pd.to_numeric(raw, errors="coerce")
-    bad = raw[values.isna() | (values != values.round()) | (values < 0) | (values >= n_classes)]
-    if len(bad):
-        value = bad.iloc[0]
-        shown = repr(value.item() if hasattr(value, "item") else value)
-        raise LangskewError(f"{where}: label {shown} is outside 0..{n_classes - 1} "
-                            f"(give a label_map to translate raw labels)")
-    return values.to_numpy(dtype=np.int64)
+        known, hint = sorted(lookup), "Add them to label_map"
+    else:
+        names = [str(x) for x in labels]
+        numeric_names = all(n.lstrip("-").isdigit() for n in names)
+        lookup = {} if numeric_names else {n: i for i, n in enumerate(names)}
+        values = pd.to_numeric(raw, errors="coerce")
+        integral = (values.notna() & (values == values.round()) & (values >= 0) & (values < n_classes)
+                    & ~keys.isin(list(lookup)))
+        pairs = pd.DataFrame({"key": keys[integral], "value": values[integral]}).drop_duplicates("key")
+        for key, value in zip(pairs["key"], pairs["value"]):
+            lookup.setdefault(key, int(value))
+        known = ([] if numeric_names else names) + [f"0..{n_classes - 1}"]
+        hint = "Give a label_map to translate raw labels"
+    mapped = keys.map(lookup)
+    unknown = mapped.isna()
+    if unknown.any():
+        if not drop_unknown:
+            raise _unknown_error(where, raw[unknown], known, hint + ", or set drop_unknown_labels: true to drop those rows.")
+        for label, n in raw[unknown].astype(str).value_counts().items():
+            logger.warning("%s: dropped %d rows with unknown label %r", where, n, label)
+    keep = (~unknown).to_numpy()
+    return mapped[~unknown].to_numpy(dtype=np.int64), keep
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
@@ -112,12 +146,15 @@ def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, wher
         lang = pd.Series(language or languages[0], index=raw.index)
     keep = lang.isin(languages).to_numpy()
     raw, lang = raw.loc[keep], lang.loc[keep]
+    label, known = label_indices(raw[columns["label"]], list(spec["labels"]), spec.get("label_map"), where,
+                                 bool(spec.get("drop_unknown_labels", False)))
+    raw, lang = raw.loc[known], lang.loc[known]
     out = pd.DataFrame({
         "language": lang.to_numpy(dtype=object),
         "text": raw[columns["text"]].fillna("").astype(str).to_numpy(dtype=object),
         "text_pair": (raw[columns["text_pair"]].fillna("").astype(str).to_numpy(dtype=object)
                       if spec["task"] == "pair" else np.full(len(raw), None, dtype=object)),
-        "label": _label_index(raw[columns["label"]], len(spec["labels"]), spec.get("label_map"), where),
+        "label": label,
     })
     return out
 
@@ -174,17 +211,34 @@ def _hub_split(hub: Mapping[str, Any], split: str) -> str:
     return splits.get(split, split)
 
 
-def _load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split: str):
-    """One split of one hub config as a ``datasets.Dataset`` (errors name dataset/config/split)."""
-    import datasets
+def load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split: str,
+                    language: str | None = None) -> tuple[pd.DataFrame, str]:
+    """One split of one hub config as a DataFrame (errors name dataset/config/split).
 
+    ``hub.data_files`` (a pattern, a list, or a dict split -> patterns; ``{language}`` is
+    filled in) reads only those files of the repo; ``hub.streaming`` reads them without
+    preparing an Arrow copy of the whole dataset in the datasets cache.
+    """
     where = f"dataset {name!r} ({hub['path']}, config {config!r}, split {_hub_split(hub, split)!r})"
-    try:
-        ds = datasets.load_dataset(hub["path"], name=config, revision=hub.get("revision"),
-                                   split=_hub_split(hub, split))
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise LangskewError(f"{where}: could not load: {exc}") from exc
-    return ds, where
+    data_files = _fill_language(hub.get("data_files"), language)
+    ds = hubio.load_hub_dataset(where, str(hub["path"]), name=config, revision=hub.get("revision"),
+                                split=_hub_split(hub, split), data_files=data_files,
+                                streaming=bool(hub.get("streaming")) or None, cache_dir=hub.get("cache_dir"))
+    if hub.get("streaming"):
+        batches = [pd.DataFrame(batch) for batch in ds.iter(batch_size=10_000)]
+        return (pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()), where
+    return ds.to_pandas(), where
+
+
+def _fill_language(data_files: Any, language: str | None) -> Any:
+    """``{language}`` in data_files patterns -> the language (recursively through lists and dicts)."""
+    if data_files is None or language is None:
+        return data_files
+    if isinstance(data_files, str):
+        return data_files.format(language=language)
+    if isinstance(data_files, Mapping):
+        return {k: _fill_language(v, language) for k, v in data_files.items()}
+    return [_fill_language(v, language) for v in data_files]
 
 
 def _load_hub(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.DataFrame]:
@@ -194,12 +248,12 @@ def _load_hub(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.Dat
         if hub.get("name"):
             parts = []
             for lang in spec["languages"]:
-                ds, where = _load_hub_table(name, hub, str(hub["name"]).format(language=lang), split)
-                parts.append(normalise_frame(ds.to_pandas(), spec, split, where, language=lang))
+                raw, where = load_hub_table(name, hub, str(hub["name"]).format(language=lang), split, lang)
+                parts.append(normalise_frame(raw, spec, split, where, language=lang))
             frames[split] = pd.concat(parts, ignore_index=True)
         else:
-            ds, where = _load_hub_table(name, hub, None, split)
-            frames[split] = normalise_frame(ds.to_pandas(), spec, split, where)
+            raw, where = load_hub_table(name, hub, None, split)
+            frames[split] = normalise_frame(raw, spec, split, where)
     return frames
 
 

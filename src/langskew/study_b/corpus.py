@@ -1,17 +1,29 @@
-"""Study B corpora: documents per base language and parallel sentence pairs.
+"""Study B corpora: documents per base language and parallel sentence pairs, streamed.
 
 Sources (``study_b.languages.{lang}.source``):
 
-* ``hub`` - ``datasets.load_dataset(path, name, split=..., revision=...)`` with a text
-  column (e.g. TinyStories); also a local hub-style folder (parquet files + README.md).
-* ``local`` - text files or globs per split; one document per file, per blank-line
-  separated block or per line (``document_split``).
+* ``hub`` - a ``datasets`` dataset with a text column (e.g. TinyStories), a hub id or a
+  local hub-style folder. By default ``load_dataset(path, name, split=..., revision=...)``;
+  with ``data_files`` (glob patterns inside the repo) and/or ``shards`` (the first N data
+  files) only those files are downloaded and read (e.g. a few of French-PD-Books' parquet
+  shards), and ``streaming: true`` reads them without converting them to Arrow first.
+  ``filter: {column, min}`` keeps the rows whose score column is at least ``min`` (e.g. an
+  OCR quality score).
+* ``local`` - text files or globs per split (one path/glob or a list); one document per
+  file, per blank-line separated block or per line (``document_split``).
 * ``synthetic`` - the English-like / French-like generator of :mod:`synthetic_lang`.
 
-A split that a source does not provide (``test: null``) is carved from the end of the
-train documents (``test_fraction``). Parallel pairs (``study_b.parallel``) come from the
-synthetic generator, a hub dataset with two text columns (e.g. Europarl fr-en, where a
-column may be a dotted path such as ``translation.en``) or local files.
+Documents flow one at a time from the source to a Parquet writer that flushes every
+``WRITE_BATCH`` documents, so memory stays bounded whatever the corpus size. A split that
+the source does not provide (``test: null``) is a *seeded random sample* of the source's
+documents: each document goes to the test split with probability ``test_fraction`` (a
+generator seeded with ``holdout_seed``), so the held-out text represents the whole corpus
+rather than its last files. ``max_documents`` caps each split (reading stops there).
+
+Parallel pairs (``study_b.parallel``) come from the synthetic generator, a hub dataset with
+two text columns (e.g. Europarl en-fr, where a column may be a dotted path such as
+``translation.en``) or local files; empty pairs are dropped *before* the first ``n_pairs``
+are taken, and reading stops once ``n_pairs`` are found.
 
 Outputs: ``corpus/{lang}/{train,test}.parquet`` (column ``text``, one row per document)
 and ``corpus/parallel.parquet`` (one column per language).
@@ -20,15 +32,21 @@ and ``corpus/parallel.parquet`` (one column per language).
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
+from langskew import hub as hubio
 from langskew.errors import LangskewError
-from langskew.io import write_parquet
+from langskew.io import atomic_path, write_parquet
 from langskew.study_b import synthetic_lang
 
 logger = logging.getLogger(__name__)
@@ -36,10 +54,12 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 SOURCES = ("hub", "local", "synthetic")
 DOCUMENT_SPLITS = ("file", "blank_line", "line")
+WRITE_BATCH = 2048   # documents per Parquet row group (bounded memory)
+READ_BATCH = 256     # rows per batch read from a hub dataset
 
 
 # ---------------------------------------------------------------------------------------
-# Sources
+# Hub sources
 # ---------------------------------------------------------------------------------------
 def _field(row: dict, column: str) -> Any:
     """A row's value for ``column``; a dotted name walks nested dicts (``translation.en``)."""
@@ -51,31 +71,79 @@ def _field(row: dict, column: str) -> Any:
     return value
 
 
-def _load_hub(hub: dict, split_name: str, limit: int | None):
-    """A hub split as a ``datasets.Dataset`` (the first ``limit`` rows if given)."""
-    import datasets
+def file_mode(hub: dict) -> bool:
+    """Read chosen data files (data_files / shards / streaming) instead of a prepared split."""
+    return bool(hub.get("data_files") or hub.get("shards") or hub.get("streaming"))
 
+
+def open_hub(hub: dict, split_name: str, where: str):
+    """A hub split as a ``datasets`` Dataset or IterableDataset (never sliced: slicing a split
+    makes ``datasets`` download and convert all of it first)."""
     if not hub.get("path"):
-        raise LangskewError("hub source: key 'path' is missing")
-    split = split_name if limit is None else f"{split_name}[:{int(limit)}]"
-    logger.info("loading hub dataset %s (%s), split %s", hub["path"], hub.get("name"), split)
-    return datasets.load_dataset(hub["path"], hub.get("name"), split=split, revision=hub.get("revision"),
-                                 cache_dir=hub.get("cache_dir"))
+        raise LangskewError(f"{where}: hub key 'path' is missing")
+    path = str(hub["path"])
+    if file_mode(hub):
+        patterns = hub.get("data_files")
+        if not patterns and hub.get("name") and not hubio.is_local(path):
+            raise LangskewError(f"{where}: hub.name {hub['name']!r} with shards/streaming needs hub.data_files "
+                                f"(the config's files, e.g. '{hub['name']}/*.parquet')")
+        files = hubio.resolve_data_files(path, hub.get("revision"), patterns, hub.get("shards"), where)
+        logger.info("%s: reading %d file(s) of %s (streaming=%s)", where, len(files), path, bool(hub.get("streaming")))
+        return hubio.load_hub_dataset(where, hubio.builder_for(files, where), data_files={"train": files},
+                                      split="train", streaming=bool(hub.get("streaming")),
+                                      cache_dir=hub.get("cache_dir"))
+    logger.info("%s: loading %s (%s), split %s", where, path, hub.get("name"), split_name)
+    return hubio.load_hub_dataset(where, path, name=hub.get("name"), split=split_name,
+                                  revision=hub.get("revision"), cache_dir=hub.get("cache_dir"))
 
 
-def hub_documents(hub: dict, split_name: str, limit: int | None = None) -> list[str]:
-    """Documents of one hub split from the text column ``hub["text_column"]`` (default ``text``)."""
-    ds = _load_hub(hub, split_name, limit)
+def hub_rows(hub: dict, split_name: str, where: str) -> Iterator[dict]:
+    """Rows of a hub split, read in batches; rows failing ``hub.filter`` are skipped."""
+    ds = open_hub(hub, split_name, where)
+    rule = hub.get("filter") or None
+    if rule and rule.get("column") not in (ds.column_names or [rule.get("column")]):
+        raise LangskewError(f"{where}: filter column {rule.get('column')!r} is missing (columns: {ds.column_names})")
+    kept = dropped = 0
+    for batch in ds.iter(batch_size=READ_BATCH):
+        names = list(batch)
+        for i in range(len(batch[names[0]]) if names else 0):
+            row = {k: batch[k][i] for k in names}
+            if rule and not _passes(row.get(rule["column"]), rule):
+                dropped += 1
+                continue
+            kept += 1
+            yield row
+    if rule:
+        logger.info("%s: filter %s kept %d rows, dropped %d", where, rule, kept, dropped)
+
+
+def _passes(value: Any, rule: dict) -> bool:
+    if value is None:
+        return False
+    value = float(value)
+    return (rule.get("min") is None or value >= float(rule["min"])) and \
+           (rule.get("max") is None or value <= float(rule["max"]))
+
+
+def hub_documents(hub: dict, split_name: str, where: str = "hub source") -> Iterator[str]:
+    """Non-empty documents of one hub split from ``hub["text_column"]`` (default ``text``)."""
     column = hub.get("text_column", "text")
-    top = column.split(".")[0]
-    if top not in ds.column_names:
-        raise LangskewError(f"hub dataset {hub['path']!r}: text column {column!r} is missing "
-                            f"(columns: {ds.column_names})")
-    if "." not in column:
-        return [str(t) for t in ds[column] if t is not None and str(t).strip()]
-    return [str(_field(row, column)) for row in ds]
+    rows = hub_rows(hub, split_name, where)
+    first = next(rows, None)
+    if first is None:
+        return
+    if column.split(".")[0] not in first:
+        raise LangskewError(f"{where}: hub dataset {hub['path']!r}: text column {column!r} is missing "
+                            f"(columns: {sorted(first)})")
+    for row in itertools.chain([first], rows):
+        text = _field(row, column)
+        if text is not None and str(text).strip():
+            yield str(text)
 
 
+# ---------------------------------------------------------------------------------------
+# Local and synthetic sources
+# ---------------------------------------------------------------------------------------
 def split_text(text: str, mode: str) -> list[str]:
     """Cut one file's text into documents: the whole file, blank-line blocks or lines."""
     if mode == "file":
@@ -89,118 +157,189 @@ def split_text(text: str, mode: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _expand_globs(patterns: str | Iterable[str], where: str) -> list[str]:
+def expand_globs(patterns: str | Iterable[str], where: str) -> list[str]:
+    """Files of one path/glob or a list of them (each sorted; a pattern matching nothing is an error)."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     files: list[str] = []
     for pat in patterns:
-        matches = sorted(glob.glob(str(pat), recursive=True))
+        matches = sorted(p for p in glob.glob(str(pat), recursive=True) if Path(p).is_file())
         if not matches:
             raise LangskewError(f"{where}: no file matches {pat!r}")
         files.extend(matches)
     return files
 
 
-def local_documents(local: dict, split: str, where: str = "local source") -> list[str]:
-    """Documents of the files (paths or globs) listed under ``local[split]``."""
+def local_documents(local: dict, split: str, where: str = "local source") -> Iterator[str]:
+    """Documents of the files (one path/glob or a list) under ``local[split]``, file by file."""
     mode = local.get("document_split", "blank_line")
-    docs: list[str] = []
-    for path in _expand_globs(local[split], f"{where}: split {split!r}"):
-        docs.extend(split_text(Path(path).read_text(encoding=local.get("encoding", "utf-8")), mode))
-    return docs
+    for path in expand_globs(local[split], f"{where}: split {split!r}"):
+        yield from split_text(Path(path).read_text(encoding=local.get("encoding", "utf-8")), mode)
 
 
-def synthetic_documents(syn: dict, split: str, language: str) -> list[str]:
+def synthetic_documents(syn: dict, split: str, language: str) -> Iterator[str]:
     """Synthetic documents in grammar ``syn["grammar"]`` (default: the language name)."""
     grammar = syn.get("grammar") or language
     n = (syn.get("n_documents") or {}).get(split)
     if n is None:
         raise LangskewError(f"synthetic source of {language!r}: n_documents.{split} is missing")
     seed = int(syn.get("seed", 0)) * 1000 + SPLITS.index(split)
-    return list(synthetic_lang.documents(grammar, int(n), seed))
+    return synthetic_lang.documents(grammar, int(n), seed)
 
 
-def _source_split(spec: dict, split: str, language: str) -> list[str] | None:
+def source_split(spec: dict, split: str, language: str) -> Iterator[str] | None:
     """Documents of ``split`` straight from the source, or None if it has no such split."""
     source = spec.get("source")
-    limit = (spec.get("max_documents") or {}).get(split)
+    where = f"study_b.languages.{language}"
     if source == "hub":
         hub = spec.get("hub") or {}
         split_name = (hub.get("splits") or {"train": "train", "test": "test"}).get(split)
-        return None if split_name is None else hub_documents(hub, split_name, limit)
+        if split_name is None or (split == "test" and file_mode(hub)):
+            return None  # chosen data files are all train documents
+        return hub_documents(hub, split_name, where)
     if source == "local":
         local = spec.get("local") or {}
-        return None if not local.get(split) else local_documents(local, split, f"language {language!r}")
+        return None if not local.get(split) else local_documents(local, split, where)
     if source == "synthetic":
         return synthetic_documents(spec.get("synthetic") or {}, split, language)
-    raise LangskewError(f"study_b.languages.{language}.source {source!r} is not one of {', '.join(SOURCES)}")
+    raise LangskewError(f"{where}.source {source!r} is not one of {', '.join(SOURCES)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming a corpus into train / test
+# ---------------------------------------------------------------------------------------
+class _DocSink:
+    """Collects documents of one split, capped at ``limit``; flushes to Parquet in batches."""
+
+    def __init__(self, limit: int | None, writer: Callable[[list[str]], None] | None):
+        self.limit, self.writer, self.n, self.buffer, self.kept = limit, writer, 0, [], []
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.n >= self.limit
+
+    def add(self, doc: str) -> None:
+        if self.full:
+            return
+        self.n += 1
+        if self.writer is None:
+            self.kept.append(doc)
+            return
+        self.buffer.append(doc)
+        if len(self.buffer) >= WRITE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None and self.buffer:
+            self.writer(self.buffer)
+            self.buffer = []
+
+
+def _holdout_draws(seed: int, chunk: int = 4096) -> Iterator[float]:
+    """An endless seeded stream of uniform draws, one per document (drawn in chunks)."""
+    rng = np.random.default_rng([int(seed), 0x40D])
+    while True:
+        yield from rng.random(chunk).tolist()
+
+
+def stream_corpus(spec: dict, language: str, sinks: dict[str, _DocSink]) -> dict[str, int]:
+    """Route the source's documents into the train/test sinks; return the counts."""
+    train = source_split(spec, "train", language)
+    if train is None:
+        raise LangskewError(f"study_b.languages.{language}: the source has no train split")
+    test = source_split(spec, "test", language)
+    desc = f"corpus {language}"
+    if test is None:
+        frac = float(spec.get("test_fraction", 0.01))
+        draws = _holdout_draws(int(spec.get("holdout_seed", 0)))
+        for doc in tqdm(train, desc=desc, unit="doc", mininterval=5, leave=False):
+            sinks["test" if next(draws) < frac else "train"].add(doc)
+            if sinks["train"].full:  # the test sample comes from the documents read so far
+                break
+    else:
+        for split, docs in (("train", train), ("test", test)):
+            for doc in tqdm(docs, desc=f"{desc} {split}", unit="doc", mininterval=5, leave=False):
+                sinks[split].add(doc)
+                if sinks[split].full:
+                    break
+    for split, sink in sinks.items():
+        sink.flush()
+        if sink.n == 0:
+            hint = " (too few documents to hold out a test sample; raise test_fraction)" if test is None else ""
+            raise LangskewError(f"study_b.languages.{language}: the {split} split is empty{hint}")
+    counts = {split: sink.n for split, sink in sinks.items()}
+    logger.info("language %s: %d train and %d test documents", language, counts["train"], counts["test"])
+    return counts
+
+
+def _limits(spec: dict) -> dict[str, int | None]:
+    limits = spec.get("max_documents") or {}
+    return {split: (None if limits.get(split) is None else int(limits[split])) for split in SPLITS}
 
 
 def load_corpus(spec: dict, language: str) -> dict[str, list[str]]:
-    """Train and test documents of one base language from its config ``spec``.
+    """Train and test documents of one base language, in memory (small corpora, tests)."""
+    limits = _limits(spec)
+    sinks = {split: _DocSink(limits[split], None) for split in SPLITS}
+    stream_corpus(spec, language, sinks)
+    return {split: sink.kept for split, sink in sinks.items()}
 
-    When the source has no test split, the last ``test_fraction`` of the train documents
-    (at least one) is held out. ``max_documents`` caps each split.
-    """
-    train = _source_split(spec, "train", language)
-    if not train:
-        raise LangskewError(f"language {language!r}: the train split is empty")
-    test = _source_split(spec, "test", language)
-    if test is None:
-        frac = float(spec.get("test_fraction", 0.01))
-        n_test = max(int(round(len(train) * frac)), 1)
-        if n_test >= len(train):
-            raise LangskewError(f"language {language!r}: too few documents ({len(train)}) to hold out a test split")
-        train, test = train[:-n_test], train[-n_test:]
-    limits = spec.get("max_documents") or {}
-    out = {"train": train, "test": test}
-    for split in SPLITS:
-        if limits.get(split) is not None:
-            out[split] = out[split][:int(limits[split])]
-        if not out[split]:
-            raise LangskewError(f"language {language!r}: the {split} split is empty")
-    logger.info("language %s: %d train and %d test documents", language, len(out["train"]), len(out["test"]))
-    return out
+
+TEXT_SCHEMA = pa.schema([("text", pa.string())])
+
+
+def write_corpus(spec: dict, language: str, outputs: dict[str, str | Path]) -> dict[str, int]:
+    """Stream one language's documents into ``outputs["train"|"test"]`` Parquet files."""
+    limits = _limits(spec)
+    with atomic_path(outputs["train"]) as tmp_train, atomic_path(outputs["test"]) as tmp_test:
+        writers = {"train": pq.ParquetWriter(tmp_train, TEXT_SCHEMA), "test": pq.ParquetWriter(tmp_test, TEXT_SCHEMA)}
+        try:
+            sinks = {split: _DocSink(limits[split], lambda docs, w=writers[split]: w.write_table(
+                pa.table({"text": pa.array(docs, pa.string())}, schema=TEXT_SCHEMA))) for split in SPLITS}
+            counts = stream_corpus(spec, language, sinks)
+        finally:
+            for w in writers.values():
+                w.close()
+    return counts
+
+
+def iter_texts(path: str | Path, batch_rows: int = WRITE_BATCH) -> Iterator[str]:
+    """The ``text`` column of a corpus Parquet file, one document at a time (row-group batches)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
+        yield from batch.column(0).to_pylist()
 
 
 # ---------------------------------------------------------------------------------------
 # Parallel pairs
 # ---------------------------------------------------------------------------------------
-def load_parallel(spec: dict, languages: list[str]) -> pd.DataFrame:
-    """Parallel sentence pairs, one column per language (``spec["n_pairs"]`` rows at most)."""
-    if len(languages) != 2:
-        raise LangskewError(f"study_b.parallel.languages must name two languages, got {languages}")
-    source = spec.get("source")
-    n = spec.get("n_pairs")
-    if source == "synthetic":
-        syn = spec.get("synthetic") or {}
-        grammars = tuple((syn.get("grammars") or {}).get(lang, lang) for lang in languages)
-        pairs = list(synthetic_lang.parallel_sentences(grammars, int(n or 1000), int(syn.get("seed", 0))))
-        df = pd.DataFrame(pairs, columns=languages)
-    elif source == "hub":
-        hub = spec.get("hub") or {}
-        ds = _load_hub(hub, hub.get("split", "train"), n)
-        columns = hub.get("columns") or {lang: f"translation.{lang}" for lang in languages}
-        df = pd.DataFrame({lang: [str(_field(row, columns[lang])) for row in ds] for lang in languages})
-    elif source == "local":
-        df = _local_parallel(spec.get("local") or {}, languages)
-    else:
-        raise LangskewError(f"study_b.parallel.source {source!r} is not one of {', '.join(SOURCES)}")
-    df = df[(df[languages[0]].str.strip() != "") & (df[languages[1]].str.strip() != "")].reset_index(drop=True)
-    if n is not None:
-        df = df.iloc[:int(n)]
-    if df.empty:
-        raise LangskewError("study_b.parallel: no sentence pairs")
-    return df
+def _hub_pairs(hub: dict, languages: list[str]) -> Iterator[tuple[str, ...]]:
+    columns = hub.get("columns") or {lang: f"translation.{lang}" for lang in languages}
+    for row in hub_rows(hub, hub.get("split", "train"), "study_b.parallel"):
+        yield tuple(str(_field(row, columns[lang]) or "") for lang in languages)
 
 
-def _local_parallel(local: dict, languages: list[str]) -> pd.DataFrame:
-    """Aligned line files ``files: {en: a.txt, fr: b.txt}`` or a table ``path`` with ``columns``."""
+def _local_pairs(local: dict, languages: list[str]) -> Iterator[tuple[str, ...]]:
+    """Aligned line files ``files: {en: a.txt, fr: b.txt}`` (read line by line) or a table ``path``."""
     if local.get("files"):
-        lines = {lang: Path(local["files"][lang]).read_text(encoding="utf-8").splitlines() for lang in languages}
-        if len(lines[languages[0]]) != len(lines[languages[1]]):
-            raise LangskewError(f"study_b.parallel.local.files: {languages[0]} has {len(lines[languages[0]])} "
-                                f"lines but {languages[1]} has {len(lines[languages[1]])}")
-        return pd.DataFrame(lines)
+        paths = [Path(local["files"][lang]) for lang in languages]
+        for p in paths:
+            if not p.is_file():
+                raise LangskewError(f"study_b.parallel.local.files: {str(p)!r} does not exist")
+        handles = [open(p, encoding=local.get("encoding", "utf-8")) for p in paths]
+        try:
+            for i, lines in enumerate(itertools.zip_longest(*handles)):
+                if None in lines:
+                    short = languages[lines.index(None)]
+                    raise LangskewError(f"study_b.parallel.local.files: the {short} file has fewer lines "
+                                        f"({i}) than the other")
+                yield tuple(line.rstrip("\n") for line in lines)
+        finally:
+            for h in handles:
+                h.close()
+        return
+    yield from _local_table(local, languages).itertuples(index=False, name=None)
+
+
+def _local_table(local: dict, languages: list[str]) -> pd.DataFrame:
     path = local.get("path")
     if not path:
         raise LangskewError("study_b.parallel.local: give 'files' (one per language) or 'path'")
@@ -213,7 +352,39 @@ def _local_parallel(local: dict, languages: list[str]) -> pd.DataFrame:
     missing = [columns[lang] for lang in languages if columns[lang] not in table.columns]
     if missing:
         raise LangskewError(f"study_b.parallel.local.path {path!r}: column {missing[0]!r} is missing")
-    return pd.DataFrame({lang: table[columns[lang]].astype(str) for lang in languages})
+    return pd.DataFrame({lang: table[columns[lang]].fillna("").astype(str) for lang in languages})
+
+
+def load_parallel(spec: dict, languages: list[str]) -> pd.DataFrame:
+    """The first ``spec["n_pairs"]`` non-empty sentence pairs, one column per language."""
+    if len(languages) != 2:
+        raise LangskewError(f"study_b.parallel.languages must name two languages, got {languages}")
+    source = spec.get("source")
+    n = spec.get("n_pairs")
+    if source == "synthetic":
+        syn = spec.get("synthetic") or {}
+        grammars = tuple((syn.get("grammars") or {}).get(lang, lang) for lang in languages)
+        pairs: Iterable[tuple] = synthetic_lang.parallel_sentences(grammars, int(n or 1000), int(syn.get("seed", 0)))
+    elif source == "hub":
+        pairs = _hub_pairs(spec.get("hub") or {}, languages)
+    elif source == "local":
+        pairs = _local_pairs(spec.get("local") or {}, languages)
+    else:
+        raise LangskewError(f"study_b.parallel.source {source!r} is not one of {', '.join(SOURCES)}")
+    kept, empty = [], 0
+    for pair in pairs:
+        if all(str(s).strip() for s in pair):
+            kept.append(tuple(str(s) for s in pair))
+            if n is not None and len(kept) >= int(n):
+                break
+        else:
+            empty += 1
+    if not kept:
+        raise LangskewError("study_b.parallel: no sentence pairs")
+    if n is not None and len(kept) < int(n):
+        logger.warning("study_b.parallel: only %d non-empty pairs (n_pairs %s)", len(kept), n)
+    logger.info("parallel: %d pairs kept, %d empty pairs skipped", len(kept), empty)
+    return pd.DataFrame(kept, columns=languages)
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,9 +392,7 @@ def _local_parallel(local: dict, languages: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 def corpus_job(input, output, params, threads, log, **_) -> None:
     """Rule ``study_b_corpus``: params.language, params.spec -> output.train / output.test parquet."""
-    docs = load_corpus(dict(params.spec), params.language)
-    for split in SPLITS:
-        write_parquet(pd.DataFrame({"text": docs[split]}), output[split])
+    write_corpus(dict(params.spec), params.language, {"train": output.train, "test": output.test})
 
 
 def parallel_corpus_job(input, output, params, threads, log, **_) -> None:

@@ -1,7 +1,11 @@
 """One SentencePiece BPE tokenizer per base language, and the memmap token streams.
 
-Tokenizer: BPE with byte fallback and split digits (papers.md), ``pad_id`` 0, ``unk_id``
-1, the end-of-document id ``eos_id`` 2, no BOS. Streams (the contract in
+Tokenizer: BPE with byte fallback and split digits, ``pad_id`` 0, ``unk_id`` 1, the
+end-of-document id ``eos_id`` 2, no BOS. Text is taken as it is, as in the authors'
+tokenizers: identity normalisation (no NFKC), no dummy prefix (no "▁" added before the
+first word) and whitespace kept (runs of spaces are not collapsed), so decoding a document
+gives it back byte for byte. Training and encoding stream the documents (SentencePiece
+samples ``input_sentence_size`` lines), so memory stays bounded as the corpus grows. Streams (the contract in
 docs/CONVENTIONS.md): ``tokens/{lang}/{train,test}.bin`` hold the documents' ids joined
 by the EOD id (a flat memmap; uint16 when the vocabulary fits), with ``meta.json``;
 ``tokens/parallel.npz`` holds the parallel sentences, each side tokenised by its own
@@ -11,6 +15,7 @@ language's tokenizer.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -21,37 +26,44 @@ from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_json
+from langskew.study_b.corpus import iter_texts
 
 logger = logging.getLogger(__name__)
 
 PAD_ID, UNK_ID, EOD_ID = 0, 1, 2
 ENCODE_CHUNK = 1024  # documents encoded per call (bounded memory, visible progress)
 
+#: SentencePiece settings of the paper configuration (config: study_b.tokenizer).
+DEFAULTS = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "character_coverage": 0.9999,
+            "input_sentence_size": 2_000_000, "max_sentence_length": 16384, "hard_vocab_limit": True,
+            "normalization_rule_name": "identity", "add_dummy_prefix": False, "remove_extra_whitespaces": False}
+
 
 def _lines(documents: Iterable[str], max_chars: int) -> Iterator[str]:
-    """Training sentences for SentencePiece: the documents' lines, cut to ``max_chars``."""
+    """Training sentences for SentencePiece: the documents' non-blank lines, cut to ``max_chars``."""
     for doc in documents:
         for line in doc.splitlines():
-            line = line.strip()
+            if not line.strip():
+                continue
             while line:
                 yield line[:max_chars]
                 line = line[max_chars:]
 
 
-def train_tokenizer(documents: Sequence[str], model_path: str | Path, vocab_size: int,
+def train_tokenizer(documents: Iterable[str], model_path: str | Path, vocab_size: int,
                     options: dict | None = None, threads: int = 1, seed: int = 0) -> int:
     """Train a BPE SentencePiece model on ``documents``; write it to ``model_path``.
 
     ``options`` may set ``character_coverage``, ``input_sentence_size``,
-    ``max_sentence_length``, ``byte_fallback``, ``split_digits``, ``model_type`` and
-    ``hard_vocab_limit`` (False lets a tiny corpus end below ``vocab_size``).
+    ``max_sentence_length``, ``byte_fallback``, ``split_digits``, ``model_type``,
+    ``hard_vocab_limit`` (False lets a tiny corpus end below ``vocab_size``),
+    ``normalization_rule_name``, ``add_dummy_prefix`` and ``remove_extra_whitespaces``
+    (defaults: :data:`DEFAULTS`). ``documents`` may be any iterable (it is read once).
     Returns the number of pieces.
     """
     import sentencepiece as spm
 
-    opts = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "character_coverage": 0.9999,
-            "input_sentence_size": 2_000_000, "max_sentence_length": 16384, "hard_vocab_limit": True,
-            **(options or {})}
+    opts = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if k in DEFAULTS}}
     if vocab_size < 300 and opts["byte_fallback"]:
         raise LangskewError(f"study_b.tokenizer.vocab_size={vocab_size}: with byte_fallback the vocabulary "
                             f"needs at least 256 byte pieces, 3 special ids and the characters; use >= 300")
@@ -63,6 +75,9 @@ def train_tokenizer(documents: Sequence[str], model_path: str | Path, vocab_size
         split_digits=bool(opts["split_digits"]), character_coverage=float(opts["character_coverage"]),
         input_sentence_size=int(opts["input_sentence_size"]), shuffle_input_sentence=True,
         max_sentence_length=int(opts["max_sentence_length"]), hard_vocab_limit=bool(opts["hard_vocab_limit"]),
+        normalization_rule_name=str(opts["normalization_rule_name"]),
+        add_dummy_prefix=bool(opts["add_dummy_prefix"]),
+        remove_extra_whitespaces=bool(opts["remove_extra_whitespaces"]),
         pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOD_ID, bos_id=-1, num_threads=max(int(threads), 1),
         minloglevel=2)
     with atomic_path(model_path) as tmp:
@@ -97,31 +112,43 @@ def flatten(encoded: Sequence[Sequence[int]], sep: int | None = None) -> tuple[n
     return flat, offsets
 
 
-def encode_documents(sp, documents: Sequence[str], path: str | Path, dtype: str, threads: int = 1,
-                     desc: str = "encode") -> int:
-    """Write the documents' ids, each followed by the EOD id, to a flat binary file; return n tokens."""
+def _chunks(documents: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(documents)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def encode_documents(sp, documents: Iterable[str], path: str | Path, dtype: str, threads: int = 1,
+                     desc: str = "encode") -> tuple[int, int]:
+    """Write the documents' ids, each followed by the EOD id, to a flat binary file.
+
+    Documents are read and encoded ``ENCODE_CHUNK`` at a time. Returns (tokens, documents).
+    """
     eod = sp.eos_id()
-    n = 0
+    n = n_docs = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        for lo in tqdm(range(0, len(documents), ENCODE_CHUNK), desc=desc, unit="chunk", leave=False):
-            encoded = sp.encode(list(documents[lo:lo + ENCODE_CHUNK]), num_threads=max(int(threads), 1))
+        for chunk in tqdm(_chunks(documents, ENCODE_CHUNK), desc=desc, unit="chunk", leave=False, mininterval=5):
+            encoded = sp.encode(chunk, num_threads=max(int(threads), 1))
             flat, _ = flatten(encoded, sep=eod)
             flat.astype(dtype).tofile(fh)
             n += len(flat)
-    return n
+            n_docs += len(chunk)
+    return n, n_docs
 
 
-def write_token_streams(model_path: str | Path, language: str, documents: dict[str, Sequence[str]],
+def write_token_streams(model_path: str | Path, language: str, documents: dict[str, Iterable[str]],
                         outputs: dict[str, str | Path], threads: int = 1) -> dict:
-    """Encode the train/test documents into ``outputs["train"|"test"]`` and write ``outputs["meta"]``."""
+    """Encode the train/test documents (any iterables) into ``outputs["train"|"test"]`` and write
+    ``outputs["meta"]``."""
     sp = load_tokenizer(model_path)
     vocab = sp.get_piece_size()
     dtype = stream_dtype(vocab)
-    n_tokens = {split: encode_documents(sp, documents[split], outputs[split], dtype, threads,
-                                        desc=f"{language} {split}") for split in ("train", "test")}
+    counts = {split: encode_documents(sp, documents[split], outputs[split], dtype, threads,
+                                      desc=f"{language} {split}") for split in ("train", "test")}
+    n_tokens = {split: c[0] for split, c in counts.items()}
     meta = {"language": language, "vocab_size": vocab, "dtype": dtype, "eod_id": sp.eos_id(),
             "pad_id": sp.pad_id(), "n_tokens": n_tokens, "tokenizer": str(model_path),
-            "n_documents": {split: len(documents[split]) for split in ("train", "test")}}
+            "n_documents": {split: c[1] for split, c in counts.items()}}
     write_json(meta, outputs["meta"])
     logger.info("language %s: %s tokens (%s)", language, n_tokens, dtype)
     return meta
@@ -147,19 +174,15 @@ def encode_parallel(pairs: pd.DataFrame, tokenizers: dict[str, str | Path], path
 # ---------------------------------------------------------------------------------------
 # Job functions
 # ---------------------------------------------------------------------------------------
-def _read_texts(path: str | Path) -> list[str]:
-    return pd.read_parquet(path, columns=["text"])["text"].astype(str).tolist()
-
-
 def tokenizer_job(input, output, params, threads, log, **_) -> None:
     """Rule ``study_b_tokenizer``: input.train parquet -> output[0] SentencePiece model."""
     cfg = dict(params.tokenizer)
-    train_tokenizer(_read_texts(input.train), output[0], int(cfg["vocab_size"]), cfg, threads, int(params.seed))
+    train_tokenizer(iter_texts(input.train), output[0], int(cfg["vocab_size"]), cfg, threads, int(params.seed))
 
 
 def tokens_job(input, output, params, threads, log, **_) -> None:
     """Rule ``study_b_tokens``: input.tokenizer, input.train/test -> output.train/test/meta."""
-    docs = {split: _read_texts(input[split]) for split in ("train", "test")}
+    docs = {split: iter_texts(input[split]) for split in ("train", "test")}
     write_token_streams(input.tokenizer, params.language, docs,
                         {"train": output.train, "test": output.test, "meta": output.meta}, threads)
 

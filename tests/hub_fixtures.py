@@ -1,0 +1,83 @@
+"""Local folders laid out like the hub repos the paper configuration reads.
+
+Each builder writes the same file layout and README metadata as the real repo, so that the
+workflow's own calls (``datasets.load_dataset``, ``langskew.hub.resolve_data_files``) run
+on them unchanged, offline:
+
+* :func:`per_language_parquet_repo` - one parquet config per language, each with train /
+  validation / test files and a README ``configs:`` block (facebook/xnli,
+  mteb/AmazonReviewsClassification: ``{lang}/{split}-00000-of-00001.parquet``);
+* :func:`sharded_parquet_repo` - many parquet shards of one train split and a README
+  without ``configs:`` (PleIAs/French-PD-Books);
+* :func:`translation_repo` - per language-pair folders of parquet shards whose rows hold a
+  ``translation`` dict column (Helsinki-NLP/europarl ``en-fr/train-*.parquet``);
+* :func:`script_only_repo` - a loading script plus jsonl files and no parquet
+  (mteb/amazon_reviews_multi), which ``datasets`` >= 4 refuses to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+
+def _readme(root: Path, header: dict | None, title: str) -> None:
+    text = (f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n" if header else "---\nlicense: cc0-1.0\n---\n")
+    (root / "README.md").write_text(f"{text}\n# {title}\n")
+
+
+def per_language_parquet_repo(root, frames: dict[str, dict[str, pd.DataFrame]], title: str = "fixture") -> Path:
+    """``{config: {split: frame}}`` as ``{config}/{split}-00000-of-00001.parquet`` + README configs."""
+    root = Path(root)
+    configs = []
+    for config, splits in frames.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        files = []
+        for split, df in splits.items():
+            rel = f"{config}/{split}-00000-of-00001.parquet"
+            df.to_parquet(root / rel, index=False)
+            files.append({"split": split, "path": rel})
+        configs.append({"config_name": config, "data_files": files})
+    _readme(root, {"configs": configs}, title)
+    return root
+
+
+def sharded_parquet_repo(root, shards: list[pd.DataFrame], folder: str = "data") -> Path:
+    """Train shards ``{folder}/train-{i:05d}-of-{n:05d}.parquet``; README with a license only."""
+    root = Path(root)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for i, df in enumerate(shards):
+        df.to_parquet(root / folder / f"train-{i:05d}-of-{len(shards):05d}.parquet", index=False)
+    _readme(root, None, "sharded fixture")
+    return root
+
+
+def translation_repo(root, pairs_per_shard: list[list[tuple[str, str]]], pair: str = "en-fr") -> Path:
+    """Europarl-style ``{pair}/train-*.parquet`` with a struct column ``translation`` {src, tgt}."""
+    root = Path(root)
+    src, tgt = pair.split("-")
+    (root / pair).mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, pairs in enumerate(pairs_per_shard):
+        rel = f"{pair}/train-{i:05d}-of-{len(pairs_per_shard):05d}.parquet"
+        table = pa.table({"translation": pa.array([{src: a, tgt: b} for a, b in pairs],
+                                                  pa.struct([(src, pa.string()), (tgt, pa.string())]))})
+        pq.write_table(table, root / rel)
+        files.append(rel)
+    _readme(root, {"configs": [{"config_name": pair, "data_files": [{"split": "train", "path": f"{pair}/train-*"}]}]},
+            "translation fixture")
+    return root
+
+
+def script_only_repo(root, name: str) -> Path:
+    """A repo with only ``{name}.py`` (a datasets loading script) and jsonl data."""
+    root = Path(root)
+    (root / "en").mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.py").write_text("import datasets\n\n\nclass Reviews(datasets.GeneratorBasedBuilder):\n    pass\n")
+    (root / "en" / "train.jsonl").write_text('{"id": "en_0", "text": "Great", "label": 4, "label_text": "4"}\n')
+    (root / "README.md").write_text("---\nlicense: other\n---\n")
+    return root
