@@ -68,12 +68,19 @@ def validate_schema(cfg: dict, schema_path: str | Path, prefix: str = "") -> dic
     return cfg
 
 
-def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR) -> dict:
-    """Schema validation (with defaults) plus the cross-field checks below."""
-    schema_dir = Path(schema_dir)
-    validate_schema(cfg, schema_dir / "config.schema.yaml")
-    if isinstance(cfg.get("study_b"), dict) and (schema_dir / "study_b.schema.yaml").exists():
-        validate_schema(cfg["study_b"], schema_dir / "study_b.schema.yaml", prefix="study_b")
+def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR,
+                    schema_files: dict[str, str | Path] | None = None) -> dict:
+    """Schema validation (with defaults) plus the cross-field checks below.
+
+    The schemas are ``schema_dir/config.schema.yaml`` and ``schema_dir/study_b.schema.yaml``,
+    or the files given as ``schema_files={"config": ..., "study_b": ...}`` (what the workflow
+    passes, resolved relative to its own rule files).
+    """
+    files = {"config": Path(schema_dir) / "config.schema.yaml", "study_b": Path(schema_dir) / "study_b.schema.yaml"}
+    files.update({k: Path(v) for k, v in (schema_files or {}).items()})
+    validate_schema(cfg, files["config"])
+    if isinstance(cfg.get("study_b"), dict) and files["study_b"].exists():
+        validate_schema(cfg["study_b"], files["study_b"], prefix="study_b")
     problems: list[str] = []
     problems += _check_study_a(cfg)
     if problems:
