@@ -32,7 +32,7 @@ def write_local_dataset(folder: Path, fmt: str = "csv") -> dict[str, str]:
     """Train/validation/test tables of a 2-label, 2-language single-text task."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, n in [("train", 12), ("validation", 6), ("test", 6)]:
+    for split, n in [("train", 60), ("validation", 30), ("test", 30)]:
         rows = [{"text": f"{lang} text {i}", "label": i % 2, "language": lang} for lang in ("en", "fr") for i in range(n)]
         path = folder / f"{split}.{fmt}"
         df = pd.DataFrame(rows)

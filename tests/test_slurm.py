@@ -284,8 +284,12 @@ def _assert_same_training(base: Path, reference: tuple[Path, Path]) -> dict:
     return got
 
 
+def _rule_log_path(base: Path) -> Path:
+    return base / "results" / "logs" / "study_b" / "pretrain" / f"{PRETRAIN_RUN}.log"
+
+
 def _rule_log(base: Path) -> str:
-    return (base / "results" / "logs" / "study_b" / "pretrain" / f"{PRETRAIN_RUN}.log").read_text()
+    return _rule_log_path(base).read_text()
 
 
 def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninterrupted, tmp_path, monkeypatch):
@@ -345,6 +349,9 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, 
         subprocess.run(["scontrol", "requeue", jobid], check=True)
         # SLURM holds a requeued job back for a while (BeginTime); let it start again at once
         _wait_for(lambda: _squeue([jobid])[jobid]["state"] == "PENDING", 60, "the requeued job to be pending", smk)
+        # what the first run left, before the restart overwrites the SLURM log
+        slurm_log = _submissions(out_file.read_text())[0][1]
+        first_run = slurm_log.read_text() + (_rule_log(tmp_path) if _rule_log_path(tmp_path).exists() else "")
         subprocess.run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], check=True)
         smk.wait(timeout=TIMEOUT_S)
     finally:
@@ -355,7 +362,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, 
     assert smk.returncode == 0, output[-6000:]
     assert [j for j, _ in _submissions(output)] == [jobid]  # the same SLURM job ran twice; no resubmission
     assert _squeue([jobid])[jobid]["state"] == "COMPLETED"
-    log = _rule_log(tmp_path)  # the rule's log is appended to by both runs of the job
-    assert "received signal SIGTERM" in log and "resuming from checkpoint at step" in log
+    assert "received signal SIGTERM" in first_run and "checkpoint saved at step" in first_run
+    assert "resuming from checkpoint at step" in _rule_log(tmp_path)
     got = _assert_same_training(tmp_path, uninterrupted)
     assert got["resumed_from_step"] > 0
