@@ -76,6 +76,12 @@ def test_labels_must_match_the_curve_files(tmp_path):
 
 
 # --- TensorBoard ---------------------------------------------------------------------------------
+@pytest.fixture
+def tensorboard_installed():
+    """The opt-in extra (`pip install ".[tensorboard]"`, installed by `make test`)."""
+    pytest.importorskip("tensorboard")
+
+
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -97,7 +103,7 @@ def test_tensorboard_folder_mirrors_the_log_and_is_off_by_default(tmp_path):
     assert not off.enabled
 
 
-def test_rows_become_scalars_and_nan_is_skipped(tmp_path):
+def test_rows_become_scalars_and_nan_is_skipped(tmp_path, tensorboard_installed):
     tb = curves.TensorBoardLog(tmp_path / "tb")
     tb.log(20, study_b_curve().iloc[0].to_dict())
     tb.log(40, study_b_curve().iloc[1].to_dict())
@@ -126,7 +132,7 @@ def test_missing_tensorboard_package_is_a_clear_error(tmp_path, monkeypatch):
     assert curves.TensorBoardLog(None).enabled is False  # off: no import at all
 
 
-def test_pretraining_logs_its_curve_to_tensorboard(tmp_path):
+def test_pretraining_logs_its_curve_to_tensorboard(tmp_path, tensorboard_installed):
     torch.set_num_threads(1)
     meta = write_fake_token_stream(tmp_path / "tokens" / "en", "en", vocab_size=24, n_train=6000, n_test=400)
     run = {"id": "t", "kind": "clone", "size": "tiny", "scale": 1.0, "steps": 20, "base_languages": ["en"],
@@ -146,7 +152,7 @@ def test_pretraining_logs_its_curve_to_tensorboard(tmp_path):
     assert [s for s, _ in scalars["loss/validation_L2"]] == [10, 20]
 
 
-def test_finetuning_logs_its_curve_to_tensorboard(tmp_path):
+def test_finetuning_logs_its_curve_to_tensorboard(tmp_path, tensorboard_installed):
     frames = make_tiny_classification_frames(tmp_path / "data")
     build_tiny_model(texts_of(frames.values()), tmp_path / "tiny",
                      {"vocab_size": 200, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
