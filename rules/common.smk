@@ -133,3 +133,9 @@ def _report_a_ids():
 
 
 REP_A = f"{OUT}/report/study_a"
+
+
+def curve_targets():
+    """Training-curve figures (rules/curves.smk); REP_B and SB_ON come from rules/study_b_common.smk."""
+    return ([f"{REP_A}/training_curves.png"] if SA["enabled"] else []) + (
+        [f"{REP_B}/training_curves.png"] if SB_ON else [])

@@ -1,10 +1,6 @@
 # Training curves of both studies for the report: train and validation loss per run, one panel
-# per run (langskew.curves). Helpers of rules/common.smk and rules/study_b_common.smk.
-
-
-def curve_targets():
-    return ([f"{REP_A}/training_curves.png"] if SA["enabled"] else []) + (
-        [f"{REP_B}/training_curves.png"] if SB_ON else [])
+# per run (langskew.curves). Helpers of rules/common.smk and rules/study_b_common.smk
+# (targets: curve_targets() in rules/common.smk).
 
 
 rule training_curves_study_a:
