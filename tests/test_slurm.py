@@ -74,10 +74,10 @@ def slurm_cluster():
 
 
 # --- running snakemake -----------------------------------------------------------------------
-def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _snakemake(args: list[str], cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return proc
 
@@ -258,7 +258,7 @@ def uninterrupted(slurm_cluster, tmp_path_factory):
     override = base / "override.yaml"
     override.write_text(LONG_TRAINING)
     args, target = _pretrain_args(base, override)
-    _snakemake(["--cores", "1", *args], ROOT)
+    _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 2 min on an idle 2-core machine
     return base, override
 
 
@@ -297,7 +297,7 @@ def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninte
     2 minutes, resumes from the checkpoint and ends with the uninterrupted run's results."""
     monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
     args, target, ckpt = _run_folder(tmp_path, uninterrupted)
-    proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *args], ROOT)
+    proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *args], ROOT, timeout=3 * TIMEOUT_S)
 
     subs = _submissions(proc.stdout + proc.stderr)
     assert len(subs) >= 2, (proc.stdout + proc.stderr)[-4000:]  # only the pretraining job went to SLURM
@@ -353,7 +353,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, 
         slurm_log = _submissions(out_file.read_text())[0][1]
         first_run = slurm_log.read_text() + (_rule_log(tmp_path) if _rule_log_path(tmp_path).exists() else "")
         subprocess.run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], check=True)
-        smk.wait(timeout=TIMEOUT_S)
+        smk.wait(timeout=3 * TIMEOUT_S)
     finally:
         if smk.poll() is None:
             smk.terminate()
