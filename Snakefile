@@ -16,10 +16,12 @@ include: "rules/study_a.smk"
 include: "rules/study_b_common.smk"
 include: "rules/study_b.smk"
 include: "rules/prefetch.smk"
+include: "rules/curves.smk"
 
 
 rule all:
     input:
         study_a_targets(),
         study_b_targets(),
+        curve_targets(),
     default_target: True

@@ -1,16 +1,26 @@
 # Shared helpers: config validation, path layout, per-rule config slices, resources, targets.
+# The package `langskew` must be installed (pip install ., or the envs/*.yaml environments);
+# paths of the workflow's own files are taken relative to this file, so that the workflow also
+# runs as a Snakemake `module` from another folder.
+import os
 import glob
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
 
 from langskew import config as lsconfig
 
+# envs/*.yaml install the package from ${LANGSKEW_SOURCE}: this workflow's folder when it is on
+# local disk (a remote module must set LANGSKEW_SOURCE itself, e.g. to a git URL).
+if isinstance(workflow.current_basedir, LocalSourceFile):
+    os.environ.setdefault("LANGSKEW_SOURCE", str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent))
+
 try:
-    lsconfig.validate_config(config, Path(workflow.basedir) / "schemas")
+    lsconfig.validate_config(config, schema_files={
+        "config": workflow.source_path("../schemas/config.schema.yaml"),
+        "study_b": workflow.source_path("../schemas/study_b.schema.yaml"),
+    })
 except lsconfig.ConfigError as err:
     raise WorkflowError(f"langskew: {err}") from None
 
@@ -178,3 +188,9 @@ def diagnosis_files(kind):
 def diagnosis_targets():
     rep = f"{OUT}/report/study_a"
     return [f"{rep}/diagnosis.csv", f"{rep}/diagnosis.md", f"{rep}/diagnosis_cells.csv"] + diagnosis_files("figure")
+
+
+def curve_targets():
+    """Training-curve figures (rules/curves.smk); REP_B and SB_ON come from rules/study_b_common.smk."""
+    return ([f"{REP_A}/training_curves.png"] if SA["enabled"] else []) + (
+        [f"{REP_B}/training_curves.png"] if SB_ON else [])

@@ -1,8 +1,5 @@
 """Snakemake entry point: normalise a dataset (hub / local / synthetic)."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (snakemake is injected)
-from langskew.workflow import run  # noqa: E402
-from langskew.study_a.sources import prepare_dataset_job  # noqa: E402
+from langskew.workflow import run
+from langskew.study_a.sources import prepare_dataset_job
 
 run(snakemake, prepare_dataset_job)  # noqa: F821

@@ -1,8 +1,5 @@
 """Snakemake entry point: language-identification probe."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (snakemake is injected)
-from langskew.workflow import run  # noqa: E402
-from langskew.study_a.probe import probe_job  # noqa: E402
+from langskew.workflow import run
+from langskew.study_a.probe import probe_job
 
 run(snakemake, probe_job)  # noqa: F821

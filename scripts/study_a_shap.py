@@ -1,8 +1,5 @@
 """Snakemake entry point: SHAP values of one model."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (snakemake is injected)
-from langskew.workflow import run  # noqa: E402
-from langskew.study_a.shap_analysis import shap_job  # noqa: E402
+from langskew.workflow import run
+from langskew.study_a.shap_analysis import shap_job
 
 run(snakemake, shap_job)  # noqa: F821

@@ -1,8 +1,5 @@
 """Snakemake entry point: Study B rule study_b_tokenizer."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (snakemake is injected)
-from langskew.workflow import run  # noqa: E402
-from langskew.study_b.tokenizer import tokenizer_job  # noqa: E402
+from langskew.workflow import run
+from langskew.study_b.tokenizer import tokenizer_job
 
 run(snakemake, tokenizer_job)  # noqa: F821

@@ -74,10 +74,10 @@ def slurm_cluster():
 
 
 # --- running snakemake -----------------------------------------------------------------------
-def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _snakemake(args: list[str], cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return proc
 
@@ -228,3 +228,141 @@ def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeyp
     assert Path(target) in produced
     for rel in produced:
         assert _same_file(cluster_out / rel, local_out / rel), rel
+
+
+# --- training at a time limit and after a requeue ---------------------------------------------
+# A Study B pretraining run of the demo, made long enough (about 2 minutes of training on a 2-core
+# CPU) that SLURM's smallest time limit, 1 minute, lands mid-run. runtime: 1 gives attempt k a
+# limit of k minutes (rules/study_b_common.smk); checkpoints every 100 steps.
+PRETRAIN_RUN = "tiny-1x-clone2-p0.50"
+LONG_TRAINING = """\
+study_b:
+  sizes:
+    tiny:
+      resources: {runtime: 1}
+  train: {base_steps: 3000, checkpoint_every: 100, eval_every: 500}
+"""
+UPSTREAM = ["study_b/corpus", "study_b/tokenizer", "study_b/tokens"]  # data steps, shared by the runs
+
+
+def _pretrain_args(base: Path, override: Path) -> tuple[list[str], Path]:
+    target = base / "results" / "study_b" / "runs" / PRETRAIN_RUN / "metrics.json"
+    return ["--configfile", "presets/demo.yaml", str(override), "--config", f"outdir={base}/results",
+            f"checkpoint_dir={base}/checkpoints", "--", str(target)], target
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster, tmp_path_factory):
+    """The long run, locally and without interruption: the reference for the metrics."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    override = base / "override.yaml"
+    override.write_text(LONG_TRAINING)
+    args, target = _pretrain_args(base, override)
+    _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 2 min on an idle 2-core machine
+    return base, override
+
+
+def _run_folder(tmp_path: Path, reference: tuple[Path, Path]) -> tuple[list[str], Path, Path]:
+    """A fresh output folder holding a copy of the reference's data steps (timestamps kept),
+    so that only the pretraining job goes to SLURM."""
+    ref_base, override = reference
+    for rel in UPSTREAM:
+        shutil.copytree(ref_base / "results" / rel, tmp_path / "results" / rel)
+    args, target = _pretrain_args(tmp_path, override)
+    return args, target, tmp_path / "checkpoints" / "study_b" / PRETRAIN_RUN
+
+
+def _assert_same_training(base: Path, reference: tuple[Path, Path]) -> dict:
+    """Final metrics, loss curve and weights equal those of the uninterrupted run."""
+    run = Path("results") / "study_b" / "runs" / PRETRAIN_RUN
+    ref_dir, got_dir = reference[0] / run, base / run
+    ref, got = (json.loads((d / "metrics.json").read_text()) for d in (ref_dir, got_dir))
+    for key in ["final_train_loss", "final_val_loss", "tokens_seen", "steps", "n_params"]:
+        assert got[key] == ref[key], key
+    assert pd.read_csv(got_dir / "curve.csv").equals(pd.read_csv(ref_dir / "curve.csv"))
+    assert (got_dir / "model" / "model.safetensors").read_bytes() == (ref_dir / "model" / "model.safetensors").read_bytes()
+    return got
+
+
+def _rule_log_path(base: Path) -> Path:
+    return base / "results" / "logs" / "study_b" / "pretrain" / f"{PRETRAIN_RUN}.log"
+
+
+def _rule_log(base: Path) -> str:
+    return _rule_log_path(base).read_text()
+
+
+def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninterrupted, tmp_path, monkeypatch):
+    """Attempt 1 (1 minute) ends TIMEOUT after a SIGTERM checkpoint; the profile's retry gets
+    2 minutes, resumes from the checkpoint and ends with the uninterrupted run's results."""
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
+    args, target, ckpt = _run_folder(tmp_path, uninterrupted)
+    proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *args], ROOT, timeout=3 * TIMEOUT_S)
+
+    subs = _submissions(proc.stdout + proc.stderr)
+    assert len(subs) >= 2, (proc.stdout + proc.stderr)[-4000:]  # only the pretraining job went to SLURM
+    jobs = _squeue([j for j, _ in subs])
+    states = [jobs[j]["state"] for j, _ in subs]
+    limits = [jobs[j]["time_limit"] for j, _ in subs]
+    assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", states
+    assert limits[:2] == ["1:00", "2:00"], limits  # attempt 2 got twice the runtime
+    first_log = subs[0][1].read_text()
+    assert "received signal SIGTERM" in first_log and "checkpoint saved at step" in first_log
+    log = _rule_log(tmp_path)
+    assert "resuming from checkpoint at step" in log
+    got = _assert_same_training(tmp_path, uninterrupted)
+    assert got["resumed_from_step"] > 0
+    assert not ckpt.exists()  # removed once the final outputs were written
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.5):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake ended while waiting for {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, tmp_path, monkeypatch):
+    """`scontrol requeue` of the running training job: SLURM signals it (checkpoint), puts the
+    same job id back in the queue, and the restarted job resumes and finishes as uninterrupted."""
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
+    args, target, ckpt = _run_folder(tmp_path, uninterrupted)
+    # runtime 10: no time limit in the way here
+    override = tmp_path / "no_limit.yaml"
+    override.write_text("study_b:\n  sizes:\n    tiny:\n      resources: {runtime: 10}\n")
+    args.insert(args.index("--config"), str(override))
+    out_file = tmp_path / "snakemake.out"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    with out_file.open("w") as out:
+        smk = subprocess.Popen([sys.executable, "-m", "snakemake", *_slurm_args(tmp_path / "slurm_logs"), *args],
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        jobid = _wait_for(lambda: next(iter(_submissions(out_file.read_text())), (None,))[0], 120, "the sbatch submission", smk)
+        _wait_for(lambda: list(ckpt.glob("step-*.pt")), 300, "the first periodic checkpoint", smk)
+        subprocess.run(["scontrol", "requeue", jobid], check=True)
+        # SLURM holds a requeued job back for a while (BeginTime); let it start again at once
+        _wait_for(lambda: _squeue([jobid])[jobid]["state"] == "PENDING", 60, "the requeued job to be pending", smk)
+        # what the first run left, before the restart overwrites the SLURM log
+        slurm_log = _submissions(out_file.read_text())[0][1]
+        first_run = slurm_log.read_text() + (_rule_log(tmp_path) if _rule_log_path(tmp_path).exists() else "")
+        subprocess.run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], check=True)
+        smk.wait(timeout=3 * TIMEOUT_S)
+    finally:
+        if smk.poll() is None:
+            smk.terminate()
+            smk.wait(timeout=60)
+    output = out_file.read_text()
+    assert smk.returncode == 0, output[-6000:]
+    assert [j for j, _ in _submissions(output)] == [jobid]  # the same SLURM job ran twice; no resubmission
+    assert _squeue([jobid])[jobid]["state"] == "COMPLETED"
+    assert "received signal SIGTERM" in first_run and "checkpoint saved at step" in first_run
+    assert "resuming from checkpoint at step" in _rule_log(tmp_path)
+    got = _assert_same_training(tmp_path, uninterrupted)
+    assert got["resumed_from_step"] > 0

@@ -69,14 +69,23 @@ def validate_schema(cfg: dict, schema_path: str | Path, prefix: str = "") -> dic
     return cfg
 
 
-def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR) -> dict:
-    """Schema validation (with defaults) plus the cross-field checks below."""
-    schema_dir = Path(schema_dir)
-    validate_schema(cfg, schema_dir / "config.schema.yaml")
-    if isinstance(cfg.get("study_b"), dict) and (schema_dir / "study_b.schema.yaml").exists():
-        validate_schema(cfg["study_b"], schema_dir / "study_b.schema.yaml", prefix="study_b")
+def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR,
+                    schema_files: dict[str, str | Path] | None = None) -> dict:
+    """Schema validation (with defaults) plus the cross-field checks below.
+
+    The schemas are ``schema_dir/config.schema.yaml`` and ``schema_dir/study_b.schema.yaml``,
+    or the files given as ``schema_files={"config": ..., "study_b": ...}`` (what the workflow
+    passes, resolved relative to its own rule files).
+    """
+    files = {"config": Path(schema_dir) / "config.schema.yaml", "study_b": Path(schema_dir) / "study_b.schema.yaml"}
+    files.update({k: Path(v) for k, v in (schema_files or {}).items()})
+    validate_schema(cfg, files["config"])
     problems: list[str] = []
+    if isinstance(cfg.get("study_b"), dict) and files["study_b"].exists():
+        validate_schema(cfg["study_b"], files["study_b"], prefix="study_b")
+        problems += _check_study_b(cfg["study_b"], files["study_b"])
     problems += _check_study_a(cfg)
+    problems += _check_paths(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
@@ -111,9 +120,33 @@ def _check_dataset(name: str, ds: dict) -> list[str]:
         out.append(f"config key '{key}.columns.text_pair': required for task 'pair'")
     if ds["source"] == "local" and len(langs) > 1 and not ds["columns"].get("language"):
         out.append(f"config key '{key}.columns.language': required for local data with several languages")
+    if isinstance(ds.get("synthetic"), dict):
+        from .study_a.synthetic import DEFAULT_KNOBS
+
+        for k in sorted(set(ds["synthetic"]) - {"n_per_label"} - set(DEFAULT_KNOBS)):
+            out.append(f"config key '{key}.synthetic.{k}': unknown synthetic option '{k}' "
+                       f"(known: n_per_label, {', '.join(DEFAULT_KNOBS)})")
     for raw, idx in (ds.get("label_map") or {}).items():
         if idx >= n_labels:
             out.append(f"config key '{key}.label_map.{raw}': class index {idx} out of range for {n_labels} labels")
+    return out
+
+
+def _check_study_b(sb: dict, schema_path: str | Path) -> list[str]:
+    """What the Study B schema leaves open: per-size training overrides and the default size."""
+    out: list[str] = []
+    sizes = sb.get("sizes") or {}
+    default = sb.get("default_size")
+    if default is not None and default not in sizes:
+        out.append(f"config key 'study_b.default_size': unknown size '{default}' "
+                   f"(study_b.sizes defines: {', '.join(sorted(sizes)) or 'none'})")
+    train_schema = dict(yaml.safe_load(Path(schema_path).read_text())["$defs"]["train"])
+    train_schema.pop("required", None)
+    validator = Draft202012Validator(train_schema)
+    for name, size in sizes.items():
+        override = size.get("train") or {}
+        for e in sorted(validator.iter_errors(override), key=lambda e: list(map(str, e.absolute_path))):
+            out.append(f"config key '{_key(f'study_b.sizes.{name}.train', e.absolute_path)}': {e.message}")
     return out
 
 
@@ -151,6 +184,98 @@ def _check_study_a(cfg: dict) -> list[str]:
         bad = [c for c in classes if c >= n]
         if bad:
             out.append(f"config key 'study_a.shap.classes.{ds_name}': class index {bad[0]} out of range for {n} labels")
+    return out
+
+
+# --- files and folders named by the config ----------------------------------------------
+
+def _looks_local(path: str) -> bool:
+    """A local path rather than a hub id (hub ids never start with '/', '.' or '~')."""
+    return path.startswith(("/", "./", "../", "~")) or path in (".", "..")
+
+
+def _header_columns(path: Path) -> list[str]:
+    """Column names of a table file, reading only its header / schema (cheap for big files)."""
+    import json
+
+    import pandas as pd
+
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if suffix.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if suffix.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        sep = "\t" if ".tsv" in suffix else ","
+        return list(pd.read_csv(path, sep=sep, nrows=0).columns)
+    if suffix.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return list(pd.read_json(path, lines=True, nrows=1).columns)
+    if suffix.endswith(".json"):
+        return list(json.loads(path.read_text())[0].keys())
+    raise LangskewError("unknown format (use .csv, .tsv, .jsonl, .json or .parquet)")
+
+
+def _check_file(key: str, path: str, columns: Iterable[str] = ()) -> list[str]:
+    """The file exists, is not empty, can be read, and has the named columns (header only)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return [f"config key '{key}': file '{path}' does not exist" + (" (it is a folder)" if p.is_dir() else "")]
+    if p.stat().st_size == 0:
+        return [f"config key '{key}': file '{path}' is empty"]
+    columns = [c for c in columns if c]
+    if not columns:
+        return []
+    try:
+        have = _header_columns(p)
+    except Exception as err:  # noqa: BLE001 -- any reader error means the file cannot be used
+        return [f"config key '{key}': file '{path}' cannot be read: {str(err).splitlines()[0] if str(err) else type(err).__name__}"]
+    missing = [c for c in columns if c not in have]
+    return [f"config key '{key}': file '{path}' has no column '{c}' (columns: {', '.join(map(str, have))})"
+            for c in missing]
+
+
+def _check_paths(cfg: dict) -> list[str]:
+    """Local files and model folders the config names must exist before any job runs.
+
+    Table files are also opened far enough to read their header (CSV/JSONL) or schema
+    (Parquet): a corrupt file or a missing column is reported here, not hours later.
+    """
+    out: list[str] = []
+    sa = cfg["study_a"]
+    if sa.get("enabled", True):
+        for name in sa["datasets"]:
+            ds = cfg["datasets"].get(name)
+            if not ds:
+                continue
+            if ds["source"] == "local" and isinstance(ds.get("local"), dict):
+                cols = ds["columns"]
+                wanted = [cols["text"], cols["label"], cols.get("language"),
+                          cols.get("text_pair") if ds["task"] == "pair" else None]
+                for split in ("train", "validation", "test"):
+                    if split in ds["local"]:
+                        out += _check_file(f"datasets.{name}.local.{split}", ds["local"][split], wanted)
+            hub_path = (ds.get("hub") or {}).get("path", "") if ds["source"] == "hub" else ""
+            if hub_path and _looks_local(hub_path) and not Path(hub_path).expanduser().exists():
+                out.append(f"config key 'datasets.{name}.hub.path': folder '{hub_path}' does not exist")
+        for name in sa["models"]:
+            model = cfg["models"].get(name) or {}
+            path = model.get("path") or ""
+            if model.get("source") == "hub" and _looks_local(path) and not Path(path).expanduser().exists():
+                out.append(f"config key 'models.{name}.path': model folder '{path}' does not exist")
+    sb = cfg.get("study_b")
+    if isinstance(sb, dict) and sb.get("enabled", True):
+        for lang, spec in (sb.get("languages") or {}).items():
+            local = spec.get("local") if spec.get("source") == "local" else None
+            for split in ("train", "test"):
+                for i, f in enumerate((local or {}).get(split) or []):
+                    out += _check_file(f"study_b.languages.{lang}.local.{split}[{i}]", f)
+        par = sb.get("parallel") or {}
+        if par.get("source") == "local":
+            local = par.get("local") or {}
+            for lang, f in (local.get("files") or {}).items():
+                out += _check_file(f"study_b.parallel.local.files.{lang}", f)
+            if local.get("path"):
+                out += _check_file("study_b.parallel.local.path", local["path"])
     return out
 
 

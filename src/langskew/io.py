@@ -7,10 +7,31 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _ordinary_mode(path: Path, directory: bool) -> None:
+    """Give ``path`` the mode ``open()`` / ``mkdir()`` would have given it under the umask.
+
+    ``tempfile`` creates files 0600 and folders 0700 whatever the umask, which would leave
+    every output unreadable to the other members of a project group.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 @contextlib.contextmanager
@@ -18,7 +39,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left untouched, so a
-    reader (or Snakemake) never sees a half-written output.
+    reader (or Snakemake) never sees a half-written output. The final file gets the mode an
+    ordinary ``open()`` would give it under the current umask (not tempfile's 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +49,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            _ordinary_mode(tmp_path, directory=tmp_path.is_dir())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -41,6 +65,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        _ordinary_mode(tmp, directory=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -1,8 +1,10 @@
 """Thin glue between Snakemake's ``script:`` directive and the package.
 
-Every script in ``scripts/`` is three lines: put ``src/`` on the path, import a function,
-and hand it to :func:`run`, which sends logging (and warnings, tracebacks) to the rule's
-log file and passes the rule's inputs, outputs, params and threads as keyword arguments.
+Every script in ``scripts/`` is three lines: import :func:`run` and a job function of the
+installed package, and hand the function to :func:`run`, which sends logging (and warnings,
+tracebacks) to the rule's log file and passes the rule's inputs, outputs, params and threads
+as keyword arguments, plus ``tensorboard``: the job's TensorBoard folder when the config
+turns TensorBoard logging on, else None (see :func:`langskew.curves.tensorboard_dir`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import sys
 import traceback
 from typing import Any, Callable
+
+from langskew.curves import tensorboard_dir
 
 
 def setup_logging(log_path: str | None, level: int = logging.INFO) -> None:
@@ -30,7 +34,8 @@ def run(smk: Any, func: Callable[..., Any]) -> Any:
     logger.info("rule %s: %s", smk.rule, func.__module__ + "." + func.__name__)
     try:
         return func(input=smk.input, output=smk.output, params=smk.params, threads=smk.threads,
-                    log=log_path, wildcards=smk.wildcards, resources=smk.resources)
+                    log=log_path, wildcards=smk.wildcards, resources=smk.resources,
+                    tensorboard=tensorboard_dir(getattr(smk, "config", None) or {}, log_path, smk.rule))
     except SystemExit:
         raise
     except BaseException:

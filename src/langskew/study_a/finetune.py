@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
 from langskew.errors import LangskewError
+from langskew.curves import TensorBoardLog
 from langskew.io import atomic_dir, write_csv, write_json, write_parquet
 from langskew.study_a.modeling import load_classifier
 from langskew.study_a.weights import SCHEMES, class_weights, example_weights
@@ -293,7 +294,8 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
              seed: int = 0, weighting: str = "none", ckpt_dir: str | os.PathLike | None = None,
              keep_checkpoints: bool = False, revision: str | None = None, trust_remote_code: bool = False,
              outputs: Mapping[str, str | os.PathLike] | None = None,
-             device: str | torch.device | None = None) -> FinetuneResult:
+             device: str | torch.device | None = None,
+             tensorboard_dir: str | os.PathLike | None = None) -> FinetuneResult:
     """Fine-tune ``model_path`` on ``train_df``, keep the best-validation weights, predict tests.
 
     ``outputs`` (optional keys model, metrics, predictions, curve) are written before the
@@ -327,6 +329,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     loop = _TrainLoop(model, optimizer, scheduler, scaler, ckpt, device, dtype, tokenizer.pad_token_id)
     loop.restore(ckpt.load_latest())
     start_step = loop.global_step
+    loop.tb = TensorBoardLog(tensorboard_dir, purge_step=start_step)  # off unless a folder is given
     log.info("fine-tuning %s: %d train rows, %d steps/epoch x %d epochs, eval every %d steps, device %s%s",
              model_path, len(train_feats), steps_per_epoch, hp["epochs"], eval_interval, device,
              f", resumed at step {start_step}" if ckpt.resumed_from is not None else "")
@@ -334,6 +337,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
         for epoch in range(loop.epoch, int(hp["epochs"])):
             batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]))
             loop.run_epoch(epoch, batches, train_feats, val_feats, hp, eval_interval, bar)
+    loop.tb.close()
 
     model.load_state_dict(loop.best_state)
     pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
@@ -362,6 +366,7 @@ class _TrainLoop:
         self.best_state = _cpu_state(model)
         self.curve: list[list[float]] = []
         self.loss_sum, self.loss_n = 0.0, 0
+        self.tb = TensorBoardLog(None)
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -428,6 +433,7 @@ class _TrainLoop:
         train_loss = self.loss_sum / max(1, self.loss_n)
         lr = self.optimizer.param_groups[0]["lr"]
         self.curve.append([self.global_step, epoch, train_loss, val_loss, lr])
+        self.tb.log(self.global_step, self.curve[-1], CURVE_COLUMNS)
         self.loss_sum, self.loss_n = 0.0, 0
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_step = val_loss, self.global_step
@@ -476,7 +482,7 @@ def _save_model(result: FinetuneResult, path: str | os.PathLike) -> None:
 
 
 # -- Snakemake job -----------------------------------------------------------------------
-def finetune_job(input, output, params, threads=1, log=None, **_) -> None:
+def finetune_job(input, output, params, threads=1, log=None, tensorboard=None, **_) -> None:
     """Snakemake job; see the module docstring of ``finetune`` and docs/CONVENTIONS.md.
 
     input: train, validation, tests (list, same order as params.test_variants), model
@@ -502,4 +508,5 @@ def finetune_job(input, output, params, threads=1, log=None, **_) -> None:
              keep_checkpoints=bool(getattr(params, "keep_checkpoints", False)),
              revision=model_cfg.get("revision") if not local else None,
              trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
-             outputs={k: getattr(output, k) for k in ("model", "metrics", "predictions", "curve")})
+             outputs={k: getattr(output, k) for k in ("model", "metrics", "predictions", "curve")},
+             tensorboard_dir=tensorboard)

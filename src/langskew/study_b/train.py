@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
 from langskew.errors import LangskewError
+from langskew.curves import TensorBoardLog
 from langskew.io import atomic_dir, write_csv, write_json
 from langskew.devices import pick_device
 from langskew.study_b.model import GPT, GPTConfig, save_model
@@ -265,7 +266,7 @@ def validation_losses(model: GPT, windows: Sequence[torch.Tensor], micro_batch_s
 
 def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, seed: int = 0,
              checkpointer: Checkpointer | None = None, device: torch.device | str | None = None,
-             progress: bool = True) -> PretrainResult:
+             progress: bool = True, tensorboard_dir: str | None = None) -> PretrainResult:
     """Train a :class:`GPT` on ``mixture`` for ``total_steps`` optimizer steps (resuming if possible).
 
     Runs data-parallel when a process group is initialised (one call per rank).
@@ -294,6 +295,7 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
         start, curve, wall_before = int(state["step"]), list(state["curve"]), float(state["wall_seconds"])
         pending, seen = list(state["pending"].to(device)), state["seen"].numpy().copy()
         log.info("resuming from checkpoint at step %d of %d", start, total_steps)
+    tb = TensorBoardLog(tensorboard_dir if info.is_main else None, purge_step=start)  # opt-in
 
     module: torch.nn.Module = torch.compile(model) if hp.compile else model
     if info.world_size > 1:
@@ -337,6 +339,7 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
                        "train_loss": float(torch.stack(pending).mean())}
                 row.update({f"val_loss_{n}": v for n, v in zip(names, vals)})
                 curve.append(row)
+                tb.log(done, row)
                 pending = []
                 now = time.perf_counter()
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}",
@@ -359,6 +362,7 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
     finally:
         loader.close()
         bar.close()
+        tb.close()
 
     elapsed = time.perf_counter() - t0
     final = curve[-1] if curve else {}
@@ -385,7 +389,7 @@ def _model_config(model_params: dict[str, Any], vocab_size: int, context: int) -
     return GPTConfig(vocab_size=vocab_size, context=context, **{k: int(model_params[k]) for k in MODEL_KEYS})
 
 
-def pretrain_job(input, output, params, threads, log, **_):
+def pretrain_job(input, output, params, threads, log, tensorboard=None, **_):
     """Snakemake job: train one run of the grid and write model/, curve.csv, metrics.json."""
     run = dict(params.run)
     hp = TrainHP.from_dict(dict(params.train))
@@ -395,7 +399,7 @@ def pretrain_job(input, output, params, threads, log, **_):
     if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus:
         raise LangskewError(f"train: num_gpus={num_gpus} but only {torch.cuda.device_count()} GPU(s) are visible")
     if num_gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return launch_torchrun(num_gpus, input, output, params, threads, log)
+        return launch_torchrun(num_gpus, input, output, params, threads, log, tensorboard)
 
     from langskew.study_b.languages import build_mixture
 
@@ -409,7 +413,8 @@ def pretrain_job(input, output, params, threads, log, **_):
     ckpt.install_signal_handlers()
     log_ = logging.getLogger(__name__)
     log_.info("pretraining %s: %s, %d steps, world size %d", run.get("id"), cfg, int(run["steps"]), info.world_size)
-    result = pretrain(mixture, cfg, hp, int(run["steps"]), seed=int(params.seed), checkpointer=ckpt)
+    result = pretrain(mixture, cfg, hp, int(run["steps"]), seed=int(params.seed), checkpointer=ckpt,
+                      tensorboard_dir=tensorboard)
     if info.is_main:
         write_outputs(result, output, run)
         ckpt.finish()
@@ -441,7 +446,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def launch_torchrun(nproc: int, input, output, params, threads, log) -> None:
+def launch_torchrun(nproc: int, input, output, params, threads, log, tensorboard: str | None = None) -> None:
     """Re-run this job under ``torchrun --standalone --nproc_per_node nproc`` and wait for it.
 
     The job's arguments travel in a temporary JSON file; SIGTERM and SIGUSR1 received
@@ -449,7 +454,7 @@ def launch_torchrun(nproc: int, input, output, params, threads, log) -> None:
     checkpoints and stops). A failure of the ranks is re-raised as our exit status.
     """
     spec = {"input": _plain(input), "output": _plain(output), "params": _plain(params),
-            "threads": int(threads or 1), "log": log}
+            "threads": int(threads or 1), "log": log, "tensorboard": tensorboard}
     fd, spec_path = tempfile.mkstemp(prefix="langskew-pretrain-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(spec, f)
@@ -481,7 +486,7 @@ def main(argv: list[str]) -> None:
         Path(spec["log"]).parent.mkdir(parents=True, exist_ok=True)
     setup_logging(spec["log"] if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
     ns = {k: SimpleNamespace(**spec[k]) for k in ("input", "output", "params")}
-    pretrain_job(ns["input"], ns["output"], ns["params"], spec["threads"], spec["log"])
+    pretrain_job(ns["input"], ns["output"], ns["params"], spec["threads"], spec["log"], spec.get("tensorboard"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""`snakemake --report` renders the demo's report with what the `workflow` extra installs."""
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def _requirement_names(reqs: list[str]) -> list[str]:
+    return [re.split(r"[<>=~!; ]", r, maxsplit=1)[0].lower() for r in reqs]
+
+
+def test_workflow_extra_brings_what_the_report_needs():
+    """The workflow extra asks for snakemake[reports]; that extra is where pygments comes from."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    workflow = _requirement_names(extras["workflow"])
+    assert "snakemake[reports]" in workflow
+    reports_extra = [r for r in metadata.requires("snakemake") or [] if 'extra == "reports"' in r]
+    assert "pygments" in _requirement_names(reports_extra)
+    core = [r for r in metadata.requires("snakemake") or [] if "extra ==" not in r]
+    assert "pygments" not in _requirement_names(core)  # not a core dependency: the extra is needed
+
+
+def test_python_and_plugin_ranges():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    plugin = next(r for r in project["optional-dependencies"]["workflow"] if r.startswith("snakemake-executor-plugin-slurm"))
+    assert plugin == "snakemake-executor-plugin-slurm>=2.8,<3"
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+@pytest.mark.slow
+def test_demo_report_renders(tmp_path):
+    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={tmp_path}/results",
+            f"checkpoint_dir={tmp_path}/checkpoints"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def snakemake(*args):
+        proc = subprocess.run([sys.executable, "-m", "snakemake", *args, *conf], cwd=ROOT, capture_output=True,
+                              text=True, timeout=3000, env=env)
+        assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        return proc
+
+    snakemake("--cores", "2")
+    report = tmp_path / "report.html"
+    snakemake("--report", str(report))
+    html = report.read_text()
+    assert len(html) > 100_000
+    # every file marked for the report is in it, the training curves of both studies included
+    for name in ["training_curves.png", "accuracy.png", "perplexity_vs_p.png", "subset_counts.csv",
+                 "differences.png"]:
+        assert name in html, name
+    for png in (tmp_path / "results" / "report").rglob("training_curves.png"):
+        assert png.stat().st_size > 10_000
+    assert sorted(p.parent.name for p in (tmp_path / "results" / "report").rglob("training_curves.png")) == \
+        ["study_a", "study_b"]
