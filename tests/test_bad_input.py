@@ -218,7 +218,7 @@ def test_there_are_enough_cases():
 # --- file contents: stop in the first job (prepare_dataset), naming file and column -------------
 FILE_CONTENT_CASES = [
     ("empty-language", "validation", lambda df: df[df["language"] != "fr"], ["'fr'", "no rows", "'validation'"]),
-    ("label-out-of-range", "train", lambda df: df.assign(label=df["label"] + 5), ["train.csv", "label", "outside 0..1"]),
+    ("label-out-of-range", "train", lambda df: df.assign(label=df["label"] + 5), ["train.csv", "unknown label", "'5'"]),
     ("unknown-label-name", "test", lambda df: df.assign(label="maybe"), ["test.csv", "label"]),
     ("only-header", "test", lambda df: df.iloc[:0], ["'en'", "no rows", "'test'"]),
 ]

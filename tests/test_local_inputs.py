@@ -46,6 +46,7 @@ def _write_data(d):
     for ds in ("a", "b"):
         for split in ("train", "val", "test"):
             frame.to_csv(d / f"{ds}_{split}.csv", index=False)
+    (d / "encoder").mkdir()  # a local model folder (only its existence is checked in a dry run)
     (d / "en").mkdir()
     (d / "en" / "one.txt").write_text("A story.\n\nAnother story.")
     (d / "en" / "two.txt").write_text("A third story.")

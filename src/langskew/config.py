@@ -9,6 +9,7 @@ The same functions also slice the config into the few values each rule receives 
 from __future__ import annotations
 
 import copy
+import glob
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -215,6 +216,16 @@ def _header_columns(path: Path) -> list[str]:
     raise LangskewError("unknown format (use .csv, .tsv, .jsonl, .json or .parquet)")
 
 
+def _check_files(key: str, pattern: str) -> list[str]:
+    """A path, or a glob that matches at least one file; each file as in ``_check_file``."""
+    if not glob.has_magic(str(pattern)):
+        return _check_file(key, pattern)
+    matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+    if not matches:
+        return [f"config key '{key}': pattern '{pattern}' matches no file"]
+    return [problem for path in matches for problem in _check_file(key, path)]
+
+
 def _check_file(key: str, path: str, columns: Iterable[str] = ()) -> list[str]:
     """The file exists, is not empty, can be read, and has the named columns (header only)."""
     p = Path(path).expanduser()
@@ -267,8 +278,11 @@ def _check_paths(cfg: dict) -> list[str]:
         for lang, spec in (sb.get("languages") or {}).items():
             local = spec.get("local") if spec.get("source") == "local" else None
             for split in ("train", "test"):
-                for i, f in enumerate((local or {}).get(split) or []):
-                    out += _check_file(f"study_b.languages.{lang}.local.{split}[{i}]", f)
+                patterns = (local or {}).get(split) or []
+                single = isinstance(patterns, str)
+                for i, pat in enumerate([patterns] if single else patterns):
+                    key = f"study_b.languages.{lang}.local.{split}" + ("" if single else f"[{i}]")
+                    out += _check_files(key, pat)
         par = sb.get("parallel") or {}
         if par.get("source") == "local":
             local = par.get("local") or {}
