@@ -177,7 +177,7 @@ rule study_b_alignment:
         gradient=f"{SB_DIR}/runs/{{run}}/alignment_gradient.csv",
     params:
         run=sb_run,
-        eval=lambda w: dict(sb_eval("n_parallel", "batch_size")(w), max_len=sbgrid.train_params(SB, sb_run(w)["size"])["context"]),
+        eval=sb_eval("n_parallel", "batch_size", "parallel_min_len", "parallel_max_len", "clone_parallel"),
         seed=SB.get("seed", 0),
     log:
         f"{LOGS}/study_b/alignment/{{run}}.log",

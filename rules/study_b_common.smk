@@ -54,8 +54,11 @@ def sb_token_metas(w):
 
 
 def sb_parallel_input(w):
-    """Parallel sentences are an input of real-language runs' alignment only."""
-    return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if sb_run(w)["kind"] == "real" else {}
+    """Parallel sentences: an input of the alignment of real-language runs, and of clone runs
+    unless study_b.eval.clone_parallel is "heldout"."""
+    kind = sb_run(w)["kind"]
+    uses = kind == "real" or (kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel")
+    return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if uses else {}
 
 
 def sb_eval(*keys):

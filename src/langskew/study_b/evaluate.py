@@ -1,12 +1,14 @@
 """Study B evaluation: held-out perplexity, monolingual scaling fits (MLTE / TEff / MLPE),
 and representation and gradient alignment between the languages of a run.
 
-Perplexity (:func:`sliding_window_perplexity`): windows of ``window`` tokens move by
-``stride``; of each window only the last ``stride`` targets are scored, so every scored
-token sees at least ``window - stride`` tokens of context. The first window scores all of
-its targets (they have no earlier window to be scored in), and the last window is moved
-back to end exactly at the end of the stream, scoring only targets not yet scored. Every
-target (token 1..N-1 of the stream) is scored exactly once; PPL = exp(mean NLL).
+Perplexity (:func:`sliding_window_perplexity`), as the authors' evaluation (``last_n``):
+windows of ``window`` tokens move by ``stride`` and every window, the first included, scores
+only its last ``stride`` targets, so every scored token sees at least ``window - stride``
+tokens of context. The first ``window - stride`` targets of the stream are therefore never
+scored. The last window is moved back to end exactly at the end of the stream and scores
+only targets not yet scored (the authors pad it instead; the scored targets are the same).
+A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
+PPL = exp(mean NLL over the scored targets).
 
 Scaling fit: 1/PPL = c - a * x^(-b) over monolingual runs, x = training tokens in units of
 the 1x budget (``base_steps * batch_size * context``). For a language of a bilingual run,
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import read_json, write_csv, write_json
@@ -45,7 +48,8 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
 
     A window's inputs are ``ids[start:start + L]`` and its targets ``ids[start + 1:start + L + 1]``
     (L = ``window``, or N - 1 for a stream shorter than a window); its last ``n_scored``
-    targets are scored.
+    targets are scored: ``stride`` for every window (the first included) except the last,
+    which is moved back to the end of the stream and scores only the targets not yet scored.
     """
     if not 0 < stride <= window:
         raise LangskewError(f"perplexity: need 0 < stride <= window, got stride={stride}, window={window}")
@@ -53,8 +57,8 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
     if n_targets < 1:
         raise LangskewError(f"perplexity: a stream of {n_tokens} tokens has nothing to score")
     if n_targets <= window:
-        return [(0, n_targets)]
-    plan, covered, start = [(0, window)], window, 0
+        return [(0, min(stride, n_targets))]
+    plan, covered, start = [(0, stride)], window, 0
     while covered < n_targets:
         start += stride
         end = min(start + window, n_targets)
@@ -276,18 +280,38 @@ def hidden_states(model: GPT, ids: np.ndarray, device: torch.device) -> list[tor
     return [h[0].float() for h in hidden]
 
 
+def _similarity(ha: torch.Tensor, hb: torch.Tensor) -> torch.Tensor:
+    return F.normalize(ha, dim=-1) @ F.normalize(hb, dim=-1).T
+
+
 def token_cosine(ha: torch.Tensor, hb: torch.Tensor, match: bool) -> float:
-    """Mean cosine of parallel token vectors: same positions, or a maximum-weight matching."""
-    sim = F.normalize(ha, dim=-1) @ F.normalize(hb, dim=-1).T
-    if not match:
-        if ha.shape != hb.shape:
-            raise LangskewError(f"alignment: position-wise cosine needs equal lengths, got {len(ha)} and {len(hb)}")
-        return float(sim.diagonal().mean())
+    """Mean cosine of parallel token vectors of one layer: same positions, or a maximum-weight matching."""
+    return float(layer_cosines([ha], [hb], match)[0])
+
+
+def max_weight_matching(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a maximum-weight bipartite matching (min(A, B) pairs)."""
     from scipy.optimize import linear_sum_assignment
 
-    s = sim.cpu().numpy()
-    rows, cols = linear_sum_assignment(s, maximize=True)
-    return float(s[rows, cols].mean())
+    return linear_sum_assignment(sim, maximize=True)
+
+
+def layer_cosines(hidden_a: Sequence[torch.Tensor], hidden_b: Sequence[torch.Tensor], match: bool) -> np.ndarray:
+    """Mean cosine of parallel token vectors in every layer of one parallel pair.
+
+    ``match=False`` (clones): the same positions. ``match=True`` (real languages): one
+    maximum-weight matching of the tokens on the similarity averaged over the layers, used
+    for every layer (as the authors; a matching per layer would inflate the cosines).
+    """
+    sims = [_similarity(ha, hb) for ha, hb in zip(hidden_a, hidden_b)]
+    if not match:
+        if hidden_a[0].shape != hidden_b[0].shape:
+            raise LangskewError(f"alignment: position-wise cosine needs equal lengths, got {len(hidden_a[0])} and "
+                                f"{len(hidden_b[0])}")
+        return np.array([float(s.diagonal().mean()) for s in sims])
+    stacked = torch.stack(sims).cpu().numpy()  # (layers, A, B)
+    rows, cols = max_weight_matching(stacked.mean(axis=0))
+    return stacked[:, rows, cols].mean(axis=1)
 
 
 def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]], match: bool,
@@ -295,8 +319,8 @@ def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.nd
     """Per-layer cosine of parallel hidden states, averaged over pairs (layer 1 = first block)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    values = np.array([[token_cosine(ha, hb, match) for ha, hb in
-                        zip(hidden_states(model, a, device), hidden_states(model, b, device))] for a, b in pairs])
+    values = np.array([layer_cosines(hidden_states(model, a, device), hidden_states(model, b, device), match)
+                       for a, b in tqdm(pairs, desc="representation alignment", unit="pair", disable=None)])
     if values.size == 0:
         raise LangskewError("alignment: no parallel pairs")
     return pd.DataFrame({"layer": np.arange(1, values.shape[1] + 1), "cosine_mean": values.mean(axis=0),
@@ -304,25 +328,55 @@ def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.nd
                          "n": len(values)})
 
 
+def _split_qkv(name: str, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fused ``attn.qkv`` gradient as separate Q, K and V tensors (the authors' separate layers)."""
+    if ".attn.qkv." not in name:
+        return {name: grad}
+    parts = grad.chunk(3, dim=0)
+    return {name.replace(".attn.qkv.", f".attn.{p}."): t for p, t in zip("qkv", parts)}
+
+
 def sequence_gradients(model: GPT, ids: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened)."""
+    """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened).
+
+    The fused attention input projection is reported as three tensors, ``attn.q``,
+    ``attn.k`` and ``attn.v`` (weight and bias each).
+    """
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context + 1]
     model.zero_grad(set_to_none=True)
     _, loss = model(x[:, :-1], x[:, 1:])
     loss.backward()
-    return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            out.update({k: g.detach().flatten().clone() for k, g in _split_qkv(name, p.grad).items()})
+    return out
+
+
+#: Summary rows of the gradient table: the paper's mean over the transformer blocks' tensors,
+#: and the mean over every tensor (embeddings, final LayerNorm and output layer included).
+GRADIENT_MEAN = "mean"
+GRADIENT_MEAN_ALL = "mean_all_tensors"
+
+
+def is_block_tensor(name: str) -> bool:
+    """A parameter tensor of a transformer block (embeddings, final LN and output layer are not)."""
+    return name.startswith("blocks.")
 
 
 def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                        device: torch.device | str | None = None) -> pd.DataFrame:
     """Cosine between the two members' gradients per parameter tensor, averaged over pairs.
 
-    The last row, ``parameter == "mean"``, is the mean over tensors.
+    Q, K and V are separate tensors. Two summary rows follow the tensors: ``mean``, the
+    mean over the transformer blocks' tensors (the paper's mean gradient cosine; the
+    clones' embedding gradients are orthogonal by construction), and
+    ``mean_all_tensors``, the mean over every tensor. ``in_mean`` marks the tensors of ``mean``.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()  # no dropout anyway; keeps LN/attention in inference mode
     sums: dict[str, float] = {}
-    for a, b in pairs:
+    for a, b in tqdm(pairs, desc="gradient alignment", unit="pair", disable=None):
         ga = sequence_gradients(model, a, device)
         gb = sequence_gradients(model, b, device)
         for name in ga:
@@ -333,22 +387,41 @@ def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]
         raise LangskewError("alignment: no parallel pairs")
     table = pd.DataFrame({"parameter": list(sums), "cosine_mean": [v / len(pairs) for v in sums.values()],
                           "n": len(pairs)})
-    mean = pd.DataFrame({"parameter": ["mean"], "cosine_mean": [table["cosine_mean"].mean()], "n": [len(pairs)]})
-    return pd.concat([table, mean], ignore_index=True)
+    table["in_mean"] = table["parameter"].map(is_block_tensor)
+    if not table["in_mean"].any():
+        raise LangskewError("alignment: the model has no transformer-block parameters")
+    summary = pd.DataFrame({"parameter": [GRADIENT_MEAN, GRADIENT_MEAN_ALL],
+                            "cosine_mean": [table.loc[table["in_mean"], "cosine_mean"].mean(),
+                                            table["cosine_mean"].mean()],
+                            "n": [len(pairs)] * 2, "in_mean": [False, False]})
+    return pd.concat([table, summary], ignore_index=True)
 
 
 def alignment_job(input, output, params, threads, log, **_):
-    """Snakemake job: representation (per layer) and gradient (per tensor) alignment of L1/L2."""
-    ev = _eval_params(params, ("n_parallel",))
+    """Snakemake job: representation (per layer) and gradient (per tensor) alignment of L1/L2.
+
+    params.eval: ``n_parallel`` (the first n parallel sequences), ``parallel_min_len`` and
+    ``parallel_max_len`` (tokens per packed parallel sequence; at most the model context),
+    ``clone_parallel`` (``parallel``: clones use the packed parallel sentences of their base
+    language, as the authors; ``heldout``: windows of held-out text).
+    """
+    ev = _eval_params(params, ("n_parallel", "parallel_min_len", "parallel_max_len"))
     run = dict(params.run)
     if run["kind"] == "mono":
         raise LangskewError(f"alignment: run {run['id']!r} is monolingual")
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(threads or 1)))
     model, mixture, device = _load_for_eval(input, params, getattr(input, "parallel", None))
-    max_len = min(int(ev.get("max_len", 64)), model.cfg.context)
-    pairs = mixture.parallel(int(ev["n_parallel"]), max_len=max_len)
+    min_len, max_len = int(ev["parallel_min_len"]), int(ev["parallel_max_len"])
+    if max_len > model.cfg.context:
+        raise LangskewError(f"alignment: study_b.eval.parallel_max_len={max_len} exceeds the model context "
+                            f"{model.cfg.context}")
+    source = "parallel" if run["kind"] == "real" else str(ev.get("clone_parallel") or "parallel")
+    pairs = mixture.parallel(int(ev["n_parallel"]), min_len, max_len, source=source)
     pairs = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
+    if len(pairs) < int(ev["n_parallel"]):
+        logging.getLogger(__name__).warning("alignment of %s: %d parallel sequences instead of n_parallel=%d",
+                                            run["id"], len(pairs), int(ev["n_parallel"]))
     match = run["kind"] == "real"
     write_csv(representation_alignment(model, pairs, match, device), output.representation)
     write_csv(gradient_alignment(model, pairs, device), output.gradient)
