@@ -9,7 +9,8 @@ SB_RUNS = sbgrid.expand_runs(SB) if SB_ON else {}
 SB_FITS = sbgrid.fit_plan(SB_RUNS)
 SB_DIR = f"{OUT}/study_b"
 REP_B = f"{OUT}/report/study_b"
-SB_TABLES = ["perplexity", "token_efficiency", "representation_alignment", "gradient_alignment", "en_fr"]
+SB_TABLES = ["perplexity", "token_efficiency", "scaling_fit", "representation_alignment", "gradient_alignment",
+             "en_fr"]
 SB_FIGURES = ["perplexity_vs_p", "alignment_layers"]
 SB_CPUS = int((SB.get("resources") or {}).get("cpu", {}).get("cpus", 1))
 

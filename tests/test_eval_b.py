@@ -108,6 +108,32 @@ def test_mlte_teff_and_mlpe_on_a_constructed_fit():
     assert row["base_language"] == "en"
 
 
+def test_fit_reports_residuals_bounds_and_bootstrap_intervals():
+    c, a, b = 0.05, 0.01, 0.5
+    fractions = (0.1, 0.25, 0.5, 0.75, 1.0)
+    noise = np.array([1.01, 0.99, 1.005, 0.995, 1.0])
+    mono = [{"id": f"m{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": 10 * f,
+             "language": "en", "base_languages": ["en"]} for f in fractions]
+    mono_ppl = [{"en": 1.0 / (float(ev.power_law(f, c, a, b)) * k)} for f, k in zip(fractions, noise)]
+    target = [{"id": "t", "kind": "clone", "size": "s", "scale": 1.0, "steps": 10, "n_languages": 2,
+               "base_languages": ["en"], "schedule": [[0.5, 0.5]]}]
+    target_ppl = [{"L1": 1.0 / float(ev.power_law(0.4, c, a, b)), "L2": 1.0 / float(ev.power_law(0.6, c, a, b))}]
+    table = ev.fit_table(mono, mono_ppl, target, target_ppl, batch_size=4, context=25, n_boot=200, seed=0)
+    row = table.set_index("language").loc["L1"]
+    assert row["fit_at_bound"] == "" and row["fit_reliable"]
+    assert 0 < row["fit_rmse"] < 0.01 * c and row["fit_max_rel_error"] < 0.02
+    assert row["TEff_lo"] <= row["TEff"] <= row["TEff_hi"] and row["TEff_hi"] - row["TEff_lo"] > 0
+    assert row["MLPE_lo"] <= row["MLPE"] <= row["MLPE_hi"] and 0 < row["n_boot_ok"] <= 200
+    points = ev.fit_points_table(mono, mono_ppl)
+    np.testing.assert_allclose(points["residual"], points["inv_ppl"] - points["fitted_inv_ppl"])
+    assert list(points["run"]) == [m["id"] for m in mono]
+    # perplexities that keep falling fast: the asymptote c runs into its bound (1/PPL <= 1)
+    steep = [{"en": 1.0 / min(0.9, 0.9 * f ** 1.5 + 0.01)} for f in fractions]
+    flagged = ev.fit_table(mono, steep, target, target_ppl, batch_size=4, context=25, n_boot=20)
+    assert "c=1" in flagged["fit_at_bound"].iloc[0] and not flagged["fit_reliable"].any()
+    assert ev.params_at_bound((1.0, 0.2, 0.5)) == ["c=1"] and ev.params_at_bound((0.3, 0.2, 5.0)) == ["b=5"]
+
+
 def test_fit_job_reads_perplexities_and_metrics(tmp_path):
     c, a, b = 0.05, 0.01, 0.5
     mono = [{"id": f"m-f{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": int(20 * f),
@@ -123,9 +149,11 @@ def test_fit_job_reads_perplexities_and_metrics(tmp_path):
     (tmp_path / "t-metrics.json").write_text(json.dumps({"tokens_seen": {"L1": 900, "L2": 1100}}))
     out = tmp_path / "fit.csv"
     ev.fit_job(named(mono=paths, target=[str(tmp_path / "t.json")], metrics=[str(tmp_path / "t-metrics.json")]),
-               [str(out)],
-               named(mono_ids=mono, target_runs=[target], train={"batch_size": 2, "context": 50}), 1, None)
+               named(table=str(out), points=str(tmp_path / "points.csv")),
+               named(mono_ids=mono, target_runs=[target], train={"batch_size": 2, "context": 50},
+                     fit={"n_boot": 50, "seed": 0}), 1, None)
     table = pd.read_csv(out)
+    assert len(pd.read_csv(tmp_path / "points.csv")) == 4 and table["TEff_lo"].notna().all()
     assert list(table["language"]) == ["L1", "L2"]
     assert list(table["tokens_seen"]) == [900, 1100]
     np.testing.assert_allclose(table[["c", "a", "b"]].iloc[0], (c, a, b), rtol=1e-3)
