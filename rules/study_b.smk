@@ -181,7 +181,7 @@ rule study_b_alignment:
         gradient=f"{SB_DIR}/runs/{{run}}/alignment_gradient.csv",
     params:
         run=sb_run,
-        eval=lambda w: dict(sb_eval("n_parallel", "batch_size")(w), max_len=sbgrid.train_params(SB, sb_run(w)["size"])["context"]),
+        eval=sb_eval("n_parallel", "batch_size", "parallel_min_len", "parallel_max_len", "clone_parallel"),
         seed=SB.get("seed", 0),
     log:
         f"{LOGS}/study_b/alignment/{{run}}.log",
@@ -199,17 +199,21 @@ rule study_b_alignment:
 
 
 rule study_b_fit:
-    """Monolingual scaling fit 1/PPL = c - a x^-b per size; MLTE, TEff, MLPE of bilingual runs."""
+    """Monolingual scaling fit 1/PPL = c - a x^-b per size; MLTE, TEff, MLPE (bootstrap intervals) of
+    bilingual runs; the fit's residuals and parameters at a bound."""
     input:
         mono=lambda w: [sb_ppl(r) for r in SB_FITS[w.size]["mono"]],
         target=lambda w: [sb_ppl(r) for r in SB_FITS[w.size]["targets"]],
         metrics=lambda w: [sb_metrics(r) for r in SB_FITS[w.size]["targets"]],
     output:
-        f"{SB_DIR}/fits/{{size}}.csv",
+        table=f"{SB_DIR}/fits/{{size}}.csv",
+        points=f"{SB_DIR}/fits/{{size}}_points.csv",
     params:
         mono_ids=lambda w: [SB_RUNS[r] for r in SB_FITS[w.size]["mono"]],
         target_runs=lambda w: [SB_RUNS[r] for r in SB_FITS[w.size]["targets"]],
         train=lambda w: sbgrid.train_params(SB, w.size),
+        fit=lambda w: {"n_boot": SB["eval"].get("fit_bootstrap", 1000), "seed": SB.get("seed", 0),
+                       "max_rel_residual": SB["eval"].get("fit_max_rel_error", 0.05)},
     log:
         f"{LOGS}/study_b/fit/{{size}}.log",
     threads: 1
@@ -228,6 +232,7 @@ rule study_b_report:
     input:
         perplexity=[sb_ppl(r) for r in SB_RUNS],
         fits=[f"{SB_DIR}/fits/{size}.csv" for size in SB_FITS],
+        fit_points=[f"{SB_DIR}/fits/{size}_points.csv" for size in SB_FITS],
         representation=[f"{SB_DIR}/runs/{r}/alignment_representation.csv" for r in sb_bilingual()],
         gradient=[f"{SB_DIR}/runs/{r}/alignment_gradient.csv" for r in sb_bilingual()],
     output:

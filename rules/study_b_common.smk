@@ -9,7 +9,8 @@ SB_RUNS = sbgrid.expand_runs(SB) if SB_ON else {}
 SB_FITS = sbgrid.fit_plan(SB_RUNS)
 SB_DIR = f"{OUT}/study_b"
 REP_B = f"{OUT}/report/study_b"
-SB_TABLES = ["perplexity", "token_efficiency", "representation_alignment", "gradient_alignment", "en_fr"]
+SB_TABLES = ["perplexity", "token_efficiency", "scaling_fit", "representation_alignment", "gradient_alignment",
+             "en_fr"]
 SB_FIGURES = ["perplexity_vs_p", "alignment_layers"]
 SB_CPUS = int((SB.get("resources") or {}).get("cpu", {}).get("cpus", 1))
 
@@ -54,8 +55,11 @@ def sb_token_metas(w):
 
 
 def sb_parallel_input(w):
-    """Parallel sentences are an input of real-language runs' alignment only."""
-    return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if sb_run(w)["kind"] == "real" else {}
+    """Parallel sentences: an input of the alignment of real-language runs, and of clone runs
+    unless study_b.eval.clone_parallel is "heldout"."""
+    kind = sb_run(w)["kind"]
+    uses = kind == "real" or (kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel")
+    return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if uses else {}
 
 
 def sb_eval(*keys):

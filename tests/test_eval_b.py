@@ -11,6 +11,7 @@ import torch
 from helpers import named, write_fake_token_stream
 from langskew.errors import LangskewError
 from langskew.study_b import evaluate as ev
+from langskew.study_b.languages import load_packed_parallel as packed_sequences
 from langskew.study_b.model import GPT, GPTConfig, save_model
 
 
@@ -21,19 +22,25 @@ def _tiny(vocab: int = 40, context: int = 16, seed: int = 0) -> GPT:
 
 # -- perplexity -------------------------------------------------------------------------
 @pytest.mark.parametrize("n,window,stride", [(30, 8, 3), (29, 8, 4), (9, 8, 2), (6, 8, 3), (40, 8, 8)])
-def test_window_plan_scores_every_target_once(n, window, stride):
+def test_window_plan_scores_the_last_stride_targets_of_every_window(n, window, stride):
     scored = []
-    for start, k in ev.window_plan(n, window, stride):
+    plan = ev.window_plan(n, window, stride)
+    for start, k in plan:
         length = min(window, n - 1)
         assert start >= 0 and start + length <= n - 1
+        assert k <= stride
         scored += list(range(start + length - k + 1, start + length + 1))  # target positions
-    assert scored == list(range(1, n))
+    # the first window scores only its last `stride` targets (the authors' last_n), like every
+    # other window: the first window - stride targets are never scored, the rest exactly once
+    first = min(window, n - 1) - min(stride, n - 1) + 1
+    assert plan[0][1] == min(stride, n - 1)
+    assert scored == list(range(first, n))
 
 
 def _context_start(t: int, n: int, window: int, stride: int) -> int:
     """Start of the context that target position t gets, derived by hand from the scheme."""
     if t <= window:
-        return 0  # first window: scored with everything before it
+        return 0  # first window
     last_end = n - 1
     k = math.ceil((t - window) / stride)  # window k (start k*stride) scores (k*stride+window-stride, k*stride+window]
     end = min(k * stride + window, last_end)
@@ -45,14 +52,15 @@ def test_sliding_window_perplexity_matches_token_by_token_scoring(n):
     model = _tiny()
     ids = np.random.default_rng(n).integers(0, 40, size=n)
     window, stride = 8, 3
-    nll = 0.0
+    nll, count = 0.0, 0
     with torch.no_grad():
-        for t in range(1, n):
+        for t in range(window - stride + 1, n):  # the first window - stride targets are not scored
             s = _context_start(t, n, window, stride)
             assert t - s <= window
             logits, _ = model(torch.as_tensor(ids[s:t])[None])
             nll -= torch.log_softmax(logits[0, -1].double(), -1)[ids[t]].item()
-    expected = math.exp(nll / (n - 1))
+            count += 1
+    expected = math.exp(nll / count)
     got = ev.sliding_window_perplexity(model, ids, window=window, stride=stride, batch_size=3, device="cpu")
     assert got == pytest.approx(expected, rel=1e-5)
     # stride == window gives non-overlapping chunks: a different (higher-context-loss) value
@@ -100,6 +108,32 @@ def test_mlte_teff_and_mlpe_on_a_constructed_fit():
     assert row["base_language"] == "en"
 
 
+def test_fit_reports_residuals_bounds_and_bootstrap_intervals():
+    c, a, b = 0.05, 0.01, 0.5
+    fractions = (0.1, 0.25, 0.5, 0.75, 1.0)
+    noise = np.array([1.01, 0.99, 1.005, 0.995, 1.0])
+    mono = [{"id": f"m{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": 10 * f,
+             "language": "en", "base_languages": ["en"]} for f in fractions]
+    mono_ppl = [{"en": 1.0 / (float(ev.power_law(f, c, a, b)) * k)} for f, k in zip(fractions, noise)]
+    target = [{"id": "t", "kind": "clone", "size": "s", "scale": 1.0, "steps": 10, "n_languages": 2,
+               "base_languages": ["en"], "schedule": [[0.5, 0.5]]}]
+    target_ppl = [{"L1": 1.0 / float(ev.power_law(0.4, c, a, b)), "L2": 1.0 / float(ev.power_law(0.6, c, a, b))}]
+    table = ev.fit_table(mono, mono_ppl, target, target_ppl, batch_size=4, context=25, n_boot=200, seed=0)
+    row = table.set_index("language").loc["L1"]
+    assert row["fit_at_bound"] == "" and row["fit_reliable"]
+    assert 0 < row["fit_rmse"] < 0.01 * c and row["fit_max_rel_error"] < 0.02
+    assert row["TEff_lo"] <= row["TEff"] <= row["TEff_hi"] and row["TEff_hi"] - row["TEff_lo"] > 0
+    assert row["MLPE_lo"] <= row["MLPE"] <= row["MLPE_hi"] and 0 < row["n_boot_ok"] <= 200
+    points = ev.fit_points_table(mono, mono_ppl)
+    np.testing.assert_allclose(points["residual"], points["inv_ppl"] - points["fitted_inv_ppl"])
+    assert list(points["run"]) == [m["id"] for m in mono]
+    # perplexities that keep falling fast: the asymptote c runs into its bound (1/PPL <= 1)
+    steep = [{"en": 1.0 / min(0.9, 0.9 * f ** 1.5 + 0.01)} for f in fractions]
+    flagged = ev.fit_table(mono, steep, target, target_ppl, batch_size=4, context=25, n_boot=20)
+    assert "c=1" in flagged["fit_at_bound"].iloc[0] and not flagged["fit_reliable"].any()
+    assert ev.params_at_bound((1.0, 0.2, 0.5)) == ["c=1"] and ev.params_at_bound((0.3, 0.2, 5.0)) == ["b=5"]
+
+
 def test_fit_job_reads_perplexities_and_metrics(tmp_path):
     c, a, b = 0.05, 0.01, 0.5
     mono = [{"id": f"m-f{f}", "kind": "mono", "size": "s", "scale": f, "data_fraction": 1.0, "steps": int(20 * f),
@@ -115,9 +149,11 @@ def test_fit_job_reads_perplexities_and_metrics(tmp_path):
     (tmp_path / "t-metrics.json").write_text(json.dumps({"tokens_seen": {"L1": 900, "L2": 1100}}))
     out = tmp_path / "fit.csv"
     ev.fit_job(named(mono=paths, target=[str(tmp_path / "t.json")], metrics=[str(tmp_path / "t-metrics.json")]),
-               [str(out)],
-               named(mono_ids=mono, target_runs=[target], train={"batch_size": 2, "context": 50}), 1, None)
+               named(table=str(out), points=str(tmp_path / "points.csv")),
+               named(mono_ids=mono, target_runs=[target], train={"batch_size": 2, "context": 50},
+                     fit={"n_boot": 50, "seed": 0}), 1, None)
     table = pd.read_csv(out)
+    assert len(pd.read_csv(tmp_path / "points.csv")) == 4 and table["TEff_lo"].notna().all()
     assert list(table["language"]) == ["L1", "L2"]
     assert list(table["tokens_seen"]) == [900, 1100]
     np.testing.assert_allclose(table[["c", "a", "b"]].iloc[0], (c, a, b), rtol=1e-3)
@@ -149,18 +185,62 @@ def test_representation_alignment_per_layer():
     assert (ev.representation_alignment(model, other, match=False)["cosine_mean"] < 0.999).all()
 
 
+def test_one_matching_on_the_layer_averaged_similarity_is_used_for_every_layer():
+    # two tokens per side, two layers. Layer 1 prefers the identity matching strongly,
+    # layer 2 weakly prefers the swap: one matching on the layer mean (identity) applies to
+    # both layers, so layer 2 reports its identity cosines, not its own best matching.
+    def unit(deg):
+        return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+    a1 = torch.tensor([unit(0), unit(90)])
+    b1 = torch.tensor([unit(0), unit(90)])            # identity: cosines 1, 1; swap: 0, 0
+    a2 = torch.tensor([unit(0), unit(90)])
+    b2 = torch.tensor([unit(60), unit(20)])           # identity: .5, .34; swap: .94, .87
+    got = ev.layer_cosines([a1, a2], [b1, b2], match=True)
+    identity_l2 = (math.cos(math.radians(60)) + math.cos(math.radians(70))) / 2
+    np.testing.assert_allclose(got, [1.0, identity_l2], rtol=1e-6)
+    # a separate matching per layer would have reported the swap for layer 2
+    assert ev.token_cosine(a2, b2, match=True) > identity_l2 + 0.3
+
+
 def test_gradient_alignment_is_one_for_identical_inputs_and_lower_otherwise():
     model = _tiny()
     rng = np.random.default_rng(1)
     seq = rng.integers(0, 40, 12)
     same = ev.gradient_alignment(model, [(seq, seq.copy())])
-    names = [n for n, _ in model.named_parameters()]
-    assert list(same["parameter"]) == names + ["mean"]
+    assert list(same["parameter"])[-2:] == [ev.GRADIENT_MEAN, ev.GRADIENT_MEAN_ALL]
     np.testing.assert_allclose(same["cosine_mean"], 1.0, atol=1e-5)
     diff = ev.gradient_alignment(model, [(seq, rng.integers(0, 40, 12)), (seq, rng.integers(0, 40, 12))])
     assert (diff["n"] == 2).all()
     assert diff.set_index("parameter").loc["mean", "cosine_mean"] < 0.99
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_mean_gradient_cosine_is_over_block_tensors_with_q_k_v_separate():
+    model = GPT(GPTConfig(vocab_size=40, n_layer=12, d_model=24, n_head=4, context=16)).eval()  # small: 12 blocks
+    rng = np.random.default_rng(2)
+    pairs = [(rng.integers(0, 20, 10), rng.integers(20, 40, 10))]  # disjoint ids, like clones
+    table = ev.gradient_alignment(model, pairs)
+    tensors = table[~table["parameter"].isin([ev.GRADIENT_MEAN, ev.GRADIENT_MEAN_ALL])]
+    in_mean = set(tensors.loc[tensors["in_mean"], "parameter"])
+    per_block = {"ln1.weight", "ln1.bias", "attn.q.weight", "attn.q.bias", "attn.k.weight", "attn.k.bias",
+                 "attn.v.weight", "attn.v.bias", "attn.proj.weight", "attn.proj.bias", "ln2.weight", "ln2.bias",
+                 "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"}
+    assert in_mean == {f"blocks.{i}.{t}" for i in range(12) for t in per_block}  # 16 x 12 = 192 tensors
+    assert set(tensors.loc[~tensors["in_mean"], "parameter"]) == {"wte.weight", "wpe.weight", "ln_f.weight",
+                                                                   "ln_f.bias", "lm_head.weight"}
+    assert not any(".attn.qkv." in p for p in tensors["parameter"])
+    by = table.set_index("parameter")["cosine_mean"]
+    assert by["wte.weight"] == pytest.approx(0.0, abs=1e-6)  # disjoint embedding rows are orthogonal
+    assert by[ev.GRADIENT_MEAN] == pytest.approx(tensors.loc[tensors["in_mean"], "cosine_mean"].mean())
+    assert by[ev.GRADIENT_MEAN_ALL] == pytest.approx(tensors["cosine_mean"].mean())
+    # the split tensors are the rows of the fused projection's gradient
+    grads = ev.sequence_gradients(model, pairs[0][0], torch.device("cpu"))
+    model.zero_grad(set_to_none=True)
+    _, loss = model(torch.as_tensor(pairs[0][0][None, :-1]), torch.as_tensor(pairs[0][0][None, 1:]))
+    loss.backward()
+    fused = model.blocks[3].attn.qkv.weight.grad
+    torch.testing.assert_close(grads["blocks.3.attn.k.weight"], fused[24:48].flatten())
 
 
 # -- jobs on tiny token streams ---------------------------------------------------------
@@ -188,7 +268,8 @@ def test_perplexity_and_alignment_jobs(tmp_path, tokens):
     model = _tiny(vocab=40)
     save_model(model, tmp_path / "model")
     params = named(run=CLONE, seed=0, eval={"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4,
-                                            "n_parallel": 3, "max_len": 12})
+                                            "n_parallel": 3, "parallel_min_len": 12, "parallel_max_len": 12,
+                                            "clone_parallel": "heldout"})
     out = tmp_path / "ppl.json"
     result = ev.perplexity_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), [str(out)], params, 1, None)
     assert json.loads(out.read_text()) == pytest.approx(result)
@@ -198,14 +279,26 @@ def test_perplexity_and_alignment_jobs(tmp_path, tokens):
     ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), outputs, params, 1, None)
     rep, grad = pd.read_csv(outputs.representation), pd.read_csv(outputs.gradient)
     assert list(rep.columns) == ["layer", "cosine_mean", "cosine_sd", "n"] and list(rep["n"]) == [3, 3]
-    assert grad["parameter"].iloc[-1] == "mean"
+    assert list(grad["parameter"].iloc[-2:]) == ["mean", "mean_all_tensors"]
     # disjoint clone vocabularies: the two languages touch different embedding rows
     assert grad.set_index("parameter").loc["wte.weight", "cosine_mean"] == pytest.approx(0.0, abs=1e-6)
 
-    real_params = named(run=REAL, seed=0, eval={"n_parallel": 4})
-    ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"], tokens["fr"]],
-                           parallel=str(tmp_path / "tokens" / "parallel.npz")), outputs, real_params, 1, None)
-    assert list(pd.read_csv(outputs.representation)["n"]) == [4, 4]
+    # real languages: sentences (4..8 tokens) packed into sequences of 10..16 tokens per side
+    real_params = named(run=REAL, seed=0, eval={"n_parallel": 4, "parallel_min_len": 10, "parallel_max_len": 16})
+    parallel = str(tmp_path / "tokens" / "parallel.npz")
+    ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"], tokens["fr"]], parallel=parallel),
+                     outputs, real_params, 1, None)
+    n_packed = len(packed_sequences(parallel, 10, 16)["en"])
+    assert 1 <= n_packed < 6 and list(pd.read_csv(outputs.representation)["n"]) == [min(4, n_packed)] * 2
+    # clones on the packed parallel lines of their base language (the default)
+    clone_params = named(run=CLONE, seed=0, eval={"n_parallel": 4, "parallel_min_len": 10, "parallel_max_len": 16})
+    ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]], parallel=parallel), outputs,
+                     clone_params, 1, None)
+    assert list(pd.read_csv(outputs.representation)["n"]) == [min(4, n_packed)] * 2
+    with pytest.raises(LangskewError, match="parallel_max_len"):
+        ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]], parallel=parallel), outputs,
+                         named(run=CLONE, seed=0, eval={"n_parallel": 4, "parallel_min_len": 10,
+                                                        "parallel_max_len": 64}), 1, None)
     with pytest.raises(LangskewError, match="n_parallel"):
         ev.alignment_job(named(model=str(tmp_path / "model"), tokens=[tokens["en"]]), outputs,
                          named(run=CLONE, eval={}), 1, None)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from langskew.errors import LangskewError
 from langskew.study_b.model import GPT, GPTConfig, flops_per_token, load_model, save_model
@@ -62,6 +63,8 @@ def test_init_scales_residual_projections_and_unties_embeddings():
     assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert model.blocks[0].mlp.proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(2 * 8), rel=0.05)
     assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    # only the MLP output projection is residual-scaled; the attention output keeps 0.02
+    assert model.blocks[0].attn.proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
     # no materialised mask in the fast model
     assert not any("mask" in name for name, _ in model.named_buffers())
     assert flops_per_token(cfg, model.num_params()) > 6 * model.num_params()
@@ -85,3 +88,24 @@ def test_bad_configs_and_inputs_are_named():
         _model()(torch.zeros(1, CFG.context + 1, dtype=torch.long))
     with pytest.raises(LangskewError, match="attention"):
         GPT(CFG, attention="flash")
+
+
+def test_token_embeddings_are_scaled_by_sqrt_d_model_before_positions():
+    model = _model()
+    idx = torch.randint(0, CFG.vocab_size, (1, 6))
+    with torch.no_grad():
+        _, _, hidden = model(idx, return_hidden=True)
+        x = model.wte(idx) * math.sqrt(CFG.d_model) + model.wpe(torch.arange(6))
+        torch.testing.assert_close(hidden[0], model.blocks[0](x))
+        unscaled = model.wte(idx) + model.wpe(torch.arange(6))
+        assert not torch.allclose(hidden[0], model.blocks[0](unscaled), atol=1e-3)
+
+
+def test_mlp_uses_the_tanh_gelu():
+    model = _model()
+    mlp = model.blocks[0].mlp
+    x = torch.randn(2, 5, CFG.d_model) * 3
+    with torch.no_grad():
+        expected = mlp.proj(F.gelu(mlp.fc(x), approximate="tanh"))
+        torch.testing.assert_close(mlp(x), expected, atol=0, rtol=0)
+        assert not torch.allclose(mlp(x), mlp.proj(F.gelu(mlp.fc(x))), atol=1e-7, rtol=0)

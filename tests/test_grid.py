@@ -47,7 +47,27 @@ def test_schedule_and_steps(paper):
     assert sched["schedule"] == [[0.9, 0.1], [pytest.approx(0.1), 0.9]]
     assert sched["steps"] == 2 * 18265
     mono = runs["small-mono-en-f0.25"]
-    assert mono["kind"] == "mono" and mono["language"] == "en" and mono["steps"] == round(0.25 * 18265)
+    assert mono["kind"] == "mono" and mono["language"] == "en" and mono["steps"] == 4566  # floor(0.25 x 18,265)
+
+
+def test_medium_1x_is_the_same_token_budget_as_small(paper):
+    """Dry run of the paper grid: 1x is 1.197B tokens for every size, whatever its batch size."""
+    runs = expand_runs(paper)
+    small, medium = runs["small-1x-clone2-p0.50"], runs["medium-1x-clone2-p0.50"]
+    assert train_params(paper, "medium")["batch_size"] == 256 and train_params(paper, "small")["batch_size"] == 128
+    assert small["steps"] == 18265 and medium["steps"] == 9132
+    assert small["tokens"] == 18265 * 128 * 512 == 1_197_015_040
+    assert medium["tokens"] == 9132 * 256 * 512 and abs(medium["tokens"] / small["tokens"] - 1) < 1e-4
+    assert small["budget_tokens"] == medium["budget_tokens"] == 1_197_015_040
+    assert runs["medium-mono-en-f0.5"]["steps"] == 4566
+    # a fit over the medium runs measures x in the same token budget: the 1x monolingual run is at x ~ 1
+    from langskew.study_b.evaluate import budget_tokens, mono_x
+    assert budget_tokens(medium, 256, 512) == 1_197_015_040
+    assert mono_x(runs["medium-mono-en-f1"]) == pytest.approx(1.0, abs=1e-4)
+    # base_steps, when set, is a step count at each size's own batch size
+    legacy = copy.deepcopy(paper)
+    legacy["train"]["base_steps"] = 100
+    assert expand_runs(legacy)["medium-1x-clone2-p0.50"]["tokens"] == 100 * 256 * 512
 
 
 def test_every_fit_has_monolingual_runs_up_to_the_largest_scale(paper):
@@ -101,4 +121,8 @@ def test_demo_preset_is_small(paper):
     assert kinds == {"clone", "real", "mono"}
     assert {r["vocab_mode"] for r in runs.values() if r["kind"] == "real"} == {"disjoint", "anchored"}
     assert len([r for r in runs.values() if r["kind"] == "mono" and r["language"] == "en"]) >= 3
-    assert all(r["size"] == "tiny" and r["steps"] <= 500 for r in runs.values())
+    assert all(r["size"] == "tiny" and r["steps"] <= 2000 for r in runs.values())
+    assert sum(r["steps"] for r in runs.values()) <= 15000  # CPU minutes, not hours
+    # the smallest monolingual run leaves the warm-up
+    warmup = cfg["train"]["warmup_steps"]
+    assert min(r["steps"] for r in runs.values() if r["kind"] == "mono") >= 4 * warmup

@@ -151,3 +151,23 @@ def test_bad_runs_are_rejected_by_name(streams):
     with pytest.raises(LangskewError, match="vocab_mode"):
         build_mixture({"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.5, 0.5]],
                        "vocab_mode": "mixed"}, [streams["en"], streams["fr"]], seed=0)
+
+
+def test_parallel_sentences_are_packed_into_sequences_of_min_to_max_tokens():
+    from langskew.study_b.languages import pack_parallel
+
+    def sents(lengths, start):
+        return [np.arange(start + 100 * i, start + 100 * i + n) for i, n in enumerate(lengths)]
+
+    en = sents([4, 5, 20, 3, 6, 6, 2, 1], 0)
+    fr = sents([5, 4, 3, 7, 5, 6, 2, 1], 10000)
+    packed = pack_parallel({"en": en, "fr": fr}, min_len=8, max_len=12)
+    # pair 2 is too long on one side (20 > 12) and skipped; 0+1 fill 9/9; pair 3 would give
+    # 12/16 -> new sequence 3+4 (9/12); pair 5 would give 15 -> new sequence 5+6+7 (9/9)
+    assert [len(s) for s in packed["en"]] == [9, 9, 9]
+    assert [len(s) for s in packed["fr"]] == [9, 12, 9]
+    np.testing.assert_array_equal(packed["en"][1], np.concatenate([en[3], en[4]]))
+    np.testing.assert_array_equal(packed["fr"][1], np.concatenate([fr[3], fr[4]]))
+    # a sequence with a side below min_len is dropped, not cut or padded
+    assert pack_parallel({"en": en, "fr": fr}, min_len=9, max_len=12)["fr"] != []
+    assert pack_parallel({"en": en, "fr": fr}, min_len=10, max_len=12) == {"en": [], "fr": []}

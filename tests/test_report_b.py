@@ -55,6 +55,7 @@ def test_token_efficiency_published_teff(runs):
     table = report.token_efficiency_table(runs, fits)
     assert table["published_TEff"].iloc[0] == 2.076 and math.isnan(table["published_TEff"].iloc[1])
     assert table["TEff"].tolist() == [2.0, 1.0]
+    assert {"TEff_lo", "TEff_hi", "MLPE_lo", "MLPE_hi", "fit_reliable", "fit_at_bound", "budget_tokens"} <= set(table)
     bad = fits.assign(run="nope")
     with pytest.raises(Exception, match="nope"):
         report.token_efficiency_table(runs, bad)
@@ -62,14 +63,16 @@ def test_token_efficiency_published_teff(runs):
 
 def test_alignment_tables(runs):
     rep = pd.DataFrame({"layer": [1, 2], "cosine_mean": [0.5, 0.4], "cosine_sd": [0.1, 0.1], "n": [8, 8]})
-    grad = pd.DataFrame({"parameter": ["w", "b", "mean"], "cosine_mean": [0.2, 0.4, 0.3], "n": [8, 8, 8]})
+    grad = pd.DataFrame({"parameter": ["blocks.0.w", "wte.weight", "mean", "mean_all_tensors"],
+                         "cosine_mean": [0.3, 0.0, 0.3, 0.15], "n": [8, 8, 8, 8]})
     ids = ["small-1x-clone2-p0.50", "small-1x-enfr-disjoint-p0.10"]
     rt = report.representation_table(runs, {i: rep for i in ids})
     first = rt[rt["run"] == ids[0]]
     assert first["published_cosine"].tolist() == [0.55, 0.79]
     assert rt[rt["run"] == ids[1]]["published_cosine"].isna().all()
     gt = report.gradient_table(runs, {i: grad for i in ids})
-    assert gt["mean_cosine"].tolist() == [0.3, 0.3]
+    assert gt["mean_cosine"].tolist() == [0.3, 0.3]  # the blocks' mean, not the all-tensor one
+    assert gt["mean_cosine_all_tensors"].tolist() == [0.15, 0.15]
     assert gt["published_mean_cosine"].iloc[0] == 0.0719 and math.isnan(gt["published_mean_cosine"].iloc[1])
 
 
@@ -94,7 +97,7 @@ def test_report_job_writes_tables_and_figures(runs, tmp_path):
     rep_files, grad_files = [], []
     for rid in bilingual:
         pd.DataFrame({"layer": [1], "cosine_mean": [0.5], "cosine_sd": [0.1], "n": [4]}).to_csv(tmp_path / f"{rid}.r.csv", index=False)
-        pd.DataFrame({"parameter": ["mean"], "cosine_mean": [0.3], "n": [4]}).to_csv(tmp_path / f"{rid}.g.csv", index=False)
+        pd.DataFrame({"parameter": ["mean", "mean_all_tensors"], "cosine_mean": [0.3, 0.2], "n": [4, 4]}).to_csv(tmp_path / f"{rid}.g.csv", index=False)
         rep_files.append(str(tmp_path / f"{rid}.r.csv"))
         grad_files.append(str(tmp_path / f"{rid}.g.csv"))
     out = {}

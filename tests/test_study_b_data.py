@@ -82,8 +82,8 @@ def test_anchored_mixture_from_real_tokenizers(built):
     anna_en, anna_fr = en.index("▁Anna") if "▁Anna" in en else None, fr.index("▁Anna") if "▁Anna" in fr else None
     if anna_en is not None and anna_fr is not None:
         assert mix.map_ids(np.array([anna_fr]), 1)[0] == anna_en
-    pairs = mix.parallel(5, max_len=12)
-    assert len(pairs) == 5 and all(len(a) <= 12 and len(b) <= 12 for a, b in pairs)
+    pairs = mix.parallel(5, min_len=8, max_len=48)  # parallel lines packed into 8..48 tokens per side
+    assert len(pairs) == 5 and all(8 <= len(a) <= 48 and 8 <= len(b) <= 48 for a, b in pairs)
     assert all(b.max() < mix.vocab_size for _, b in pairs)
 
 

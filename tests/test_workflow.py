@@ -95,7 +95,8 @@ def test_demo_writes_every_table(demo):
         df = pd.read_csv(rep / "study_a" / f"{t}.csv")
         assert len(df) > 0, t
         assert (rep / "study_a" / f"{t}.md").read_text().strip()
-    for t in ["perplexity", "token_efficiency", "representation_alignment", "gradient_alignment", "en_fr"]:
+    for t in ["perplexity", "token_efficiency", "scaling_fit", "representation_alignment", "gradient_alignment",
+              "en_fr"]:
         df = pd.read_csv(rep / "study_b" / f"{t}.csv")
         assert len(df) > 0, t
     acc = pd.read_csv(rep / "study_a" / "accuracy.csv")

@@ -1,15 +1,17 @@
 """Study B evaluation: held-out perplexity, monolingual scaling fits (MLTE / TEff / MLPE),
 and representation and gradient alignment between the languages of a run.
 
-Perplexity (:func:`sliding_window_perplexity`): windows of ``window`` tokens move by
-``stride``; of each window only the last ``stride`` targets are scored, so every scored
-token sees at least ``window - stride`` tokens of context. The first window scores all of
-its targets (they have no earlier window to be scored in), and the last window is moved
-back to end exactly at the end of the stream, scoring only targets not yet scored. Every
-target (token 1..N-1 of the stream) is scored exactly once; PPL = exp(mean NLL).
+Perplexity (:func:`sliding_window_perplexity`), as the authors' evaluation (``last_n``):
+windows of ``window`` tokens move by ``stride`` and every window, the first included, scores
+only its last ``stride`` targets, so every scored token sees at least ``window - stride``
+tokens of context. The first ``window - stride`` targets of the stream are therefore never
+scored. The last window is moved back to end exactly at the end of the stream and scores
+only targets not yet scored (the authors pad it instead; the scored targets are the same).
+A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
+PPL = exp(mean NLL over the scored targets).
 
 Scaling fit: 1/PPL = c - a * x^(-b) over monolingual runs, x = training tokens in units of
-the 1x budget (``base_steps * batch_size * context``). For a language of a bilingual run,
+the 1x token budget (``study_b.train.base_tokens``, the same for every size). For a language of a bilingual run,
 MLTE is the monolingual token count at which the fit reaches that PPL, TEff = MLTE /
 tokens of the language seen, and MLPE = the fit's PPL at the same token count.
 """
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import read_json, write_csv, write_json
@@ -45,7 +48,8 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
 
     A window's inputs are ``ids[start:start + L]`` and its targets ``ids[start + 1:start + L + 1]``
     (L = ``window``, or N - 1 for a stream shorter than a window); its last ``n_scored``
-    targets are scored.
+    targets are scored: ``stride`` for every window (the first included) except the last,
+    which is moved back to the end of the stream and scores only the targets not yet scored.
     """
     if not 0 < stride <= window:
         raise LangskewError(f"perplexity: need 0 < stride <= window, got stride={stride}, window={window}")
@@ -53,8 +57,8 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
     if n_targets < 1:
         raise LangskewError(f"perplexity: a stream of {n_tokens} tokens has nothing to score")
     if n_targets <= window:
-        return [(0, n_targets)]
-    plan, covered, start = [(0, window)], window, 0
+        return [(0, min(stride, n_targets))]
+    plan, covered, start = [(0, stride)], window, 0
     while covered < n_targets:
         start += stride
         end = min(start + window, n_targets)
@@ -136,6 +140,11 @@ def power_law(x: np.ndarray | float, c: float, a: float, b: float) -> np.ndarray
     return c - a * np.power(x, -b)
 
 
+#: Bounds of the fitted (c, a, b): 1/PPL <= 1, a decreasing curve, a positive exponent.
+FIT_BOUNDS = ((0.0, 0.0, 1e-3), (1.0, np.inf, 5.0))
+FIT_PARAMS = ("c", "a", "b")
+
+
 def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, float, float]:
     """Least-squares (c, a, b) of 1/PPL = c - a * x^(-b); needs at least three points."""
     from scipy.optimize import curve_fit
@@ -148,9 +157,59 @@ def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, 
     b0 = 0.5
     c0 = min(0.999, y.max() + 0.5 * (y.max() - y.min()) + 1e-6)
     a0 = max((c0 - y.min()) * x.min() ** b0, 1e-9)
-    (c, a, b), _ = curve_fit(power_law, x, y, p0=(c0, a0, b0), bounds=([0.0, 0.0, 1e-3], [1.0, np.inf, 5.0]),
-                             maxfev=20000)
+    (c, a, b), _ = curve_fit(power_law, x, y, p0=(c0, a0, b0), bounds=FIT_BOUNDS, maxfev=20000)
     return float(c), float(a), float(b)
+
+
+def params_at_bound(params: Sequence[float], rel: float = 1e-3) -> list[str]:
+    """Names of the fitted parameters that sit at (within ``rel`` of) a bound of :data:`FIT_BOUNDS`."""
+    out = []
+    for name, value, lo, hi in zip(FIT_PARAMS, params, *FIT_BOUNDS):
+        for bound in (lo, hi):
+            if np.isfinite(bound) and abs(value - bound) <= rel * max(abs(bound), 1e-3):
+                out.append(f"{name}={bound:g}")
+    return out
+
+
+def fit_residuals(x: Sequence[float], inv_ppl: Sequence[float], params: Sequence[float]) -> pd.DataFrame:
+    """Per monolingual point: x, observed and fitted 1/PPL and PPL, residual (observed - fitted 1/PPL)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    fitted = np.asarray(power_law(x, *params), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        fitted_ppl = np.where(fitted > 0, 1.0 / np.where(fitted > 0, fitted, 1.0), np.inf)
+    return pd.DataFrame({"x": x, "inv_ppl": y, "fitted_inv_ppl": fitted, "residual": y - fitted,
+                         "ppl": 1.0 / y, "fitted_ppl": fitted_ppl,
+                         "ppl_rel_error": (fitted_ppl - 1.0 / y) * y})
+
+
+def bootstrap_fits(x: Sequence[float], inv_ppl: Sequence[float], n_boot: int, seed: int = 0
+                   ) -> list[tuple[float, float, float]]:
+    """Fits on ``n_boot`` resamples (with replacement) of the monolingual points.
+
+    Resamples with fewer than 3 distinct token counts, or whose fit fails, are left out.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    rng = np.random.default_rng([int(seed), 0xB007])
+    out = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, len(x), len(x))
+        if len(np.unique(x[idx])) < 3:
+            continue
+        try:
+            out.append(fit_power_law(x[idx], y[idx]))
+        except (RuntimeError, ValueError, LangskewError):
+            continue
+    return out
+
+
+def _interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if not np.isfinite(v).all():  # some resample's fit never reaches this PPL: unbounded
+        lo = float(np.nanpercentile(np.where(np.isfinite(v), v, np.inf), 100 * (1 - level) / 2))
+        return lo, math.inf
+    return (float(np.percentile(v, 100 * (1 - level) / 2)), float(np.percentile(v, 100 * (1 + level) / 2)))
 
 
 def mlte(ppl: float, c: float, a: float, b: float, budget: float = 1.0) -> float:
@@ -196,30 +255,58 @@ def base_language(run: dict, name: str) -> str:
 
 
 def budget_tokens(run: dict, batch_size: int, context: int) -> float:
-    """Tokens of a 1x run (the unit of x): steps / scale * batch_size * context."""
+    """Tokens of a 1x run (the unit of x): the run spec's ``budget_tokens``, else steps / scale x batch x context."""
+    if run.get("budget_tokens"):
+        return float(run["budget_tokens"])
     return int(run["steps"]) / float(run["scale"]) * batch_size * context
 
 
-def mono_x(run: dict) -> float:
-    """Training data of a monolingual run in budget units (steps fraction x data fraction)."""
-    return float(run["scale"]) * float(run.get("data_fraction") or 1.0)
+def mono_x(run: dict, batch_size: int | None = None, context: int | None = None) -> float:
+    """Training data of a monolingual run in budget units: tokens trained / 1x budget x data fraction."""
+    fraction = float(run.get("data_fraction") or 1.0)
+    if run.get("budget_tokens") and run.get("tokens"):
+        return float(run["tokens"]) / float(run["budget_tokens"]) * fraction
+    return float(run["scale"]) * fraction
 
 
-def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: Sequence[dict],
-              target_ppl: Sequence[dict], batch_size: int, context: int,
-              tokens_seen: Sequence[dict | None] | None = None) -> pd.DataFrame:
-    """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
-
-    ``tokens_seen[i]`` ({language: tokens}, e.g. from the run's metrics.json) overrides the
-    expected count computed from the run's schedule.
-    """
-    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+def fit_points(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
+    """{(size, language): [(x, 1/PPL, run id)]} of the monolingual runs, sorted by x."""
+    points: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     for run, ppl in zip(mono_runs, mono_ppl):
         lang = run.get("language") or run["base_languages"][0]
         if lang not in ppl:
             raise LangskewError(f"scaling fit: perplexities of {run['id']!r} have no language {lang!r}")
-        points.setdefault((run["size"], lang), []).append((mono_x(run), 1.0 / float(ppl[lang])))
-    fits = {key: fit_power_law(*zip(*sorted(pts))) for key, pts in points.items()}
+        points.setdefault((run["size"], lang), []).append((mono_x(run), 1.0 / float(ppl[lang]), run["id"]))
+    return {k: sorted(v) for k, v in points.items()}
+
+
+def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: Sequence[dict],
+              target_ppl: Sequence[dict], batch_size: int, context: int,
+              tokens_seen: Sequence[dict | None] | None = None, n_boot: int = 0, seed: int = 0,
+              max_rel_residual: float = 0.05) -> pd.DataFrame:
+    """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
+
+    ``tokens_seen[i]`` ({language: tokens}, e.g. from the run's metrics.json) overrides the
+    expected count computed from the run's schedule.
+
+    Fit quality: ``fit_rmse`` (of 1/PPL), ``fit_max_rel_error`` (largest |fitted - observed| /
+    observed PPL over the monolingual points), ``fit_at_bound`` (parameters at a bound, e.g.
+    ``c=1``). With ``n_boot`` > 0, TEff and MLPE get a 95% bootstrap interval over the
+    monolingual points (``TEff_lo``/``TEff_hi``, ``MLPE_lo``/``MLPE_hi``; ``n_boot_ok``
+    resamples gave a fit). ``fit_reliable`` is false when a parameter sits at a bound, the
+    fit misses a point by more than ``max_rel_residual``, the TEff interval is unbounded, or
+    fewer than 4 points were fitted.
+    """
+    points = fit_points(mono_runs, mono_ppl)
+    fits, quality, boots = {}, {}, {}
+    for key, pts in points.items():
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        fits[key] = fit_power_law(x, y)
+        res = fit_residuals(x, y, fits[key])
+        quality[key] = {"fit_rmse": float(np.sqrt(np.mean(res["residual"] ** 2))),
+                        "fit_max_rel_error": float(res["ppl_rel_error"].abs().max()),
+                        "fit_at_bound": ";".join(params_at_bound(fits[key]))}
+        boots[key] = bootstrap_fits(x, y, n_boot, seed) if n_boot else []
     rows = []
     for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
         expected = expected_tokens_seen(run, batch_size, context)
@@ -227,17 +314,44 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
         seen_override = (tokens_seen[i] if tokens_seen else None) or {}
         for name, value in ppl.items():
             base = base_language(run, name)
-            if (run["size"], base) not in fits:
+            key = (run["size"], base)
+            if key not in fits:
                 raise LangskewError(f"scaling fit: no monolingual runs of size {run['size']!r} for {base!r}")
-            c, a, b = fits[(run["size"], base)]
+            c, a, b = fits[key]
             seen = float(seen_override.get(name, expected[language_index(run, name)]))
             tokens_needed = mlte(float(value), c, a, b, budget)
-            rows.append({"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
-                         "base_language": base, "ppl": float(value), "tokens_seen": seen, "MLTE": tokens_needed,
-                         "TEff": tokens_needed / seen if seen > 0 else math.nan,
-                         "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
-                         "c": c, "a": a, "b": b, "n_mono_points": len(points[(run["size"], base)])})
+            row = {"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
+                   "base_language": base, "ppl": float(value), "tokens_seen": seen, "budget_tokens": budget,
+                   "MLTE": tokens_needed, "TEff": tokens_needed / seen if seen > 0 else math.nan,
+                   "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
+                   "c": c, "a": a, "b": b, "n_mono_points": len(points[key]), **quality[key]}
+            teff_b = [mlte(float(value), *f, budget) / seen for f in boots[key]] if seen > 0 else []
+            mlpe_b = [mlpe(seen, *f, budget) for f in boots[key]] if seen > 0 else []
+            row["TEff_lo"], row["TEff_hi"] = _interval(teff_b)
+            row["MLPE_lo"], row["MLPE_hi"] = _interval(mlpe_b)
+            row["n_boot_ok"] = len(boots[key])
+            row["fit_reliable"] = bool(not row["fit_at_bound"] and row["fit_max_rel_error"] <= max_rel_residual
+                                       and len(points[key]) >= 4 and math.isfinite(row["TEff"])
+                                       and (not n_boot or (len(boots[key]) > 0 and math.isfinite(row["TEff_hi"]))))
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]) -> pd.DataFrame:
+    """The monolingual points of every fit with the fitted values and residuals."""
+    frames = []
+    for (size, lang), pts in fit_points(mono_runs, mono_ppl).items():
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        params = fit_power_law(x, y)
+        res = fit_residuals(x, y, params)
+        res.insert(0, "run", [p[2] for p in pts])
+        res.insert(0, "language", lang)
+        res.insert(0, "size", size)
+        for name, value in zip(FIT_PARAMS, params):
+            res[name] = value
+        res["fit_at_bound"] = ";".join(params_at_bound(params))
+        frames.append(res)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _run_list(specs: Any, where: str) -> list[dict]:
@@ -251,19 +365,30 @@ def fit_job(input, output, params, threads, log, **_):
     """Snakemake job: the scaling-fit table of the bilingual runs of one size.
 
     params: mono_ids (run specs of input.mono), target_runs (run specs of input.target),
-    train ({batch_size, context, ...}). An optional input.metrics (metrics.json of each
-    target, same order) supplies the counted tokens_seen.
+    train ({batch_size, context, ...}), fit ({n_boot, seed, max_rel_residual}; optional).
+    An optional input.metrics (metrics.json of each target, same order) supplies the
+    counted tokens_seen. output[0]: the table; output.points (optional): the monolingual
+    points with fitted values and residuals.
     """
     mono_runs, targets = _run_list(params.mono_ids, "mono_ids"), _run_list(params.target_runs, "target_runs")
     if len(mono_runs) != len(input.mono) or len(targets) != len(input.target):
         raise LangskewError(f"fit: {len(input.mono)} mono / {len(input.target)} target perplexity files for "
                             f"{len(mono_runs)} / {len(targets)} run specs")
     train = dict(params.train)
+    fit_cfg = dict(getattr(params, "fit", None) or {})
     metrics = getattr(input, "metrics", None)
     seen = [read_json(p).get("tokens_seen") for p in metrics] if metrics else None
-    table = fit_table(mono_runs, [read_json(p) for p in input.mono], targets, [read_json(p) for p in input.target],
-                      int(train["batch_size"]), int(train["context"]), seen)
+    mono_ppl = [read_json(p) for p in input.mono]
+    table = fit_table(mono_runs, mono_ppl, targets, [read_json(p) for p in input.target],
+                      int(train["batch_size"]), int(train["context"]), seen, n_boot=int(fit_cfg.get("n_boot", 0)),
+                      seed=int(fit_cfg.get("seed", 0)), max_rel_residual=float(fit_cfg.get("max_rel_residual", 0.05)))
     write_csv(table, output[0])
+    if hasattr(output, "points"):
+        write_csv(fit_points_table(mono_runs, mono_ppl), output.points)
+    for rec in table.drop_duplicates("base_language").to_dict("records"):
+        logging.getLogger(__name__).info("fit %s/%s: c=%.4g a=%.4g b=%.4g, rmse %.3g, max rel. error %.3g, at bound: %s",
+                                         rec["size"], rec["base_language"], rec["c"], rec["a"], rec["b"],
+                                         rec["fit_rmse"], rec["fit_max_rel_error"], rec["fit_at_bound"] or "none")
     return table
 
 
@@ -276,18 +401,38 @@ def hidden_states(model: GPT, ids: np.ndarray, device: torch.device) -> list[tor
     return [h[0].float() for h in hidden]
 
 
+def _similarity(ha: torch.Tensor, hb: torch.Tensor) -> torch.Tensor:
+    return F.normalize(ha, dim=-1) @ F.normalize(hb, dim=-1).T
+
+
 def token_cosine(ha: torch.Tensor, hb: torch.Tensor, match: bool) -> float:
-    """Mean cosine of parallel token vectors: same positions, or a maximum-weight matching."""
-    sim = F.normalize(ha, dim=-1) @ F.normalize(hb, dim=-1).T
-    if not match:
-        if ha.shape != hb.shape:
-            raise LangskewError(f"alignment: position-wise cosine needs equal lengths, got {len(ha)} and {len(hb)}")
-        return float(sim.diagonal().mean())
+    """Mean cosine of parallel token vectors of one layer: same positions, or a maximum-weight matching."""
+    return float(layer_cosines([ha], [hb], match)[0])
+
+
+def max_weight_matching(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a maximum-weight bipartite matching (min(A, B) pairs)."""
     from scipy.optimize import linear_sum_assignment
 
-    s = sim.cpu().numpy()
-    rows, cols = linear_sum_assignment(s, maximize=True)
-    return float(s[rows, cols].mean())
+    return linear_sum_assignment(sim, maximize=True)
+
+
+def layer_cosines(hidden_a: Sequence[torch.Tensor], hidden_b: Sequence[torch.Tensor], match: bool) -> np.ndarray:
+    """Mean cosine of parallel token vectors in every layer of one parallel pair.
+
+    ``match=False`` (clones): the same positions. ``match=True`` (real languages): one
+    maximum-weight matching of the tokens on the similarity averaged over the layers, used
+    for every layer (as the authors; a matching per layer would inflate the cosines).
+    """
+    sims = [_similarity(ha, hb) for ha, hb in zip(hidden_a, hidden_b)]
+    if not match:
+        if hidden_a[0].shape != hidden_b[0].shape:
+            raise LangskewError(f"alignment: position-wise cosine needs equal lengths, got {len(hidden_a[0])} and "
+                                f"{len(hidden_b[0])}")
+        return np.array([float(s.diagonal().mean()) for s in sims])
+    stacked = torch.stack(sims).cpu().numpy()  # (layers, A, B)
+    rows, cols = max_weight_matching(stacked.mean(axis=0))
+    return stacked[:, rows, cols].mean(axis=1)
 
 
 def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]], match: bool,
@@ -295,8 +440,8 @@ def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.nd
     """Per-layer cosine of parallel hidden states, averaged over pairs (layer 1 = first block)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    values = np.array([[token_cosine(ha, hb, match) for ha, hb in
-                        zip(hidden_states(model, a, device), hidden_states(model, b, device))] for a, b in pairs])
+    values = np.array([layer_cosines(hidden_states(model, a, device), hidden_states(model, b, device), match)
+                       for a, b in tqdm(pairs, desc="representation alignment", unit="pair", disable=None)])
     if values.size == 0:
         raise LangskewError("alignment: no parallel pairs")
     return pd.DataFrame({"layer": np.arange(1, values.shape[1] + 1), "cosine_mean": values.mean(axis=0),
@@ -304,25 +449,55 @@ def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.nd
                          "n": len(values)})
 
 
+def _split_qkv(name: str, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fused ``attn.qkv`` gradient as separate Q, K and V tensors (the authors' separate layers)."""
+    if ".attn.qkv." not in name:
+        return {name: grad}
+    parts = grad.chunk(3, dim=0)
+    return {name.replace(".attn.qkv.", f".attn.{p}."): t for p, t in zip("qkv", parts)}
+
+
 def sequence_gradients(model: GPT, ids: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened)."""
+    """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened).
+
+    The fused attention input projection is reported as three tensors, ``attn.q``,
+    ``attn.k`` and ``attn.v`` (weight and bias each).
+    """
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context + 1]
     model.zero_grad(set_to_none=True)
     _, loss = model(x[:, :-1], x[:, 1:])
     loss.backward()
-    return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            out.update({k: g.detach().flatten().clone() for k, g in _split_qkv(name, p.grad).items()})
+    return out
+
+
+#: Summary rows of the gradient table: the paper's mean over the transformer blocks' tensors,
+#: and the mean over every tensor (embeddings, final LayerNorm and output layer included).
+GRADIENT_MEAN = "mean"
+GRADIENT_MEAN_ALL = "mean_all_tensors"
+
+
+def is_block_tensor(name: str) -> bool:
+    """A parameter tensor of a transformer block (embeddings, final LN and output layer are not)."""
+    return name.startswith("blocks.")
 
 
 def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                        device: torch.device | str | None = None) -> pd.DataFrame:
     """Cosine between the two members' gradients per parameter tensor, averaged over pairs.
 
-    The last row, ``parameter == "mean"``, is the mean over tensors.
+    Q, K and V are separate tensors. Two summary rows follow the tensors: ``mean``, the
+    mean over the transformer blocks' tensors (the paper's mean gradient cosine; the
+    clones' embedding gradients are orthogonal by construction), and
+    ``mean_all_tensors``, the mean over every tensor. ``in_mean`` marks the tensors of ``mean``.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()  # no dropout anyway; keeps LN/attention in inference mode
     sums: dict[str, float] = {}
-    for a, b in pairs:
+    for a, b in tqdm(pairs, desc="gradient alignment", unit="pair", disable=None):
         ga = sequence_gradients(model, a, device)
         gb = sequence_gradients(model, b, device)
         for name in ga:
@@ -333,22 +508,41 @@ def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]
         raise LangskewError("alignment: no parallel pairs")
     table = pd.DataFrame({"parameter": list(sums), "cosine_mean": [v / len(pairs) for v in sums.values()],
                           "n": len(pairs)})
-    mean = pd.DataFrame({"parameter": ["mean"], "cosine_mean": [table["cosine_mean"].mean()], "n": [len(pairs)]})
-    return pd.concat([table, mean], ignore_index=True)
+    table["in_mean"] = table["parameter"].map(is_block_tensor)
+    if not table["in_mean"].any():
+        raise LangskewError("alignment: the model has no transformer-block parameters")
+    summary = pd.DataFrame({"parameter": [GRADIENT_MEAN, GRADIENT_MEAN_ALL],
+                            "cosine_mean": [table.loc[table["in_mean"], "cosine_mean"].mean(),
+                                            table["cosine_mean"].mean()],
+                            "n": [len(pairs)] * 2, "in_mean": [False, False]})
+    return pd.concat([table, summary], ignore_index=True)
 
 
 def alignment_job(input, output, params, threads, log, **_):
-    """Snakemake job: representation (per layer) and gradient (per tensor) alignment of L1/L2."""
-    ev = _eval_params(params, ("n_parallel",))
+    """Snakemake job: representation (per layer) and gradient (per tensor) alignment of L1/L2.
+
+    params.eval: ``n_parallel`` (the first n parallel sequences), ``parallel_min_len`` and
+    ``parallel_max_len`` (tokens per packed parallel sequence; at most the model context),
+    ``clone_parallel`` (``parallel``: clones use the packed parallel sentences of their base
+    language, as the authors; ``heldout``: windows of held-out text).
+    """
+    ev = _eval_params(params, ("n_parallel", "parallel_min_len", "parallel_max_len"))
     run = dict(params.run)
     if run["kind"] == "mono":
         raise LangskewError(f"alignment: run {run['id']!r} is monolingual")
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(threads or 1)))
     model, mixture, device = _load_for_eval(input, params, getattr(input, "parallel", None))
-    max_len = min(int(ev.get("max_len", 64)), model.cfg.context)
-    pairs = mixture.parallel(int(ev["n_parallel"]), max_len=max_len)
+    min_len, max_len = int(ev["parallel_min_len"]), int(ev["parallel_max_len"])
+    if max_len > model.cfg.context:
+        raise LangskewError(f"alignment: study_b.eval.parallel_max_len={max_len} exceeds the model context "
+                            f"{model.cfg.context}")
+    source = "parallel" if run["kind"] == "real" else str(ev.get("clone_parallel") or "parallel")
+    pairs = mixture.parallel(int(ev["n_parallel"]), min_len, max_len, source=source)
     pairs = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
+    if len(pairs) < int(ev["n_parallel"]):
+        logging.getLogger(__name__).warning("alignment of %s: %d parallel sequences instead of n_parallel=%d",
+                                            run["id"], len(pairs), int(ev["n_parallel"]))
     match = run["kind"] == "real"
     write_csv(representation_alignment(model, pairs, match, device), output.representation)
     write_csv(gradient_alignment(model, pairs, device), output.gradient)

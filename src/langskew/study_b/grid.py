@@ -38,9 +38,44 @@ def fmt_num(x: float) -> str:
     return f"{float(x):g}"
 
 
+def _base_steps(cfg: dict, size: str) -> int | None:
+    steps = _size_cfg(cfg, size).get("base_steps") or (cfg.get("train") or {}).get("base_steps")
+    return int(steps) if steps else None
+
+
+def _tokens_per_step(cfg: dict, size: str) -> int | None:
+    hp = {**(cfg.get("train") or {}), **(_size_cfg(cfg, size).get("train") or {})}
+    if hp.get("batch_size") is None or hp.get("context") is None:
+        return None
+    return int(hp["batch_size"]) * int(hp["context"])
+
+
+def budget_tokens(cfg: dict, size: str) -> int | None:
+    """Tokens of a 1x run of ``size``: ``train.base_tokens`` (the paper: 1,197,015,040 for every size).
+
+    ``base_steps`` (per size, or under ``train``), when set, defines the budget instead as
+    that many steps at the size's batch size and context.
+    """
+    steps = _base_steps(cfg, size)
+    if steps:
+        per_step = _tokens_per_step(cfg, size)
+        return steps * per_step if per_step else None
+    tokens = (cfg.get("train") or {}).get("base_tokens")
+    if not tokens:
+        raise LangskewError("study_b.train: set base_tokens (tokens of a 1x run) or base_steps")
+    return int(tokens)
+
+
 def _steps(cfg: dict, size: str, scale: float) -> int:
-    base = _size_cfg(cfg, size).get("base_steps") or cfg["train"]["base_steps"]
-    return max(int(round(float(scale) * int(base))), 1)
+    """Optimizer steps of a run: scale x the 1x token budget / tokens per step, rounded down (at least 1)."""
+    steps = _base_steps(cfg, size)
+    if steps:
+        return max(int(round(float(scale) * steps)), 1)
+    per_step = _tokens_per_step(cfg, size)
+    if not per_step:
+        raise LangskewError(f"study_b: size {size!r} needs train.batch_size and train.context to turn "
+                            f"base_tokens into steps")
+    return max(int(float(scale) * budget_tokens(cfg, size) // per_step), 1)
 
 
 def _size_cfg(cfg: dict, size: str) -> dict:
@@ -55,7 +90,10 @@ def _spec(cfg: dict, *, kind: str, size: str, scale: float, base_languages: list
           run_id: str, label: str, mix: str, clone_fraction: float = 1.0, vocab_mode: str | None = None,
           data_fraction: float = 1.0, language: str | None = None) -> dict:
     n_languages = len(schedule[0])
-    return {"id": run_id, "kind": kind, "size": size, "scale": float(scale), "steps": _steps(cfg, size, scale),
+    steps = _steps(cfg, size, scale)
+    per_step = _tokens_per_step(cfg, size)
+    return {"id": run_id, "kind": kind, "size": size, "scale": float(scale), "steps": steps,
+            "tokens": steps * per_step if per_step else None, "budget_tokens": budget_tokens(cfg, size),
             "base_languages": list(base_languages), "n_languages": n_languages,
             "schedule": [[float(p) for p in stage] for stage in schedule], "clone_fraction": float(clone_fraction),
             "vocab_mode": vocab_mode, "data_fraction": float(data_fraction), "language": language,

@@ -328,44 +328,97 @@ class Mixture:
             test = test[:int(max_tokens)]
         return self.map_ids(test, lang_index)
 
-    def parallel(self, n: int, max_len: int = 64, pair: tuple[int, int] = (0, 1)) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``n`` parallel (language a, language b) id sequences of the same content.
+    def parallel(self, n: int, min_len: int, max_len: int, pair: tuple[int, int] = (0, 1),
+                 source: str = "parallel") -> list[tuple[np.ndarray, np.ndarray]]:
+        """The first ``n`` parallel (language a, language b) id sequences of the same content.
 
-        Clones: ``n`` consecutive held-out windows of ``max_len`` base tokens mapped into
-        both languages (identical positions). Real languages: the parallel sentences
-        (``tokens/parallel.npz``) mapped into model ids, each cut to ``max_len``.
+        ``source="parallel"`` (the authors' construction): the parallel sentences
+        (``tokens/parallel.npz``) packed into sequences of ``min_len`` to ``max_len`` tokens
+        on both sides (:func:`pack_parallel`). Real languages use each side in its own
+        language; clones use the cloned base language's side in both clones (identical
+        positions). ``source="heldout"`` (clones only): consecutive held-out windows of
+        ``max_len`` base tokens mapped into both clones.
         """
         a, b = pair
         if self.n_languages < 2 or not (0 <= a < self.n_languages and 0 <= b < self.n_languages):
             raise LangskewError(f"parallel: run {self.run.get('id')!r} has no language pair {pair}")
-        if self.run["kind"] == "clone":
+        if not 1 <= int(min_len) <= int(max_len):
+            raise LangskewError(f"parallel: need 1 <= parallel_min_len <= parallel_max_len, got {min_len}, {max_len}")
+        if source not in ("parallel", "heldout"):
+            raise LangskewError(f"parallel: source {source!r} is not one of parallel, heldout")
+        if self.run["kind"] == "clone" and source == "heldout":
             test = self.streams[0].test
             n_avail = len(test) // max_len
             if n_avail == 0:
                 raise LangskewError(f"parallel: held-out stream shorter than {max_len} tokens")
             windows = [test[i * max_len:(i + 1) * max_len] for i in range(min(n, n_avail))]
             return [(self.map_ids(w, a), self.map_ids(w, b)) for w in windows]
-        return self._real_parallel(n, max_len, a, b)
-
-    def _real_parallel(self, n: int, max_len: int, a: int, b: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if self.parallel_path is None or not Path(self.parallel_path).exists():
             raise LangskewError(f"parallel: no parallel.npz for run {self.run.get('id')!r} "
                                 f"(looked for {self.parallel_path})")
-        data = np.load(self.parallel_path)
-        keys = {name: (f"{self.streams[self.source[k]].language}_ids",
-                       f"{self.streams[self.source[k]].language}_offsets") for k, name in ((a, "a"), (b, "b"))}
-        for ids_key, off_key in keys.values():
-            if ids_key not in data or off_key not in data:
-                raise LangskewError(f"{self.parallel_path}: arrays {ids_key!r}/{off_key!r} are missing")
-        out = []
-        n_sent = len(data[keys["a"][1]]) - 1
-        for i in range(min(n, n_sent)):
-            pair_ids = []
-            for k, (ids_key, off_key) in ((a, keys["a"]), (b, keys["b"])):
-                off = data[off_key]
-                pair_ids.append(self.map_ids(data[ids_key][off[i]:off[i + 1]][:max_len], k))
-            out.append((pair_ids[0], pair_ids[1]))
-        return out
+        packed = load_packed_parallel(self.parallel_path, int(min_len), int(max_len))
+        langs = [self.streams[self.source[k]].language for k in (a, b)]
+        for lang in langs:
+            if lang not in packed:
+                raise LangskewError(f"{self.parallel_path}: no parallel sentences of language {lang!r} "
+                                    f"(has {sorted(packed)}); for clones set study_b.eval.clone_parallel: heldout")
+        if not packed[langs[0]]:
+            raise LangskewError(f"{self.parallel_path}: no parallel sequence of {min_len} to {max_len} tokens could "
+                                f"be packed; lower study_b.eval.parallel_min_len or add sentences")
+        return [(self.map_ids(sa, a), self.map_ids(sb, b))
+                for sa, sb in zip(packed[langs[0]][:n], packed[langs[1]][:n])]
+
+
+def pack_parallel(sides: dict[str, Sequence[np.ndarray]], min_len: int, max_len: int) -> dict[str, list[np.ndarray]]:
+    """Pack parallel sentences into parallel sequences, as the authors built theirs.
+
+    Sentences are taken in order; a sentence pair longer than ``max_len`` on any side is
+    skipped. A pair joins the current sequence while every side stays within ``max_len``
+    tokens; otherwise the current sequence is closed (and dropped when a side is shorter
+    than ``min_len``) and the pair starts the next one. The last sequence is kept only when
+    every side reaches ``min_len``. Returns {language: list of sequences}, aligned by index.
+    """
+    langs = list(sides)
+    n = {len(v) for v in sides.values()}
+    if len(n) != 1:
+        raise LangskewError(f"parallel: sides have different numbers of sentences: "
+                            f"{ {k: len(v) for k, v in sides.items()} }")
+    out: dict[str, list[np.ndarray]] = {lang: [] for lang in langs}
+    current: dict[str, list[np.ndarray]] = {lang: [] for lang in langs}
+    lengths = dict.fromkeys(langs, 0)
+
+    def close() -> None:
+        if all(lengths[lang] >= min_len for lang in langs):
+            for lang in langs:
+                out[lang].append(np.concatenate(current[lang]).astype(np.int64))
+
+    for i in range(n.pop() if n else 0):
+        sent = {lang: np.asarray(sides[lang][i]) for lang in langs}
+        if any(len(v) > max_len for v in sent.values()):
+            continue
+        if not all(lengths[lang] + len(sent[lang]) <= max_len for lang in langs):
+            close()
+            current = {lang: [] for lang in langs}
+            lengths = dict.fromkeys(langs, 0)
+        for lang in langs:
+            current[lang].append(sent[lang])
+            lengths[lang] += len(sent[lang])
+    if any(lengths.values()):
+        close()
+    return out
+
+
+def load_packed_parallel(path: str | os.PathLike, min_len: int, max_len: int) -> dict[str, list[np.ndarray]]:
+    """The sentences of ``parallel.npz`` (``{lang}_ids`` / ``{lang}_offsets``) packed by :func:`pack_parallel`."""
+    data = np.load(path)
+    langs = sorted(k[:-len("_ids")] for k in data.files if k.endswith("_ids"))
+    sides = {}
+    for lang in langs:
+        if f"{lang}_offsets" not in data.files:
+            raise LangskewError(f"{path}: array {lang + '_offsets'!r} is missing")
+        ids, off = data[f"{lang}_ids"], data[f"{lang}_offsets"]
+        sides[lang] = [ids[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    return pack_parallel(sides, min_len, max_len)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """A small GPT-2 style decoder (nanoGPT-like) for the Study B pretraining runs.
 
-Pre-LN blocks, learned positions, untied input/output embeddings, GELU MLP (4x), no
-dropout, N(0, 0.02) initialisation with the residual projections scaled by
-1/sqrt(2 * n_layer) (GPT-2). Attention goes through
+As the authors' model: pre-LN blocks, token embeddings multiplied by sqrt(d_model) before
+the learned positions are added, untied input/output embeddings, tanh-approximated GELU
+MLP (4x), no dropout, N(0, 0.02) initialisation with only the MLP output projection
+scaled by 1/sqrt(2 * n_layer) (the attention output projection keeps std 0.02).
+Attention goes through
 ``torch.nn.functional.scaled_dot_product_attention(is_causal=True)``: no causal mask is
 materialised and PyTorch picks a fused (flash / memory-efficient) kernel where it can.
 
@@ -98,7 +100,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
 class Block(nn.Module):
@@ -125,6 +127,7 @@ class GPT(nn.Module):
         if attention not in ATTENTION:
             raise LangskewError(f"model: unknown attention {attention!r}; expected one of {sorted(ATTENTION)}")
         self.cfg = cfg
+        self.embed_scale = math.sqrt(cfg.d_model)  # token embeddings scaled before positions are added
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.context, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, ATTENTION[attention]) for _ in range(cfg.n_layer))
@@ -132,8 +135,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # untied from wte
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
-        for block in self.blocks:
-            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+        for block in self.blocks:  # only the MLP output projection (the authors' init)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
 
     @staticmethod
@@ -158,7 +160,7 @@ class GPT(nn.Module):
         if t > self.cfg.context:
             raise LangskewError(f"model: sequence length {t} exceeds the context {self.cfg.context}")
         pos = torch.arange(t, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
+        x = self.wte(idx) * self.embed_scale + self.wpe(pos)
         hidden = []
         for block in self.blocks:
             x = block(x)

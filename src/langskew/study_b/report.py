@@ -1,7 +1,9 @@
-"""Study B report: our numbers beside the published ones (papers.md), as tables and figures.
+"""Study B report: our numbers beside the published ones (docs/studies.md), as tables and figures.
 
 Tables (CSV + Markdown under ``{outdir}/report/study_b/``):
-``perplexity`` (Table 1 analogue), ``token_efficiency`` (MLTE, TEff, MLPE),
+``perplexity`` (Table 1 analogue), ``token_efficiency`` (MLTE, TEff, MLPE with bootstrap
+intervals and the fit's reliability), ``scaling_fit`` (monolingual points, fitted values,
+residuals, parameters at a bound),
 ``representation_alignment`` (cosine per layer), ``gradient_alignment`` (mean cosine),
 ``en_fr`` (EN/FR perplexity by p(FR) and vocabulary). Figures: perplexity against p(L2)
 with the MLPE line, and representation alignment per layer.
@@ -26,7 +28,7 @@ from langskew.io import read_json, save_figure, write_table
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
-# Published figures (Schafer et al. 2024, as summarised in papers.md)
+# Published figures (Schafer et al. 2024; listed in docs/studies.md)
 # (kind, size, scale, mix, vocab_mode, language) -> value
 # ---------------------------------------------------------------------------------------
 _PPL_ROWS: list[tuple[str, str, float, str, str | None, dict[str, float]]] = [
@@ -127,23 +129,42 @@ def perplexity_table(runs: Sequence[dict], ppl: dict[str, dict[str, float]]) -> 
                                        "language", "ppl", "published_ppl"])
 
 
+TEFF_COLUMNS = ["run", "label", "size", "scale", "language", "ppl", "tokens_seen", "budget_tokens", "MLTE", "TEff",
+                "TEff_lo", "TEff_hi", "MLPE", "MLPE_lo", "MLPE_hi", "published_TEff", "fit_reliable", "fit_at_bound",
+                "fit_max_rel_error", "c", "a", "b"]
+
+
 def token_efficiency_table(runs: Sequence[dict], fits: pd.DataFrame) -> pd.DataFrame:
-    """The fits' MLTE / TEff / MLPE per (run, language) with the published TEff where known."""
+    """The fits' MLTE / TEff / MLPE per (run, language), their bootstrap intervals and the fit's
+    reliability, with the published TEff where known."""
     by_id = {r["id"]: r for r in runs}
-    cols = ["run", "label", "size", "scale", "language", "ppl", "tokens_seen", "MLTE", "TEff", "MLPE",
-            "published_TEff", "c", "a", "b"]
     if fits.empty:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=TEFF_COLUMNS)
     unknown = sorted(set(fits["run"]) - set(by_id))
     if unknown:
         raise LangskewError(f"token efficiency: fit rows name unknown run {unknown[0]!r}")
     rows = []
     for rec in fits.to_dict("records"):
         run = by_id[rec["run"]]
-        rows.append({**_run_cols(run), **{k: rec.get(k) for k in cols[4:10] if k in rec},
-                     "published_TEff": published("teff", run, rec["language"]),
-                     **{k: rec.get(k) for k in ("c", "a", "b")}})
-    return pd.DataFrame(rows, columns=cols)
+        row = {**_run_cols(run), **{k: rec.get(k, math.nan) for k in TEFF_COLUMNS if k not in ("run", "label", "size",
+                                                                                               "scale")}}
+        row["published_TEff"] = published("teff", run, rec["language"])
+        at_bound = rec.get("fit_at_bound")
+        row["fit_at_bound"] = "" if at_bound is None or (isinstance(at_bound, float) and math.isnan(at_bound)) \
+            else str(at_bound)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TEFF_COLUMNS)
+
+
+def scaling_fit_table(points: pd.DataFrame) -> pd.DataFrame:
+    """The monolingual points of every fit with fitted values, residuals and parameters at a bound."""
+    cols = ["size", "language", "run", "x", "ppl", "fitted_ppl", "ppl_rel_error", "inv_ppl", "fitted_inv_ppl",
+            "residual", "c", "a", "b", "fit_at_bound"]
+    if points.empty:
+        return pd.DataFrame(columns=cols)
+    out = points.reindex(columns=cols).copy()
+    out["fit_at_bound"] = out["fit_at_bound"].fillna("").astype(str)
+    return out
 
 
 def representation_table(runs: Sequence[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -162,17 +183,24 @@ def representation_table(runs: Sequence[dict], tables: dict[str, pd.DataFrame]) 
 
 
 def gradient_table(runs: Sequence[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Mean gradient cosine over parameter tensors per run (the ``mean`` row) with the published one."""
+    """Mean gradient cosine per run with the published one.
+
+    ``mean_cosine``: over the transformer blocks' tensors (the ``mean`` row; the paper's
+    measure). ``mean_cosine_all_tensors``: over every tensor (the ``mean_all_tensors`` row).
+    """
     rows = []
     for run in runs:
         if run["id"] not in tables:
             continue
-        t = tables[run["id"]]
-        mean = t.loc[t["parameter"] == "mean", "cosine_mean"]
-        value = float(mean.iloc[0]) if len(mean) else float(t["cosine_mean"].mean())
-        rows.append({**_run_cols(run), "mean_cosine": value, "n": int(t["n"].iloc[0]) if "n" in t else None,
+        t = tables[run["id"]].set_index("parameter")["cosine_mean"]
+        if "mean" not in t.index:
+            raise LangskewError(f"gradient alignment of {run['id']!r}: no 'mean' row (blocks' tensors)")
+        rows.append({**_run_cols(run), "mean_cosine": float(t["mean"]),
+                     "mean_cosine_all_tensors": float(t.get("mean_all_tensors", math.nan)),
+                     "n": int(tables[run["id"]]["n"].iloc[0]) if "n" in tables[run["id"]] else None,
                      "published_mean_cosine": published("gradient", run)})
-    return pd.DataFrame(rows, columns=["run", "label", "size", "scale", "mean_cosine", "n", "published_mean_cosine"])
+    return pd.DataFrame(rows, columns=["run", "label", "size", "scale", "mean_cosine", "mean_cosine_all_tensors", "n",
+                                       "published_mean_cosine"])
 
 
 def real_pair_table(runs: Sequence[dict], ppl: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -263,21 +291,26 @@ def alignment_figure(rep: pd.DataFrame):
 # ---------------------------------------------------------------------------------------
 TITLES = {
     "perplexity": "Study B: held-out perplexity per run and language (published where known)",
-    "token_efficiency": "Study B: monolingual token equivalence (MLTE), token efficiency (TEff) and MLPE",
+    "token_efficiency": "Study B: monolingual token equivalence (MLTE), token efficiency (TEff) and MLPE, "
+                        "with 95% bootstrap intervals over the monolingual points and the fit's reliability",
+    "scaling_fit": "Study B: monolingual scaling fits 1/PPL = c - a x^-b, residuals and parameters at a bound",
     "representation_alignment": "Study B: representation alignment (cosine of parallel hidden states) per layer",
-    "gradient_alignment": "Study B: gradient alignment (mean cosine over parameter tensors)",
+    "gradient_alignment": "Study B: gradient alignment (mean cosine over the transformer blocks' tensors, Q/K/V "
+                          "separate; and over all tensors)",
     "en_fr": "Study B: real languages, perplexity by share of the second language and vocabulary",
 }
 
 
 def build_tables(runs: Sequence[dict], ppl: dict[str, dict[str, float]], fits: pd.DataFrame,
-                 representation: dict[str, pd.DataFrame], gradient: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+                 representation: dict[str, pd.DataFrame], gradient: dict[str, pd.DataFrame],
+                 fit_points: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """All report tables from the runs' results (pure; the job reads the files)."""
     missing = [r["id"] for r in runs if r["id"] not in ppl]
     if missing:
         raise LangskewError(f"report: no perplexities for run {missing[0]!r}")
     return {"perplexity": perplexity_table(runs, ppl),
             "token_efficiency": token_efficiency_table(runs, fits),
+            "scaling_fit": scaling_fit_table(fit_points if fit_points is not None else pd.DataFrame()),
             "representation_alignment": representation_table(runs, representation),
             "gradient_alignment": gradient_table(runs, gradient),
             "en_fr": real_pair_table(runs, ppl)}
@@ -293,7 +326,9 @@ def report_b_job(input, output, params, threads, log, **_) -> None:
     fits = pd.concat([pd.read_csv(p) for p in input.fits], ignore_index=True) if len(input.fits) else pd.DataFrame()
     representation = {rid: pd.read_csv(p) for rid, p in zip(bilingual, input.representation)}
     gradient = {rid: pd.read_csv(p) for rid, p in zip(bilingual, input.gradient)}
-    tables = build_tables(runs, ppl, fits, representation, gradient)
+    points_files = list(getattr(input, "fit_points", None) or [])
+    points = pd.concat([pd.read_csv(p) for p in points_files], ignore_index=True) if points_files else pd.DataFrame()
+    tables = build_tables(runs, ppl, fits, representation, gradient, points)
     for name, df in tables.items():
         write_table(df, output[name], output[f"{name}_md"], TITLES[name])
     save_figure(perplexity_figure(tables["perplexity"], tables["token_efficiency"]), output.perplexity_vs_p)
