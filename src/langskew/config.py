@@ -17,7 +17,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from .errors import LangskewError
-from .study_a.subsets import parse_ratio
+from .study_a.ratios import parse_ratio
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from langskew import io
 from langskew.errors import LangskewError
+from langskew.study_a.ratios import parse_ratio
 from langskew.study_a.weights import class_weight_table
 
 logger = logging.getLogger(__name__)
@@ -23,22 +24,6 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 VARIANTS = ("balanced", "imbalanced")
 COUNT_COLUMNS = ["split", "variant", "language", "label", "n"]
-
-
-def parse_ratio(ratio: str, n_classes: int, language: str = "?") -> list[Fraction]:
-    """Ratio string -> r_c as exact fractions of the largest part."""
-    parts = [p.strip() for p in str(ratio).split(":")]
-    if len(parts) != n_classes:
-        raise LangskewError(f"ratio {ratio!r} for language {language!r} has {len(parts)} parts "
-                            f"but there are {n_classes} labels")
-    try:
-        values = [Fraction(p) for p in parts]
-    except (ValueError, ZeroDivisionError):
-        raise LangskewError(f"ratio {ratio!r} for language {language!r} is not numbers joined by ':'") from None
-    if any(v <= 0 for v in values):
-        raise LangskewError(f"ratio {ratio!r} for language {language!r} has a part <= 0")
-    top = max(values)
-    return [v / top for v in values]
 
 
 def _sizes(r: Sequence[Fraction], split_size: int, n_classes: int) -> list[int]:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from langskew.errors import LangskewError
 from langskew.io import read_json
@@ -315,6 +314,8 @@ class Mixture:
             start = self._chunk(s, context, int(step) * global_b + slot) * context
             seq = self.map_ids(self.streams[s].train[start:start + context + 1], k)
             x[row], y[row] = seq[:-1], seq[1:]
+        import torch  # here, not at the top: the workflow imports this module while it parses
+
         return dict(x=torch.from_numpy(x), y=torch.from_numpy(y),
                     lang=torch.from_numpy(langs[lo:lo + batch_size].astype(np.int64)))
 
