@@ -1,6 +1,6 @@
 
 
-# --- tiny encoder models for probe / SHAP tests (appended by the probe/SHAP helper) ---------
+# --- tiny encoder models for probe / SHAP tests ---------
 
 TINY_WORDS = {
     "en": "the cat dog runs fast slow good bad house tree water blue red green happy sad".split(),
@@ -65,7 +65,7 @@ def build_tiny_encoder(path, kind: str = "bert", num_labels: int = 3, seed: int 
     return path
 
 
-# --- learnable classification frames + job plumbing for fine-tuning tests (finetune helper) ---
+# --- learnable classification frames + job plumbing for fine-tuning tests ---
 
 def make_tiny_classification_frames(out_dir=None, languages=("en", "fr"), n_classes: int = 3,
                                     sizes=None, pair: bool = True, seed: int = 0):
@@ -109,7 +109,7 @@ def named(**entries):
     return Namedlist(fromdict=entries)
 
 
-# --- Study B token streams (appended by the Study B data helper) ---------------------------
+# --- Study B token streams ---------------------------
 
 def write_fake_token_stream(folder, language: str = "en", vocab_size: int = 50, n_train: int = 5000,
                             n_test: int = 1000, seed: int = 0, pad_id: int = 0, eod_id: int = 2):
@@ -167,7 +167,7 @@ def build_study_b_tokens(out_dir, n_documents: int = 300, vocab_size: int = 400,
     return {"metas": metas, "parallel": str(npz), "tokenizers": models}
 
 
-# --- hub-style dataset folders for source tests (appended by the Study A data helper) -------
+# --- hub-style dataset folders for source tests -------
 
 def write_hub_style_dataset(root, frames):
     """Lay out ``{config_name: {split: DataFrame}}`` under ``root`` like a hub dataset repo.
