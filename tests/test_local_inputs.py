@@ -82,7 +82,7 @@ def _mark_done(conf):
         if line.strip().startswith("output:"):
             for path in line.split("output:", 1)[1].split(","):
                 path = Path(path.strip())
-                if path.name == "model" and path.parent.parent.name == "runs":  # directory() output
+                if path.name == "model":  # directory() outputs: both studies' saved models
                     path.mkdir(parents=True, exist_ok=True)
                 else:
                     path.parent.mkdir(parents=True, exist_ok=True)
