@@ -20,8 +20,8 @@ include: "rules/curves.smk"
 
 
 rule all:
+    default_target: True
     input:
         study_a_targets(),
         study_b_targets(),
         curve_targets(),
-    default_target: True

@@ -14,13 +14,19 @@ from langskew import config as lsconfig
 # envs/*.yaml install the package from ${LANGSKEW_SOURCE}: this workflow's folder when it is on
 # local disk (a remote module must set LANGSKEW_SOURCE itself, e.g. to a git URL).
 if isinstance(workflow.current_basedir, LocalSourceFile):
-    os.environ.setdefault("LANGSKEW_SOURCE", str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent))
+    os.environ.setdefault(
+        "LANGSKEW_SOURCE",
+        str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent),
+    )
 
 try:
-    lsconfig.validate_config(config, schema_files={
-        "config": workflow.source_path("../schemas/config.schema.yaml"),
-        "study_b": workflow.source_path("../schemas/study_b.schema.yaml"),
-    })
+    lsconfig.validate_config(
+        config,
+        schema_files={
+            "config": workflow.source_path("../schemas/config.schema.yaml"),
+            "study_b": workflow.source_path("../schemas/study_b.schema.yaml"),
+        },
+    )
 except lsconfig.ConfigError as err:
     raise WorkflowError(f"langskew: {err}") from None
 
@@ -66,17 +72,21 @@ def model_input(model):
 
 def model_resources(key, default=None):
     """A SLURM resource of the model wildcard's GPU jobs (see README, Running on a cluster)."""
+
     def get(wildcards, attempt=1):
         res = config["models"][wildcards.model].get("resources", {})
         value = res.get(key, default)
         if key == "runtime":
             return int(value) * attempt  # a retried job (timeout) gets more time
         return "" if value is None else value
+
     return get
 
 
 def model_threads(wildcards):
-    return int(config["models"][wildcards.model].get("resources", {}).get("cpus_per_gpu", 1))
+    return int(
+        config["models"][wildcards.model].get("resources", {}).get("cpus_per_gpu", 1)
+    )
 
 
 def finetune_hp(w):
@@ -96,14 +106,22 @@ def _local_paths(patterns):
 def local_dataset_files(w):
     """Study A: the train/validation/test files of a local dataset."""
     ds = config["datasets"][w.dataset]
-    return _local_paths([ds["local"][s] for s in SPLITS]) if ds["source"] == "local" else []
+    return (
+        _local_paths([ds["local"][s] for s in SPLITS])
+        if ds["source"] == "local"
+        else []
+    )
 
 
 def local_corpus_files(w):
     """Study B: the text files of a local base-language corpus."""
     spec = config["study_b"]["languages"][w.lang]
     local = spec.get("local") or {}
-    return _local_paths(local.get("train")) + _local_paths(local.get("test")) if spec["source"] == "local" else []
+    return (
+        _local_paths(local.get("train")) + _local_paths(local.get("test"))
+        if spec["source"] == "local"
+        else []
+    )
 
 
 def local_parallel_files(w):
@@ -128,11 +146,26 @@ def study_a_targets():
     if not SA["enabled"]:
         return []
     rep = f"{OUT}/report/study_a"
-    tables = ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts", "language_reliance"]
-    return ([f"{rep}/{t}.csv" for t in tables] + [f"{rep}/{t}.md" for t in tables]
-            + [f"{rep}/accuracy.png"] + diagnosis_targets()
-            + [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/differences.png"
-               for d in sa_datasets() for m in sa_models() for s in SA["seeds"]])
+    tables = [
+        "accuracy",
+        "lid",
+        "shap_cumulative",
+        "class_weights",
+        "subset_counts",
+        "language_reliance",
+    ]
+    return (
+        [f"{rep}/{t}.csv" for t in tables]
+        + [f"{rep}/{t}.md" for t in tables]
+        + [f"{rep}/accuracy.png"]
+        + diagnosis_targets()
+        + [
+            f"{OUT}/study_a/shap/{d}/{m}/seed{s}/differences.png"
+            for d in sa_datasets()
+            for m in sa_models()
+            for s in SA["seeds"]
+        ]
+    )
 
 
 def probe_params(w):
@@ -144,13 +177,25 @@ def _report_a_inputs(wildcards):
     base = [(d, m) for d in sa_datasets() for m in sa_models()]
     shap = [(d, m, s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]]
     return {
-        "accuracy": [f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/accuracy.csv" for d, m, c, s in runs],
-        "reliance": [f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/reliance.csv" for d, m, c, s in runs],
+        "accuracy": [
+            f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/accuracy.csv"
+            for d, m, c, s in runs
+        ],
+        "reliance": [
+            f"{OUT}/study_a/eval/{d}/{m}/{c}/seed{s}/reliance.csv"
+            for d, m, c, s in runs
+        ],
         "lid": [f"{OUT}/study_a/probe/{d}/{m}/{c}/seed{s}.csv" for d, m, c, s in runs]
         + [f"{OUT}/study_a/probe/{d}/{m}/base.csv" for d, m in base],
-        "shap": [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/cumulative.csv" for d, m, s in shap],
-        "informative": [f"{OUT}/study_a/shap/{d}/{m}/seed{s}/informative.csv" for d, m, s in shap],
-        "class_weights": [f"{OUT}/study_a/subsets/{d}/class_weights.csv" for d in sa_datasets()],
+        "shap": [
+            f"{OUT}/study_a/shap/{d}/{m}/seed{s}/cumulative.csv" for d, m, s in shap
+        ],
+        "informative": [
+            f"{OUT}/study_a/shap/{d}/{m}/seed{s}/informative.csv" for d, m, s in shap
+        ],
+        "class_weights": [
+            f"{OUT}/study_a/subsets/{d}/class_weights.csv" for d in sa_datasets()
+        ],
         "counts": [f"{OUT}/study_a/subsets/{d}/counts.csv" for d in sa_datasets()],
     }
 
@@ -158,10 +203,23 @@ def _report_a_inputs(wildcards):
 def _report_a_ids():
     runs = list(sa_runs())
     return {
-        "accuracy_ids": [dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs],
-        "lid_ids": [dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs]
-        + [dict(dataset=d, model=m, condition="base", seed=None) for d in sa_datasets() for m in sa_models()],
-        "shap_ids": [dict(dataset=d, model=m, seed=s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]],
+        "accuracy_ids": [
+            dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs
+        ],
+        "lid_ids": [
+            dict(dataset=d, model=m, condition=c, seed=s) for d, m, c, s in runs
+        ]
+        + [
+            dict(dataset=d, model=m, condition="base", seed=None)
+            for d in sa_datasets()
+            for m in sa_models()
+        ],
+        "shap_ids": [
+            dict(dataset=d, model=m, seed=s)
+            for d in sa_datasets()
+            for m in sa_models()
+            for s in SA["seeds"]
+        ],
         "dataset_ids": [dict(dataset=d) for d in sa_datasets()],
     }
 
@@ -170,27 +228,46 @@ REP_A = f"{OUT}/report/study_a"
 
 
 # --- Study A: diagnosis of language-label skew -----------------------------------------------
-DIAGNOSIS_STAGES = ["data", "subsets"]  # the normalised splits; the balanced/imbalanced subsets
+DIAGNOSIS_STAGES = [
+    "data",
+    "subsets",
+]  # the normalised splits; the balanced/imbalanced subsets
 
 
 def diagnose_inputs(w):
     """One Parquet file per {variant}_{split}: variant "original" for the normalised data."""
     if w.stage == "data":
-        return {f"original_{s}": f"{OUT}/study_a/data/{w.dataset}/{s}.parquet" for s in SPLITS}
-    return {f"{v}_{s}": f"{OUT}/study_a/subsets/{w.dataset}/{v}_{s}.parquet" for v in VARIANTS for s in SPLITS}
+        return {
+            f"original_{s}": f"{OUT}/study_a/data/{w.dataset}/{s}.parquet"
+            for s in SPLITS
+        }
+    return {
+        f"{v}_{s}": f"{OUT}/study_a/subsets/{w.dataset}/{v}_{s}.parquet"
+        for v in VARIANTS
+        for s in SPLITS
+    }
 
 
 def diagnosis_files(kind):
     suffix = {"summary": ".csv", "cells": "_cells.csv", "figure": ".png"}[kind]
-    return [f"{OUT}/study_a/diagnosis/{d}/{st}{suffix}" for d in sa_datasets() for st in DIAGNOSIS_STAGES]
+    return [
+        f"{OUT}/study_a/diagnosis/{d}/{st}{suffix}"
+        for d in sa_datasets()
+        for st in DIAGNOSIS_STAGES
+    ]
 
 
 def diagnosis_targets():
     rep = f"{OUT}/report/study_a"
-    return [f"{rep}/diagnosis.csv", f"{rep}/diagnosis.md", f"{rep}/diagnosis_cells.csv"] + diagnosis_files("figure")
+    return [
+        f"{rep}/diagnosis.csv",
+        f"{rep}/diagnosis.md",
+        f"{rep}/diagnosis_cells.csv",
+    ] + diagnosis_files("figure")
 
 
 def curve_targets():
     """Training-curve figures (rules/curves.smk); REP_B and SB_ON come from rules/study_b_common.smk."""
     return ([f"{REP_A}/training_curves.png"] if SA["enabled"] else []) + (
-        [f"{REP_B}/training_curves.png"] if SB_ON else [])
+        [f"{REP_B}/training_curves.png"] if SB_ON else []
+    )

@@ -3,7 +3,8 @@
 # network access, then the workflow with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1.
 
 
-localrules: prefetch
+localrules:
+    prefetch,
 
 
 rule prefetch:
@@ -11,12 +12,12 @@ rule prefetch:
     output:
         csv=f"{OUT}/prefetch/hub.csv",
         md=f"{OUT}/prefetch/hub.md",
-    params:
-        config=lambda w: config,
     log:
         f"{LOGS}/prefetch.log",
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda w: config,
     script:
         script_path("prefetch")

@@ -18,15 +18,15 @@ rule prepare_dataset:
         validation=f"{OUT}/study_a/data/{{dataset}}/validation.parquet",
         test=f"{OUT}/study_a/data/{{dataset}}/test.parquet",
         meta=f"{OUT}/study_a/data/{{dataset}}/meta.json",
+    log:
+        f"{LOGS}/study_a/prepare_dataset/{{dataset}}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         name=lambda w: w.dataset,
         spec=lambda w: lsconfig.dataset_source_spec(config, w.dataset),
         seed=lambda w: config["datasets"][w.dataset]["seed"],
-    log:
-        f"{LOGS}/study_a/prepare_dataset/{{dataset}}.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
     script:
         script_path("study_a_prepare_dataset")
 
@@ -45,17 +45,17 @@ rule build_subsets:
         },
         counts=f"{OUT}/study_a/subsets/{{dataset}}/counts.csv",
         class_weights=f"{OUT}/study_a/subsets/{{dataset}}/class_weights.csv",
+    log:
+        f"{LOGS}/study_a/build_subsets/{{dataset}}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         languages=lambda w: config["datasets"][w.dataset]["languages"],
         labels=lambda w: config["datasets"][w.dataset]["labels"],
         n_classes=lambda w: len(config["datasets"][w.dataset]["labels"]),
         ratios=lambda w: config["datasets"][w.dataset]["ratios"],
         split_sizes=lambda w: config["datasets"][w.dataset]["split_sizes"],
-    log:
-        f"{LOGS}/study_a/build_subsets/{{dataset}}.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
     script:
         script_path("study_a_build_subsets")
 
@@ -74,17 +74,17 @@ rule diagnose:
             category="Study A",
             subcategory="Diagnosis",
         ),
+    log:
+        f"{LOGS}/study_a/diagnose/{{dataset}}/{{stage}}.log",
     wildcard_constraints:
         stage="data|subsets",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         dataset=lambda w: w.dataset,
         languages=lambda w: config["datasets"][w.dataset]["languages"],
         labels=lambda w: config["datasets"][w.dataset]["labels"],
-    log:
-        f"{LOGS}/study_a/diagnose/{{dataset}}/{{stage}}.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
     script:
         script_path("study_a_diagnose")
 
@@ -95,14 +95,24 @@ rule report_diagnosis:
         summary=diagnosis_files("summary"),
         cells=diagnosis_files("cells"),
     output:
-        csv=report(f"{REP_A}/diagnosis.csv", caption="../report/diagnosis.rst", category="Study A", subcategory="Diagnosis"),
+        csv=report(
+            f"{REP_A}/diagnosis.csv",
+            caption="../report/diagnosis.rst",
+            category="Study A",
+            subcategory="Diagnosis",
+        ),
         md=f"{REP_A}/diagnosis.md",
-        cells=report(f"{REP_A}/diagnosis_cells.csv", caption="../report/diagnosis_cells.rst", category="Study A", subcategory="Diagnosis"),
+        cells=report(
+            f"{REP_A}/diagnosis_cells.csv",
+            caption="../report/diagnosis_cells.rst",
+            category="Study A",
+            subcategory="Diagnosis",
+        ),
     log:
         f"{LOGS}/study_a/report_diagnosis.log",
-    threads: 1
     conda:
         "../envs/data.yaml"
+    threads: 1
     script:
         script_path("study_a_report_diagnosis")
 
@@ -111,17 +121,19 @@ rule build_tiny_model:
     """A tiny BERT-style encoder and WordPiece tokenizer trained on the study's corpora,
     saved with save_pretrained and loaded later exactly like a hub checkpoint."""
     input:
-        data=lambda w: expand(f"{OUT}/study_a/data/{{d}}/train.parquet", d=sa_datasets()),
+        data=lambda w: expand(
+            f"{OUT}/study_a/data/{{d}}/train.parquet", d=sa_datasets()
+        ),
     output:
         directory(f"{OUT}/models/{{model}}"),
+    log:
+        f"{LOGS}/models/{{model}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
     params:
         arch=lambda w: config["models"][w.model]["tiny"],
         seed=lambda w: config["models"][w.model]["tiny"]["seed"],
-    log:
-        f"{LOGS}/models/{{model}}.log",
-    threads: 1
-    conda:
-        "../envs/torch.yaml"
     script:
         script_path("study_a_build_tiny_model")
 
@@ -138,10 +150,23 @@ rule finetune:
             }
         ),
     output:
-        model=directory(f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/model"),
+        model=directory(
+            f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/model"
+        ),
         metrics=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/metrics.json",
         predictions=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/predictions.parquet",
         curve=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/curve.csv",
+    log:
+        f"{LOGS}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: model_threads
+    resources:
+        gpu=model_resources("gpu", 1),
+        gpu_model=model_resources("gpu_model"),
+        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
+        mem_mb=model_resources("mem_mb", 32000),
+        runtime=model_resources("runtime", 720),
     params:
         model=lambda w: lsconfig.model_spec(config, w.model),
         labels=lambda w: config["datasets"][w.dataset]["labels"],
@@ -151,17 +176,6 @@ rule finetune:
         seed=lambda w: int(w.seed),
         ckpt_dir=lambda w: f"{CKPT}/study_a/{w.dataset}/{w.model}/{w.condition}/seed{w.seed}",
         keep_checkpoints=config["keep_checkpoints"],
-    log:
-        f"{LOGS}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
-    threads: model_threads
-    resources:
-        gpu=model_resources("gpu", 1),
-        gpu_model=model_resources("gpu_model"),
-        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
-        mem_mb=model_resources("mem_mb", 32000),
-        runtime=model_resources("runtime", 720),
-    conda:
-        "../envs/torch.yaml"
     script:
         script_path("study_a_finetune")
 
@@ -177,15 +191,15 @@ rule evaluate:
         accuracy=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/accuracy.csv",
         distribution=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/distribution.csv",
         reliance=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/reliance.csv",
+    log:
+        f"{LOGS}/study_a/evaluate/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         labels=lambda w: config["datasets"][w.dataset]["labels"],
         reliance_test="balanced",
         reliance_reference="imbalanced",
-    log:
-        f"{LOGS}/study_a/evaluate/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
     script:
         script_path("study_a_evaluate")
 
@@ -197,12 +211,10 @@ rule probe:
         data=lambda w: test_file(w.dataset, config["datasets"][w.dataset]["probe_test"]),
     output:
         f"{OUT}/study_a/probe/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.csv",
-    params:
-        settings=probe_params,
-        model=lambda w: lsconfig.model_spec(config, w.model),
-        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
     log:
         f"{LOGS}/study_a/probe/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+    conda:
+        "../envs/torch.yaml"
     threads: model_threads
     resources:
         gpu=model_resources("gpu", 1),
@@ -210,8 +222,10 @@ rule probe:
         cpus_per_gpu=model_resources("cpus_per_gpu", 8),
         mem_mb=model_resources("mem_mb", 32000),
         runtime=model_resources("runtime", 720),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        settings=probe_params,
+        model=lambda w: lsconfig.model_spec(config, w.model),
+        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
     script:
         script_path("study_a_probe")
 
@@ -221,18 +235,18 @@ rule probe_base:
     input:
         unpack(
             lambda w: {
-                "data": test_file(w.dataset, config["datasets"][w.dataset]["probe_test"]),
+                "data": test_file(
+                    w.dataset, config["datasets"][w.dataset]["probe_test"]
+                ),
                 **({"model": model_input(w.model)} if model_input(w.model) else {}),
             }
         ),
     output:
         f"{OUT}/study_a/probe/{{dataset}}/{{model}}/base.csv",
-    params:
-        settings=probe_params,
-        model=lambda w: lsconfig.model_spec(config, w.model),
-        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
     log:
         f"{LOGS}/study_a/probe/{{dataset}}/{{model}}/base.log",
+    conda:
+        "../envs/torch.yaml"
     threads: model_threads
     resources:
         gpu=model_resources("gpu", 1),
@@ -240,8 +254,10 @@ rule probe_base:
         cpus_per_gpu=model_resources("cpus_per_gpu", 8),
         mem_mb=model_resources("mem_mb", 32000),
         runtime=model_resources("runtime", 720),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        settings=probe_params,
+        model=lambda w: lsconfig.model_spec(config, w.model),
+        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
     script:
         script_path("study_a_probe")
 
@@ -253,11 +269,10 @@ rule shap_values:
         data=lambda w: test_file(w.dataset, config["datasets"][w.dataset]["probe_test"]),
     output:
         f"{OUT}/study_a/shap/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.parquet",
-    params:
-        settings=lambda w: dict(lsconfig.shap_settings(config, w.dataset), max_length=finetune_hp(w)["max_length"]),
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
     log:
         f"{LOGS}/study_a/shap/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+    conda:
+        "../envs/torch.yaml"
     threads: model_threads
     resources:
         gpu=model_resources("gpu", 1),
@@ -265,8 +280,12 @@ rule shap_values:
         cpus_per_gpu=model_resources("cpus_per_gpu", 8),
         mem_mb=model_resources("mem_mb", 32000),
         runtime=model_resources("runtime", 720),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        settings=lambda w: dict(
+            lsconfig.shap_settings(config, w.dataset),
+            max_length=finetune_hp(w)["max_length"],
+        ),
+        labels=lambda w: config["datasets"][w.dataset]["labels"],
     script:
         script_path("study_a_shap")
 
@@ -275,7 +294,10 @@ rule shap_compare:
     """Cumulative SHAP differences per token type (imbalanced and weighted vs balanced)."""
     input:
         reference=lambda w: f"{OUT}/study_a/shap/{w.dataset}/{w.model}/{SA['shap']['reference']}/seed{w.seed}.parquet",
-        others=lambda w: [f"{OUT}/study_a/shap/{w.dataset}/{w.model}/{c}/seed{w.seed}.parquet" for c in SA["shap"]["compare"]],
+        others=lambda w: [
+            f"{OUT}/study_a/shap/{w.dataset}/{w.model}/{c}/seed{w.seed}.parquet"
+            for c in SA["shap"]["compare"]
+        ],
         meta=f"{OUT}/study_a/data/{{dataset}}/meta.json",
     output:
         cumulative=f"{OUT}/study_a/shap/{{dataset}}/{{model}}/seed{{seed}}/cumulative.csv",
@@ -286,17 +308,19 @@ rule shap_compare:
             category="Study A",
             subcategory="SHAP",
         ),
+    log:
+        f"{LOGS}/study_a/shap_compare/{{dataset}}/{{model}}/seed{{seed}}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         threshold=SA["shap"]["threshold"],
         compare=SA["shap"]["compare"],
-        classes=lambda w: SA["shap"]["classes"].get(w.dataset, list(range(len(config["datasets"][w.dataset]["labels"])))),
+        classes=lambda w: SA["shap"]["classes"].get(
+            w.dataset, list(range(len(config["datasets"][w.dataset]["labels"])))
+        ),
         ratio_groups=lambda w: config["datasets"][w.dataset]["ratios"],
         labels=lambda w: config["datasets"][w.dataset]["labels"],
-    log:
-        f"{LOGS}/study_a/shap_compare/{{dataset}}/{{model}}/seed{{seed}}.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
     script:
         script_path("study_a_shap_compare")
 
@@ -306,28 +330,65 @@ rule report_study_a:
     input:
         unpack(_report_a_inputs),
     output:
-        accuracy=report(f"{REP_A}/accuracy.csv", caption="../report/accuracy.rst", category="Study A", subcategory="Tables"),
-        lid=report(f"{REP_A}/lid.csv", caption="../report/lid.rst", category="Study A", subcategory="Tables"),
-        shap=report(f"{REP_A}/shap_cumulative.csv", caption="../report/shap_cumulative.rst", category="Study A", subcategory="Tables"),
-        class_weights=report(f"{REP_A}/class_weights.csv", caption="../report/class_weights.rst", category="Study A", subcategory="Tables"),
-        counts=report(f"{REP_A}/subset_counts.csv", caption="../report/subset_counts.rst", category="Study A", subcategory="Tables"),
+        accuracy=report(
+            f"{REP_A}/accuracy.csv",
+            caption="../report/accuracy.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
+        lid=report(
+            f"{REP_A}/lid.csv",
+            caption="../report/lid.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
+        shap=report(
+            f"{REP_A}/shap_cumulative.csv",
+            caption="../report/shap_cumulative.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
+        class_weights=report(
+            f"{REP_A}/class_weights.csv",
+            caption="../report/class_weights.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
+        counts=report(
+            f"{REP_A}/subset_counts.csv",
+            caption="../report/subset_counts.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
         accuracy_md=f"{REP_A}/accuracy.md",
         lid_md=f"{REP_A}/lid.md",
         shap_md=f"{REP_A}/shap_cumulative.md",
         class_weights_md=f"{REP_A}/class_weights.md",
         counts_md=f"{REP_A}/subset_counts.md",
         informative=f"{REP_A}/shap_informative.csv",
-        accuracy_fig=report(f"{REP_A}/accuracy.png", caption="../report/accuracy_fig.rst", category="Study A", subcategory="Figures"),
-        reliance=report(f"{REP_A}/language_reliance.csv", caption="../report/language_reliance.rst", category="Study A", subcategory="Tables"),
+        accuracy_fig=report(
+            f"{REP_A}/accuracy.png",
+            caption="../report/accuracy_fig.rst",
+            category="Study A",
+            subcategory="Figures",
+        ),
+        reliance=report(
+            f"{REP_A}/language_reliance.csv",
+            caption="../report/language_reliance.rst",
+            category="Study A",
+            subcategory="Tables",
+        ),
         reliance_md=f"{REP_A}/language_reliance.md",
+    log:
+        f"{LOGS}/study_a/report.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
     params:
         **_report_a_ids(),
         labels={d: config["datasets"][d]["labels"] for d in sa_datasets()},
-        figure_test_variants={d: config["datasets"][d].get("report_tests") for d in sa_datasets()},
-    log:
-        f"{LOGS}/study_a/report.log",
-    threads: 1
-    conda:
-        "../envs/data.yaml"
+        figure_test_variants={
+            d: config["datasets"][d].get("report_tests") for d in sa_datasets()
+        },
     script:
         script_path("study_a_report")

@@ -9,8 +9,14 @@ SB_RUNS = sbgrid.expand_runs(SB) if SB_ON else {}
 SB_FITS = sbgrid.fit_plan(SB_RUNS)
 SB_DIR = f"{OUT}/study_b"
 REP_B = f"{OUT}/report/study_b"
-SB_TABLES = ["perplexity", "token_efficiency", "scaling_fit", "representation_alignment", "gradient_alignment",
-             "en_fr"]
+SB_TABLES = [
+    "perplexity",
+    "token_efficiency",
+    "scaling_fit",
+    "representation_alignment",
+    "gradient_alignment",
+    "en_fr",
+]
 SB_FIGURES = ["perplexity_vs_p", "alignment_layers"]
 SB_CPUS = int((SB.get("resources") or {}).get("cpu", {}).get("cpus", 1))
 
@@ -28,17 +34,21 @@ def sb_run(w):
 
 def sb_resources(key, default=None, scaled=False):
     """A SLURM resource of a size's GPU jobs; runtime grows with the attempt (and the run's scale)."""
+
     def get(wildcards, attempt=1):
         value = sbgrid.size_resources(SB, sb_run(wildcards)["size"]).get(key, default)
         if key == "runtime":
             scale = max(float(sb_run(wildcards)["scale"]), 0.1) if scaled else 1.0
             return int(math.ceil(int(value) * scale * attempt))
         return "" if value is None else value
+
     return get
 
 
 def sb_threads(wildcards):
-    return int(sbgrid.size_resources(SB, sb_run(wildcards)["size"]).get("cpus_per_gpu", 1))
+    return int(
+        sbgrid.size_resources(SB, sb_run(wildcards)["size"]).get("cpus_per_gpu", 1)
+    )
 
 
 def sb_cpu(key):
@@ -47,6 +57,7 @@ def sb_cpu(key):
 
     def get(wildcards, attempt=1):
         return int(value) * attempt if key == "runtime" else value
+
     return get
 
 
@@ -58,7 +69,9 @@ def sb_parallel_input(w):
     """Parallel sentences: an input of the alignment of real-language runs, and of clone runs
     unless study_b.eval.clone_parallel is "heldout"."""
     kind = sb_run(w)["kind"]
-    uses = kind == "real" or (kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel")
+    uses = kind == "real" or (
+        kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel"
+    )
     return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if uses else {}
 
 
@@ -82,10 +95,16 @@ def sb_bilingual():
 def study_b_targets():
     if not SB_ON:
         return []
-    return ([f"{REP_B}/{t}.csv" for t in SB_TABLES] + [f"{REP_B}/{t}.md" for t in SB_TABLES]
-            + [f"{REP_B}/{f}.png" for f in SB_FIGURES])
+    return (
+        [f"{REP_B}/{t}.csv" for t in SB_TABLES]
+        + [f"{REP_B}/{t}.md" for t in SB_TABLES]
+        + [f"{REP_B}/{f}.png" for f in SB_FIGURES]
+    )
 
 
 def _sb_report_category(name):
-    return dict(caption=f"../report/study_b_{name}.rst", category="Study B",
-                subcategory="Figures" if name in SB_FIGURES else "Tables")
+    return dict(
+        caption=f"../report/study_b_{name}.rst",
+        category="Study B",
+        subcategory="Figures" if name in SB_FIGURES else "Tables",
+    )
