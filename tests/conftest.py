@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """Run the whole offline demo once (both studies) into a temporary output folder; every
+    test that needs the demo's outputs shares this one run. Returns (folder, config args)."""
+    base = tmp_path_factory.mktemp("demo")
+    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
+            f"checkpoint_dir={base}/checkpoints"]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *conf], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3000)
+    if proc.returncode != 0:
+        raise AssertionError(f"the demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return base, conf

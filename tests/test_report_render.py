@@ -1,11 +1,9 @@
 """`snakemake --report` renders the demo's report with what the `workflow` extra installs."""
-import os
 import re
 import subprocess
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
@@ -36,27 +34,19 @@ def test_python_and_plugin_ranges():
 
 
 @pytest.mark.slow
-def test_demo_report_renders(tmp_path):
-    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={tmp_path}/results",
-            f"checkpoint_dir={tmp_path}/checkpoints"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    def snakemake(*args):
-        proc = subprocess.run([sys.executable, "-m", "snakemake", *args, *conf], cwd=ROOT, capture_output=True,
-                              text=True, timeout=3000, env=env)
-        assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        return proc
-
-    snakemake("--cores", "2")
+def test_demo_report_renders(demo, tmp_path):
+    base, conf = demo  # the demo's outputs (one run shared with tests/test_workflow.py)
     report = tmp_path / "report.html"
-    snakemake("--report", str(report))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--report", str(report), *conf], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     html = report.read_text()
     assert len(html) > 100_000
     # every file marked for the report is in it, the training curves of both studies included
     for name in ["training_curves.png", "accuracy.png", "perplexity_vs_p.png", "subset_counts.csv",
                  "differences.png"]:
         assert name in html, name
-    for png in (tmp_path / "results" / "report").rglob("training_curves.png"):
+    for png in (base / "results" / "report").rglob("training_curves.png"):
         assert png.stat().st_size > 10_000
-    assert sorted(p.parent.name for p in (tmp_path / "results" / "report").rglob("training_curves.png")) == \
+    assert sorted(p.parent.name for p in (base / "results" / "report").rglob("training_curves.png")) == \
         ["study_a", "study_b"]

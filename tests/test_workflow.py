@@ -4,11 +4,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import ROOT
 
@@ -59,16 +57,6 @@ def test_paper_dry_run_has_gpu_resources(tmp_path):
 
 
 # --- the demo, end to end ---------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    """Run the whole offline demo once (both studies) into a temporary output folder."""
-    base = tmp_path_factory.mktemp("demo")
-    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
-            f"checkpoint_dir={base}/checkpoints"]
-    snakemake("--cores", "2", *conf, timeout=3000)
-    return base, conf
-
 
 def overlay(tmp_path, text):
     path = tmp_path / "overlay.yaml"
