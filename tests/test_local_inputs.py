@@ -1,7 +1,6 @@
 """Local data files are inputs of the rules that read them: editing one reruns exactly the jobs
 that depend on it (dry runs after `snakemake --touch` marks a whole workflow as done, compared
 by modification time, the trigger an edited file sets off)."""
-import os
 import time
 from pathlib import Path
 
@@ -58,9 +57,10 @@ def _write_data(d):
 
 
 def _edit(path):
-    later = time.time() + 5
+    """Edit a file now: newer than every output touched before, older than any touched after
+    (an mtime in the future would make the next --touch fail on clock skew)."""
+    time.sleep(1)
     path.write_text(path.read_text() + "\n")
-    os.utime(path, (later, later))
 
 
 @pytest.fixture(scope="module")
