@@ -5,7 +5,7 @@ Both steps train the same GPT (same size, same initial weights, same random toke
 - ``authors``: hand-written attention with a materialised causal-mask buffer (as the
   Languini-based original), fp16 autocast with a ``GradScaler`` (unscale, clip, scaled
   step), the default (unfused) AdamW, no compilation;
-- ``ours``: :func:`langskew.study_b.train.train_step` on our GPT
+- ``ours``: :func:`langskew.study_b.pretrain.train_step` on our GPT
   (``scaled_dot_product_attention(is_causal=True)``, no mask buffer), bf16 autocast, fused
   AdamW, ``torch.compile`` (``--compile-mode``).
 
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from langskew.study_b.model import GPT, SIZES, GPTConfig  # noqa: E402
-from langskew.study_b.train import TrainHP, make_optimizer, train_step  # noqa: E402
+from langskew.study_b.pretrain import TrainHP, make_optimizer, train_step  # noqa: E402
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets, SXM parts).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}

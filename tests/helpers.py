@@ -193,3 +193,22 @@ def write_hub_style_dataset(root, frames):
     header = yaml.safe_dump({"configs": configs}, sort_keys=False)
     (root / "README.md").write_text(f"---\n{header}---\n\n# test dataset\n")
     return root
+
+
+def job(input=None, output=None, threads: int = 1, log_file=None, **kw):
+    """A :class:`langskew.workflow.Job` for calling a ``*_job`` function outside Snakemake.
+
+    ``input`` / ``output``: dicts (named entries) or lists (positional entries).
+    """
+    from snakemake.iocontainers import Namedlist
+
+    from langskew.workflow import Job
+
+    def as_named(x):
+        if x is None:
+            return Namedlist()
+        if isinstance(x, dict):
+            return Namedlist(fromdict=x)
+        return Namedlist(list(x))
+
+    return Job(input=as_named(input), output=as_named(output), threads=threads, log_file=log_file, **kw)

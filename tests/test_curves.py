@@ -14,7 +14,7 @@ from langskew import curves
 from langskew.errors import LangskewError
 from langskew.study_a.finetune import CURVE_COLUMNS, finetune
 from langskew.study_a.modeling import build_tiny_model, texts_of
-from langskew.study_b import train as tr
+from langskew.study_b import pretrain as train as tr
 from langskew.study_b.languages import build_mixture
 from langskew.study_b.model import GPTConfig
 

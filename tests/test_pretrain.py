@@ -15,7 +15,7 @@ import torch
 
 from helpers import named, write_fake_token_stream
 from langskew.errors import LangskewError
-from langskew.study_b import train as tr
+from langskew.study_b import pretrain as tr
 from langskew.study_b.languages import build_mixture
 from langskew.study_b.model import GPTConfig
 

@@ -1,4 +1,6 @@
-"""Where tensors go: the GPU when there is one, else the CPU (both studies)."""
+"""Where tensors go and in which precision: the GPU when there is one, else the CPU (both studies)."""
+
+import contextlib
 
 import torch
 
@@ -6,3 +8,21 @@ import torch
 def pick_device() -> torch.device:
     """``cuda`` if available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def amp_dtype(device: torch.device, precision: str | bool | None) -> torch.dtype | None:
+    """The autocast dtype for a precision setting on a device; None means full precision.
+
+    On CUDA, ``"bf16"`` (or ``True``) gives bfloat16 (float16 where the GPU lacks bf16) and
+    ``"fp16"`` gives float16; ``"fp32"``, ``False`` or None give None. On the CPU always None.
+    """
+    if device.type != "cuda" or not precision or precision == "fp32":
+        return None
+    if precision == "fp16" or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` in ``dtype`` on ``device``, or a no-op context for full precision."""
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()

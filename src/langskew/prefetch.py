@@ -3,7 +3,7 @@
 For clusters whose compute nodes have no internet: run ``snakemake prefetch`` once on the
 login node (with network), then the workflow with ``HF_HUB_OFFLINE=1`` and
 ``HF_DATASETS_OFFLINE=1``. Each dataset is loaded through the *same function* its job calls
-(``langskew.study_a.sources`` for Study A, ``langskew.study_b.corpus.open_hub`` for Study B
+(``langskew.study_a.dataset`` for Study A, ``langskew.study_b.corpus.open_hub`` for Study B
 corpora and parallel data) with the same arguments (path, config, split, revision, data
 files, cache folder); each model through ``from_pretrained`` with its revision, which
 fetches the tokenizer, config and weight files that ``load_classifier`` reads later. So the
@@ -65,14 +65,14 @@ def _real_runs(sb: dict) -> bool:
 
 
 def _fetch_study_a(item: dict) -> str:
-    from langskew.study_a import sources
+    from langskew.study_a import dataset
 
     spec, hub = item["spec"], item["spec"]["hub"]
     done = []
-    for split in sources.SPLITS:
+    for split in dataset.SPLITS:
         for lang in (spec["languages"] if hub.get("name") else [None]):
             config = None if lang is None else str(hub["name"]).format(language=lang)
-            frame, _ = sources.load_hub_table(item["name"], hub, config, split, lang)
+            frame, _ = dataset.load_hub_table(item["name"], hub, config, split, lang)
             done.append(f"{config or 'default'}/{split}: {len(frame)} rows")
     return "; ".join(done)
 

@@ -1,20 +1,47 @@
 """Thin glue between Snakemake's ``script:`` directive and the package.
 
-Every script in ``scripts/`` is three lines: import :func:`run` and a job function of the
-installed package, and hand the function to :func:`run`, which sends logging (and warnings,
-tracebacks) to the rule's log file and passes the rule's inputs, outputs, params and threads
-as keyword arguments, plus ``tensorboard``: the job's TensorBoard folder when the config
-turns TensorBoard logging on, else None (see :func:`langskew.curves.tensorboard_dir`).
+Every script in ``scripts/`` is three lines: import :func:`run` and the stage's job function,
+and hand the function to :func:`run`. A job function reads
+
+    def probe_job(job: Job, *, settings: dict, model: dict) -> None
+
+``job`` carries the rule's inputs, outputs, threads, log file, wildcards and resources; the
+rule's ``params`` arrive as keyword arguments, exactly: a param the function does not take,
+or an argument without default that the rule does not pass, stops the job with a message
+naming both before any work starts. Logging (warnings and tracebacks too) goes to the rule's
+log file.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import traceback
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from langskew.curves import tensorboard_dir
+from langskew.errors import LangskewError
+
+
+@dataclass
+class Job:
+    """What Snakemake hands a job besides its params.
+
+    ``input`` / ``output``: Snakemake named lists (attribute and index access).
+    ``log_file``: the rule's log (None outside Snakemake). ``tensorboard``: the job's
+    TensorBoard folder when the config turns TensorBoard logging on, else None.
+    """
+
+    input: Any = field(default_factory=list)
+    output: Any = field(default_factory=list)
+    threads: int = 1
+    log_file: str | None = None
+    wildcards: Any = None
+    resources: Any = None
+    rule: str = ""
+    tensorboard: str | None = None
 
 
 def setup_logging(log_path: str | None, level: int = logging.INFO) -> None:
@@ -26,16 +53,41 @@ def setup_logging(log_path: str | None, level: int = logging.INFO) -> None:
     logging.captureWarnings(True)
 
 
+def check_params(func: Callable[..., Any], params: dict[str, Any], rule: str = "") -> None:
+    """The rule's params match the job function's keyword arguments, or a LangskewError names the gap."""
+    sig = inspect.signature(func)
+    named = {n: p for n, p in list(sig.parameters.items())[1:]
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    extra = sorted(set(params) - set(named))
+    missing = sorted(n for n, p in named.items() if p.default is p.empty and n not in params)
+    if extra or missing:
+        where = f"rule {rule!r} and {func.__module__}.{func.__name__}"
+        parts = ([f"params the function does not take: {', '.join(extra)}"] if extra else []) + \
+                ([f"arguments the rule does not pass: {', '.join(missing)}"] if missing else [])
+        raise LangskewError(f"{where} disagree: " + "; ".join(parts))
+
+
+def job_params(smk: Any) -> dict[str, Any]:
+    """The rule's named params as a dict (unnamed params are not allowed)."""
+    params = dict(smk.params.items())
+    if len(params) != len(smk.params):
+        raise LangskewError(f"rule {smk.rule!r}: every param must be named")
+    return params
+
+
 def run(smk: Any, func: Callable[..., Any]) -> Any:
-    """Call ``func(input=..., output=..., params=..., threads=..., log=...)`` for a Snakemake job."""
+    """Call ``func(Job(...), **params)`` for a Snakemake job."""
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
     logger = logging.getLogger("langskew")
     logger.info("rule %s: %s", smk.rule, func.__module__ + "." + func.__name__)
     try:
-        return func(input=smk.input, output=smk.output, params=smk.params, threads=smk.threads,
-                    log=log_path, wildcards=smk.wildcards, resources=smk.resources,
-                    tensorboard=tensorboard_dir(getattr(smk, "config", None) or {}, log_path, smk.rule))
+        params = job_params(smk)
+        check_params(func, params, smk.rule)
+        job = Job(input=smk.input, output=smk.output, threads=int(smk.threads), log_file=log_path,
+                  wildcards=smk.wildcards, resources=smk.resources, rule=smk.rule,
+                  tensorboard=tensorboard_dir(getattr(smk, "config", None) or {}, log_path, smk.rule))
+        return func(job, **params)
     except SystemExit:
         raise
     except BaseException:

@@ -11,7 +11,7 @@ import pytest
 from helpers import write_hub_style_dataset
 from hub_fixtures import per_language_parquet_repo, script_only_repo
 from langskew.errors import LangskewError
-from langskew.study_a.sources import prepare_dataset, prepare_dataset_job
+from langskew.study_a.dataset import prepare_dataset, prepare_dataset_job
 
 SPLITS = ("train", "validation", "test")
 

@@ -462,7 +462,7 @@ def launch_torchrun(nproc: int, input, output, params, threads, log, tensorboard
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(max(1, int(threads or 1) // nproc))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "langskew.study_b.train", spec_path]
+           "-m", "langskew.study_b.pretrain", spec_path]
     logging.getLogger(__name__).info("launching %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
     previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM)) for s in (signal.SIGTERM, signal.SIGUSR1)}
@@ -477,7 +477,7 @@ def launch_torchrun(nproc: int, input, output, params, threads, log, tensorboard
 
 
 def main(argv: list[str]) -> None:
-    """Entry point of each torchrun rank: ``python -m langskew.study_b.train SPEC.json``."""
+    """Entry point of each torchrun rank: ``python -m langskew.study_b.pretrain SPEC.json``."""
     from langskew.workflow import setup_logging
 
     spec = json.loads(Path(argv[0]).read_text())
