@@ -1,21 +1,15 @@
 # Training curves of both studies for the report: train and validation loss per run, one panel
-# per run (langskew.curves). Helpers of rules/common.smk and rules/study_b_common.smk
-# (targets: curve_targets() in rules/common.smk).
+# per run (langskew.curves.training_curves_job). Targets: curve_targets() in rules/common.smk.
 
 
-rule training_curves_study_a:
+rule study_a_training_curves:
     """Loss curves of every Study A fine-tuning run."""
     input:
-        curves=[
-            f"{OUT}/study_a/finetune/{d}/{m}/{c}/seed{s}/curve.csv"
-            for d, m, c, s in sa_runs()
-        ],
+        curves=curve_inputs(),
     output:
         report(
             f"{REP_A}/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="Study A",
-            subcategory="Figures",
+            **report_category("Figures", "training_curves"),
         ),
     log:
         f"{LOGS}/study_a/training_curves.log",
@@ -23,16 +17,16 @@ rule training_curves_study_a:
         "../envs/data.yaml"
     threads: 1
     params:
-        labels=[f"{d} / {m} / {c} / seed {s}" for d, m, c, s in sa_runs()],
+        labels=curve_labels(),
         title="Study A: fine-tuning loss per run",
     script:
-        script_path("training_curves")
+        script_path("study_a_training_curves")
 
 
-rule training_curves_study_b:
+rule study_b_training_curves:
     """Loss curves of every Study B pretraining run (validation loss per language)."""
     input:
-        curves=[f"{SB_DIR}/runs/{r}/curve.csv" for r in SB_RUNS],
+        curves=[f"{sb_run_dir(r)}/curve.csv" for r in SB_RUNS],
     output:
         report(
             f"{REP_B}/training_curves.png",
@@ -46,10 +40,9 @@ rule training_curves_study_b:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
         labels=[SB_RUNS[r].get("label") or r for r in SB_RUNS],
         title="Study B: pretraining loss per run",
     script:
-        script_path("training_curves")
+        script_path("study_b_training_curves")

@@ -1,5 +1,6 @@
 # Study A: class skew per language in multilingual fine-tuning.
-# data -> subsets -> (tiny model) -> finetune -> evaluate / probe / SHAP -> report
+# dataset -> subsets -> (tiny model) -> finetune -> evaluate / probe / SHAP -> report
+# Helpers: rules/study_a_common.smk.
 
 
 wildcard_constraints:
@@ -9,70 +10,64 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-rule prepare_dataset:
+rule study_a_dataset:
     """Load a dataset (hub, local files or synthetic) into the normalised Parquet layout."""
     input:
         local=local_dataset_files,
     output:
-        train=f"{OUT}/study_a/data/{{dataset}}/train.parquet",
-        validation=f"{OUT}/study_a/data/{{dataset}}/validation.parquet",
-        test=f"{OUT}/study_a/data/{{dataset}}/test.parquet",
-        meta=f"{OUT}/study_a/data/{{dataset}}/meta.json",
+        train=f"{SA_DIR}/data/{{dataset}}/train.parquet",
+        validation=f"{SA_DIR}/data/{{dataset}}/validation.parquet",
+        test=f"{SA_DIR}/data/{{dataset}}/test.parquet",
+        meta=f"{SA_DIR}/data/{{dataset}}/meta.json",
     log:
         f"{LOGS}/study_a/prepare_dataset/{{dataset}}.log",
     conda:
         "../envs/data.yaml"
     threads: 1
     params:
-        name=lambda w: w.dataset,
-        spec=lambda w: lsconfig.dataset_source_spec(config, w.dataset),
-        seed=lambda w: config["datasets"][w.dataset]["seed"],
+        name="{dataset}",
+        spec=dataset_spec,
+        seed=dataset_key("seed"),
     script:
-        script_path("study_a_prepare_dataset")
+        script_path("study_a_dataset")
 
 
-rule build_subsets:
+rule study_a_subsets:
     """Balanced and imbalanced train/validation/test subsets, counts and class weights."""
     input:
-        train=rules.prepare_dataset.output.train,
-        validation=rules.prepare_dataset.output.validation,
-        test=rules.prepare_dataset.output.test,
+        train=rules.study_a_dataset.output.train,
+        validation=rules.study_a_dataset.output.validation,
+        test=rules.study_a_dataset.output.test,
     output:
-        **{
-            f"{v}_{s}": f"{OUT}/study_a/subsets/{{dataset}}/{v}_{s}.parquet"
-            for v in VARIANTS
-            for s in SPLITS
-        },
-        counts=f"{OUT}/study_a/subsets/{{dataset}}/counts.csv",
-        class_weights=f"{OUT}/study_a/subsets/{{dataset}}/class_weights.csv",
+        **{f"{v}_{s}": subset_file("{dataset}", v, s) for v in VARIANTS for s in SPLITS},
+        counts=f"{SA_DIR}/subsets/{{dataset}}/counts.csv",
+        class_weights=f"{SA_DIR}/subsets/{{dataset}}/class_weights.csv",
     log:
         f"{LOGS}/study_a/build_subsets/{{dataset}}.log",
     conda:
         "../envs/data.yaml"
     threads: 1
     params:
-        languages=lambda w: config["datasets"][w.dataset]["languages"],
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
-        n_classes=lambda w: len(config["datasets"][w.dataset]["labels"]),
-        ratios=lambda w: config["datasets"][w.dataset]["ratios"],
-        split_sizes=lambda w: config["datasets"][w.dataset]["split_sizes"],
+        languages=dataset_key("languages"),
+        labels=dataset_key("labels"),
+        n_classes=n_labels,
+        ratios=dataset_key("ratios"),
+        split_sizes=dataset_key("split_sizes"),
     script:
-        script_path("study_a_build_subsets")
+        script_path("study_a_subsets")
 
 
-rule diagnose:
+rule study_a_diagnose:
     """Language-label skew of one dataset: its normalised splits (stage "data"), or the balanced
     and imbalanced subsets the study builds (stage "subsets"). CPU, seconds."""
     input:
         unpack(diagnose_inputs),
     output:
-        summary=f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}.csv",
-        cells=f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}_cells.csv",
+        summary=f"{SA_DIR}/diagnosis/{{dataset}}/{{stage}}.csv",
+        cells=f"{SA_DIR}/diagnosis/{{dataset}}/{{stage}}_cells.csv",
         figure=report(
-            f"{OUT}/study_a/diagnosis/{{dataset}}/{{stage}}.png",
-            caption="../report/diagnosis_fig.rst",
-            category="Study A",
-            subcategory="Diagnosis",
+            f"{SA_DIR}/diagnosis/{{dataset}}/{{stage}}.png",
+            **report_category("Diagnosis", "diagnosis_fig"),
         ),
     log:
         f"{LOGS}/study_a/diagnose/{{dataset}}/{{stage}}.log",
@@ -82,31 +77,26 @@ rule diagnose:
         "../envs/data.yaml"
     threads: 1
     params:
-        dataset=lambda w: w.dataset,
-        languages=lambda w: config["datasets"][w.dataset]["languages"],
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        dataset="{dataset}",
+        languages=dataset_key("languages"),
+        labels=dataset_key("labels"),
     script:
         script_path("study_a_diagnose")
 
 
-rule report_diagnosis:
+rule study_a_diagnose_report:
     """Every dataset's diagnosis in one table (CSV + Markdown), without waiting for any training."""
     input:
         summary=diagnosis_files("summary"),
         cells=diagnosis_files("cells"),
     output:
         csv=report(
-            f"{REP_A}/diagnosis.csv",
-            caption="../report/diagnosis.rst",
-            category="Study A",
-            subcategory="Diagnosis",
+            f"{REP_A}/diagnosis.csv", **report_category("Diagnosis", "diagnosis")
         ),
         md=f"{REP_A}/diagnosis.md",
         cells=report(
             f"{REP_A}/diagnosis_cells.csv",
-            caption="../report/diagnosis_cells.rst",
-            category="Study A",
-            subcategory="Diagnosis",
+            **report_category("Diagnosis", "diagnosis_cells"),
         ),
     log:
         f"{LOGS}/study_a/report_diagnosis.log",
@@ -114,16 +104,14 @@ rule report_diagnosis:
         "../envs/data.yaml"
     threads: 1
     script:
-        script_path("study_a_report_diagnosis")
+        script_path("study_a_diagnose_report")
 
 
-rule build_tiny_model:
+rule study_a_tiny_model:
     """A tiny BERT-style encoder and WordPiece tokenizer trained on the study's corpora,
     saved with save_pretrained and loaded later exactly like a hub checkpoint."""
     input:
-        data=lambda w: expand(
-            f"{OUT}/study_a/data/{{d}}/train.parquet", d=sa_datasets()
-        ),
+        data=tiny_model_inputs,
     output:
         directory(f"{OUT}/models/{{model}}"),
     log:
@@ -132,181 +120,142 @@ rule build_tiny_model:
         "../envs/torch.yaml"
     threads: 1
     params:
-        arch=lambda w: config["models"][w.model]["tiny"],
-        seed=lambda w: config["models"][w.model]["tiny"]["seed"],
+        arch=lookup(dpath="models/{model}/tiny", within=config),
+        seed=lookup(dpath="models/{model}/tiny/seed", within=config),
     script:
-        script_path("study_a_build_tiny_model")
+        script_path("study_a_tiny_model")
 
 
-rule finetune:
+rule study_a_finetune:
     """Fine-tune one model on one training variant with one loss weighting and one seed."""
     input:
-        unpack(
-            lambda w: {
-                "train": f"{OUT}/study_a/subsets/{w.dataset}/{SA['conditions'][w.condition]['train']}_train.parquet",
-                "validation": f"{OUT}/study_a/subsets/{w.dataset}/{SA['conditions'][w.condition]['train']}_validation.parquet",
-                "tests": [test_file(w.dataset, v) for v in TEST_VARIANTS],
-                **({"model": model_input(w.model)} if model_input(w.model) else {}),
-            }
-        ),
+        unpack(finetune_inputs),
     output:
-        model=directory(
-            f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/model"
-        ),
-        metrics=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/metrics.json",
-        predictions=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/predictions.parquet",
-        curve=f"{OUT}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/curve.csv",
+        model=directory(f"{run_dir(f'{SA_DIR}/finetune')}/model"),
+        metrics=f"{run_dir(f'{SA_DIR}/finetune')}/metrics.json",
+        predictions=f"{run_dir(f'{SA_DIR}/finetune')}/predictions.parquet",
+        curve=f"{run_dir(f'{SA_DIR}/finetune')}/curve.csv",
     log:
-        f"{LOGS}/study_a/finetune/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+        f"{run_dir(f'{LOGS}/study_a/finetune')}.log",
     conda:
         "../envs/torch.yaml"
-    threads: model_threads
+    threads: gpu_threads(model_settings)
     resources:
-        gpu=model_resources("gpu", 1),
-        gpu_model=model_resources("gpu_model"),
-        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
-        mem_mb=model_resources("mem_mb", 32000),
-        runtime=model_resources("runtime", 720),
+        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
     params:
-        model=lambda w: lsconfig.model_spec(config, w.model),
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        model=model_spec,
+        labels=dataset_key("labels"),
         test_variants=TEST_VARIANTS,
         hp=finetune_hp,
-        weighting=lambda w: SA["conditions"][w.condition]["weighting"],
-        seed=lambda w: int(w.seed),
-        ckpt_dir=lambda w: f"{CKPT}/study_a/{w.dataset}/{w.model}/{w.condition}/seed{w.seed}",
+        weighting=lookup(
+            dpath="study_a/conditions/{condition}/weighting", within=config
+        ),
+        seed=finetune_seed,
+        ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],
     script:
         script_path("study_a_finetune")
 
 
-rule evaluate:
+rule study_a_evaluate:
     """Accuracy overall and per language on every test variant; predicted-class shares; language
     reliance on the balanced test set (TVD of predicted vs true classes, accuracy on the
     language's over- vs under-represented training classes)."""
     input:
-        predictions=rules.finetune.output.predictions,
-        counts=f"{OUT}/study_a/subsets/{{dataset}}/counts.csv",
+        predictions=rules.study_a_finetune.output.predictions,
+        counts=rules.study_a_subsets.output.counts,
     output:
-        accuracy=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/accuracy.csv",
-        distribution=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/distribution.csv",
-        reliance=f"{OUT}/study_a/eval/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}/reliance.csv",
+        accuracy=f"{run_dir(f'{SA_DIR}/eval')}/accuracy.csv",
+        distribution=f"{run_dir(f'{SA_DIR}/eval')}/distribution.csv",
+        reliance=f"{run_dir(f'{SA_DIR}/eval')}/reliance.csv",
     log:
-        f"{LOGS}/study_a/evaluate/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+        f"{run_dir(f'{LOGS}/study_a/evaluate')}.log",
     conda:
         "../envs/data.yaml"
     threads: 1
     params:
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        labels=dataset_key("labels"),
         reliance_test="balanced",
         reliance_reference="imbalanced",
     script:
         script_path("study_a_evaluate")
 
 
-rule probe:
+rule study_a_probe:
     """Language-identification probe on a fine-tuned model's sentence representations."""
     input:
-        model=rules.finetune.output.model,
-        data=lambda w: test_file(w.dataset, config["datasets"][w.dataset]["probe_test"]),
+        model=rules.study_a_finetune.output.model,
+        data=probe_data,
     output:
-        f"{OUT}/study_a/probe/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.csv",
+        f"{run_dir(f'{SA_DIR}/probe')}.csv",
     log:
-        f"{LOGS}/study_a/probe/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+        f"{run_dir(f'{LOGS}/study_a/probe')}.log",
     conda:
         "../envs/torch.yaml"
-    threads: model_threads
+    threads: gpu_threads(model_settings)
     resources:
-        gpu=model_resources("gpu", 1),
-        gpu_model=model_resources("gpu_model"),
-        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
-        mem_mb=model_resources("mem_mb", 32000),
-        runtime=model_resources("runtime", 720),
+        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
     params:
-        settings=probe_params,
-        model=lambda w: lsconfig.model_spec(config, w.model),
-        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
+        settings=probe_settings,
+        model=model_spec,
     script:
         script_path("study_a_probe")
 
 
-rule probe_base:
+rule study_a_probe_base:
     """The same probe on the pretrained (not fine-tuned) model."""
     input:
-        unpack(
-            lambda w: {
-                "data": test_file(
-                    w.dataset, config["datasets"][w.dataset]["probe_test"]
-                ),
-                **({"model": model_input(w.model)} if model_input(w.model) else {}),
-            }
-        ),
+        unpack(probe_base_inputs),
     output:
-        f"{OUT}/study_a/probe/{{dataset}}/{{model}}/base.csv",
+        f"{SA_DIR}/probe/{{dataset}}/{{model}}/base.csv",
     log:
         f"{LOGS}/study_a/probe/{{dataset}}/{{model}}/base.log",
     conda:
         "../envs/torch.yaml"
-    threads: model_threads
+    threads: gpu_threads(model_settings)
     resources:
-        gpu=model_resources("gpu", 1),
-        gpu_model=model_resources("gpu_model"),
-        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
-        mem_mb=model_resources("mem_mb", 32000),
-        runtime=model_resources("runtime", 720),
+        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
     params:
-        settings=probe_params,
-        model=lambda w: lsconfig.model_spec(config, w.model),
-        num_labels=lambda w: len(config["datasets"][w.dataset]["labels"]),
+        settings=probe_settings,
+        model=model_spec,
+        num_labels=n_labels,
     script:
-        script_path("study_a_probe")
+        script_path("study_a_probe_base")
 
 
-rule shap_values:
+rule study_a_shap_values:
     """SHAP values (Partition explainer, text masker, class probabilities) of one model."""
     input:
-        model=rules.finetune.output.model,
-        data=lambda w: test_file(w.dataset, config["datasets"][w.dataset]["probe_test"]),
+        model=rules.study_a_finetune.output.model,
+        data=probe_data,
     output:
-        f"{OUT}/study_a/shap/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.parquet",
+        shap_values_file("{dataset}", "{model}", "{condition}", "{seed}"),
     log:
-        f"{LOGS}/study_a/shap/{{dataset}}/{{model}}/{{condition}}/seed{{seed}}.log",
+        f"{run_dir(f'{LOGS}/study_a/shap')}.log",
     conda:
         "../envs/torch.yaml"
-    threads: model_threads
+    threads: gpu_threads(model_settings)
     resources:
-        gpu=model_resources("gpu", 1),
-        gpu_model=model_resources("gpu_model"),
-        cpus_per_gpu=model_resources("cpus_per_gpu", 8),
-        mem_mb=model_resources("mem_mb", 32000),
-        runtime=model_resources("runtime", 720),
+        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
     params:
-        settings=lambda w: dict(
-            lsconfig.shap_settings(config, w.dataset),
-            max_length=finetune_hp(w)["max_length"],
-        ),
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        settings=shap_settings,
+        labels=dataset_key("labels"),
     script:
-        script_path("study_a_shap")
+        script_path("study_a_shap_values")
 
 
-rule shap_compare:
+rule study_a_shap_compare:
     """Cumulative SHAP differences per token type (imbalanced and weighted vs balanced)."""
     input:
-        reference=lambda w: f"{OUT}/study_a/shap/{w.dataset}/{w.model}/{SA['shap']['reference']}/seed{w.seed}.parquet",
-        others=lambda w: [
-            f"{OUT}/study_a/shap/{w.dataset}/{w.model}/{c}/seed{w.seed}.parquet"
-            for c in SA["shap"]["compare"]
-        ],
-        meta=f"{OUT}/study_a/data/{{dataset}}/meta.json",
+        reference=shap_reference,
+        others=shap_others,
+        meta=rules.study_a_dataset.output.meta,
     output:
-        cumulative=f"{OUT}/study_a/shap/{{dataset}}/{{model}}/seed{{seed}}/cumulative.csv",
-        informative=f"{OUT}/study_a/shap/{{dataset}}/{{model}}/seed{{seed}}/informative.csv",
+        cumulative=f"{SA_DIR}/shap/{{dataset}}/{{model}}/seed{{seed}}/cumulative.csv",
+        informative=f"{SA_DIR}/shap/{{dataset}}/{{model}}/seed{{seed}}/informative.csv",
         figure=report(
-            f"{OUT}/study_a/shap/{{dataset}}/{{model}}/seed{{seed}}/differences.png",
-            caption="../report/shap_differences.rst",
-            category="Study A",
-            subcategory="SHAP",
+            f"{SA_DIR}/shap/{{dataset}}/{{model}}/seed{{seed}}/differences.png",
+            **report_category("SHAP", "shap_differences"),
         ),
     log:
         f"{LOGS}/study_a/shap_compare/{{dataset}}/{{model}}/seed{{seed}}.log",
@@ -316,49 +265,31 @@ rule shap_compare:
     params:
         threshold=SA["shap"]["threshold"],
         compare=SA["shap"]["compare"],
-        classes=lambda w: SA["shap"]["classes"].get(
-            w.dataset, list(range(len(config["datasets"][w.dataset]["labels"])))
-        ),
-        ratio_groups=lambda w: config["datasets"][w.dataset]["ratios"],
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        classes=shap_classes,
+        ratio_groups=dataset_key("ratios"),
+        labels=dataset_key("labels"),
     script:
         script_path("study_a_shap_compare")
 
 
-rule report_study_a:
+rule study_a_report:
     """Report tables (CSV + Markdown) and the accuracy figure of Study A."""
     input:
-        unpack(_report_a_inputs),
+        unpack(report_inputs),
     output:
         accuracy=report(
-            f"{REP_A}/accuracy.csv",
-            caption="../report/accuracy.rst",
-            category="Study A",
-            subcategory="Tables",
+            f"{REP_A}/accuracy.csv", **report_category("Tables", "accuracy")
         ),
-        lid=report(
-            f"{REP_A}/lid.csv",
-            caption="../report/lid.rst",
-            category="Study A",
-            subcategory="Tables",
-        ),
+        lid=report(f"{REP_A}/lid.csv", **report_category("Tables", "lid")),
         shap=report(
             f"{REP_A}/shap_cumulative.csv",
-            caption="../report/shap_cumulative.rst",
-            category="Study A",
-            subcategory="Tables",
+            **report_category("Tables", "shap_cumulative"),
         ),
         class_weights=report(
-            f"{REP_A}/class_weights.csv",
-            caption="../report/class_weights.rst",
-            category="Study A",
-            subcategory="Tables",
+            f"{REP_A}/class_weights.csv", **report_category("Tables", "class_weights")
         ),
         counts=report(
-            f"{REP_A}/subset_counts.csv",
-            caption="../report/subset_counts.rst",
-            category="Study A",
-            subcategory="Tables",
+            f"{REP_A}/subset_counts.csv", **report_category("Tables", "subset_counts")
         ),
         accuracy_md=f"{REP_A}/accuracy.md",
         lid_md=f"{REP_A}/lid.md",
@@ -367,16 +298,11 @@ rule report_study_a:
         counts_md=f"{REP_A}/subset_counts.md",
         informative=f"{REP_A}/shap_informative.csv",
         accuracy_fig=report(
-            f"{REP_A}/accuracy.png",
-            caption="../report/accuracy_fig.rst",
-            category="Study A",
-            subcategory="Figures",
+            f"{REP_A}/accuracy.png", **report_category("Figures", "accuracy_fig")
         ),
         reliance=report(
             f"{REP_A}/language_reliance.csv",
-            caption="../report/language_reliance.rst",
-            category="Study A",
-            subcategory="Tables",
+            **report_category("Tables", "language_reliance"),
         ),
         reliance_md=f"{REP_A}/language_reliance.md",
     log:
@@ -385,7 +311,7 @@ rule report_study_a:
         "../envs/data.yaml"
     threads: 1
     params:
-        **_report_a_ids(),
+        **report_ids(),
         labels={d: config["datasets"][d]["labels"] for d in sa_datasets()},
         figure_test_variants={
             d: config["datasets"][d].get("report_tests") for d in sa_datasets()

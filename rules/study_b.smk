@@ -1,6 +1,13 @@
 # Study B: language imbalance in pretraining (cloned languages, EN+FR).
 # corpus -> tokenizer -> tokens (+ parallel) -> pretrain (one job per run id)
 #   -> perplexity / alignment -> scaling fits (per size) -> report
+# Helpers: rules/study_b_common.smk.
+
+
+wildcard_constraints:
+    lang="[A-Za-z0-9_]+",
+    run="[A-Za-z0-9_.-]+",
+    size="[A-Za-z0-9_]+",
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -17,11 +24,10 @@ rule study_b_corpus:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        language=lambda w: w.lang,
-        spec=lambda w: SB["languages"][w.lang],
+        language="{lang}",
+        spec=lookup(dpath="study_b/languages/{lang}", within=config),
     script:
         script_path("study_b_corpus")
 
@@ -38,11 +44,10 @@ rule study_b_parallel_corpus:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        spec=lambda w: {k: v for k, v in SB["parallel"].items() if k != "languages"},
-        languages=lambda w: SB["parallel"]["languages"],
+        spec=parallel_spec,
+        languages=SB.get("parallel", {}).get("languages"),
     script:
         script_path("study_b_parallel_corpus")
 
@@ -59,11 +64,10 @@ rule study_b_tokenizer:
         "../envs/data.yaml"
     threads: SB_CPUS
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        tokenizer=lambda w: SB["tokenizer"],
-        seed=SB.get("seed", 0),
+        tokenizer=SB.get("tokenizer"),
+        seed=SB_SEED,
     script:
         script_path("study_b_tokenizer")
 
@@ -84,10 +88,9 @@ rule study_b_tokens:
         "../envs/data.yaml"
     threads: SB_CPUS
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        language=lambda w: w.lang,
+        language="{lang}",
     script:
         script_path("study_b_tokens")
 
@@ -96,9 +99,7 @@ rule study_b_parallel_tokens:
     """Parallel sentences, each side tokenised by its own language's tokenizer."""
     input:
         pairs=rules.study_b_parallel_corpus.output[0],
-        tokenizers=lambda w: [
-            f"{SB_DIR}/tokenizer/{lang}.model" for lang in SB["parallel"]["languages"]
-        ],
+        tokenizers=parallel_tokenizers,
     output:
         f"{SB_DIR}/tokens/parallel.npz",
     log:
@@ -107,10 +108,9 @@ rule study_b_parallel_tokens:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        languages=lambda w: SB["parallel"]["languages"],
+        languages=SB.get("parallel", {}).get("languages"),
     script:
         script_path("study_b_parallel_tokens")
 
@@ -119,32 +119,26 @@ rule study_b_parallel_tokens:
 rule study_b_pretrain:
     """Pretrain one run of the grid (resumable from its checkpoint folder)."""
     input:
-        tokens=sb_token_metas,
+        tokens=token_metas,
     output:
-        model=directory(f"{SB_DIR}/runs/{{run}}/model"),
-        curve=f"{SB_DIR}/runs/{{run}}/curve.csv",
-        metrics=f"{SB_DIR}/runs/{{run}}/metrics.json",
+        model=directory(f"{sb_run_dir()}/model"),
+        curve=f"{sb_run_dir()}/curve.csv",
+        metrics=f"{sb_run_dir()}/metrics.json",
     log:
         f"{LOGS}/study_b/pretrain/{{run}}.log",
     conda:
         "../envs/torch.yaml"
-    threads: sb_threads
+    threads: gpu_threads(size_settings)
     resources:
-        gpu=sb_resources("gpu", 1),
-        gpu_model=sb_resources("gpu_model"),
-        cpus_per_gpu=sb_resources("cpus_per_gpu", 8),
-        mem_mb=sb_resources("mem_mb", 64000),
-        runtime=sb_resources("runtime", 90, scaled=True),
+        **gpu_resources(size_settings, mem_mb=64000, runtime=90, scale=run_scale),
     params:
         run=sb_run,
-        model=lambda w: sbgrid.model_params(SB, sb_run(w)["size"]),
-        train=lambda w: sbgrid.train_params(SB, sb_run(w)["size"]),
-        seed=SB.get("seed", 0),
-        ckpt_dir=lambda w: f"{CKPT}/study_b/{w.run}",
+        model=size_model,
+        train=size_train,
+        seed=SB_SEED,
+        ckpt_dir=f"{CKPT}/study_b/{{run}}",
         keep_checkpoints=config["keep_checkpoints"],
-        num_gpus=lambda w: max(
-            int(sbgrid.size_resources(SB, sb_run(w)["size"]).get("gpu", 1)), 1
-        ),
+        num_gpus=num_gpus,
     script:
         script_path("study_b_pretrain")
 
@@ -153,24 +147,20 @@ rule study_b_perplexity:
     """Held-out perplexity of every language of a run (sliding windows)."""
     input:
         model=rules.study_b_pretrain.output.model,
-        tokens=sb_token_metas,
+        tokens=token_metas,
     output:
-        f"{SB_DIR}/runs/{{run}}/perplexity.json",
+        sb_ppl("{run}"),
     log:
         f"{LOGS}/study_b/perplexity/{{run}}.log",
     conda:
         "../envs/torch.yaml"
-    threads: sb_threads
+    threads: gpu_threads(size_settings)
     resources:
-        gpu=sb_resources("gpu", 1),
-        gpu_model=sb_resources("gpu_model"),
-        cpus_per_gpu=sb_resources("cpus_per_gpu", 8),
-        mem_mb=sb_resources("mem_mb", 64000),
-        runtime=sb_resources("runtime", 90),
+        **gpu_resources(size_settings, mem_mb=64000, runtime=90),
     params:
         run=sb_run,
-        eval=sb_eval("window", "stride", "max_tokens", "batch_size"),
-        seed=SB.get("seed", 0),
+        eval=eval_settings("window", "stride", "max_tokens", "batch_size"),
+        seed=SB_SEED,
     script:
         script_path("study_b_perplexity")
 
@@ -178,37 +168,27 @@ rule study_b_perplexity:
 rule study_b_alignment:
     """Representation (per layer) and gradient alignment of L1/L2 on parallel data."""
     input:
-        unpack(
-            lambda w: {
-                "model": f"{SB_DIR}/runs/{w.run}/model",
-                "tokens": sb_token_metas(w),
-                **sb_parallel_input(w),
-            }
-        ),
+        unpack(alignment_inputs),
     output:
-        representation=f"{SB_DIR}/runs/{{run}}/alignment_representation.csv",
-        gradient=f"{SB_DIR}/runs/{{run}}/alignment_gradient.csv",
+        representation=f"{sb_run_dir()}/alignment_representation.csv",
+        gradient=f"{sb_run_dir()}/alignment_gradient.csv",
     log:
         f"{LOGS}/study_b/alignment/{{run}}.log",
     conda:
         "../envs/torch.yaml"
-    threads: sb_threads
+    threads: gpu_threads(size_settings)
     resources:
-        gpu=sb_resources("gpu", 1),
-        gpu_model=sb_resources("gpu_model"),
-        cpus_per_gpu=sb_resources("cpus_per_gpu", 8),
-        mem_mb=sb_resources("mem_mb", 64000),
-        runtime=sb_resources("runtime", 90),
+        **gpu_resources(size_settings, mem_mb=64000, runtime=90),
     params:
         run=sb_run,
-        eval=sb_eval(
+        eval=eval_settings(
             "n_parallel",
             "batch_size",
             "parallel_min_len",
             "parallel_max_len",
             "clone_parallel",
         ),
-        seed=SB.get("seed", 0),
+        seed=SB_SEED,
     script:
         script_path("study_b_alignment")
 
@@ -217,9 +197,9 @@ rule study_b_fit:
     """Monolingual scaling fit 1/PPL = c - a x^-b per size; MLTE, TEff, MLPE (bootstrap intervals) of
     bilingual runs; the fit's residuals and parameters at a bound."""
     input:
-        mono=lambda w: [sb_ppl(r) for r in SB_FITS[w.size]["mono"]],
-        target=lambda w: [sb_ppl(r) for r in SB_FITS[w.size]["targets"]],
-        metrics=lambda w: [sb_metrics(r) for r in SB_FITS[w.size]["targets"]],
+        mono=fit_mono,
+        target=fit_targets,
+        metrics=fit_metrics,
     output:
         table=f"{SB_DIR}/fits/{{size}}.csv",
         points=f"{SB_DIR}/fits/{{size}}_points.csv",
@@ -229,17 +209,12 @@ rule study_b_fit:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
-        mono_ids=lambda w: [SB_RUNS[r] for r in SB_FITS[w.size]["mono"]],
-        target_runs=lambda w: [SB_RUNS[r] for r in SB_FITS[w.size]["targets"]],
-        train=lambda w: sbgrid.train_params(SB, w.size),
-        fit=lambda w: {
-            "n_boot": SB["eval"].get("fit_bootstrap", 1000),
-            "seed": SB.get("seed", 0),
-            "max_rel_residual": SB["eval"].get("fit_max_rel_error", 0.05),
-        },
+        mono_ids=fit_mono_runs,
+        target_runs=fit_target_runs,
+        train=fit_train,
+        fit=fit_settings,
     script:
         script_path("study_b_fit")
 
@@ -252,21 +227,20 @@ rule study_b_report:
         fits=[f"{SB_DIR}/fits/{size}.csv" for size in SB_FITS],
         fit_points=[f"{SB_DIR}/fits/{size}_points.csv" for size in SB_FITS],
         representation=[
-            f"{SB_DIR}/runs/{r}/alignment_representation.csv" for r in sb_bilingual()
+            f"{sb_run_dir(r)}/alignment_representation.csv" for r in sb_bilingual()
         ],
-        gradient=[f"{SB_DIR}/runs/{r}/alignment_gradient.csv" for r in sb_bilingual()],
+        gradient=[f"{sb_run_dir(r)}/alignment_gradient.csv" for r in sb_bilingual()],
     output:
-        **{t: report(f"{REP_B}/{t}.csv", **_sb_report_category(t)) for t in SB_TABLES},
+        **{t: report(f"{REP_B}/{t}.csv", **sb_report_category(t)) for t in SB_TABLES},
         **{f"{t}_md": f"{REP_B}/{t}.md" for t in SB_TABLES},
-        **{f: report(f"{REP_B}/{f}.png", **_sb_report_category(f)) for f in SB_FIGURES},
+        **{f: report(f"{REP_B}/{f}.png", **sb_report_category(f)) for f in SB_FIGURES},
     log:
         f"{LOGS}/study_b/report.log",
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=sb_cpu("mem_mb"),
-        runtime=sb_cpu("runtime"),
+        **cpu_resources(SB_CPU),
     params:
         runs=[SB_RUNS[r] for r in SB_RUNS],
         bilingual=sb_bilingual(),

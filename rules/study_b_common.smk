@@ -1,6 +1,4 @@
-# Study B: config slices, paths, resources and targets (helpers of rules/study_b.smk).
-import math
-
+# Study B: names, paths, per-job config slices and targets (helpers of rules/study_b.smk).
 from langskew.study_b import grid as sbgrid
 
 SB = config.get("study_b") or {}
@@ -18,80 +16,134 @@ SB_TABLES = [
     "en_fr",
 ]
 SB_FIGURES = ["perplexity_vs_p", "alignment_layers"]
-SB_CPUS = int((SB.get("resources") or {}).get("cpu", {}).get("cpus", 1))
+SB_CPU = (SB.get("resources") or {}).get("cpu", {})  # resources of the CPU rules
+SB_CPUS = int(SB_CPU.get("cpus", 1))  # threads of the tokenizer rules
+SB_SEED = SB.get("seed", 0)
 
 
-wildcard_constraints:
-    lang="[A-Za-z0-9_]+",
-    run="[A-Za-z0-9_.-]+",
-    size="[A-Za-z0-9_]+",
-
-
-# --- helpers -------------------------------------------------------------------------------
+# --- names and paths -----------------------------------------------------------------------
 def sb_run(w):
+    """The job's run of the grid (langskew.study_b.grid.expand_runs)."""
     return SB_RUNS[w.run]
 
 
-def sb_resources(key, default=None, scaled=False):
-    """A SLURM resource of a size's GPU jobs; runtime grows with the attempt (and the run's scale)."""
-
-    def get(wildcards, attempt=1):
-        value = sbgrid.size_resources(SB, sb_run(wildcards)["size"]).get(key, default)
-        if key == "runtime":
-            scale = max(float(sb_run(wildcards)["scale"]), 0.1) if scaled else 1.0
-            return int(math.ceil(int(value) * scale * attempt))
-        return "" if value is None else value
-
-    return get
-
-
-def sb_threads(wildcards):
-    return int(
-        sbgrid.size_resources(SB, sb_run(wildcards)["size"]).get("cpus_per_gpu", 1)
-    )
-
-
-def sb_cpu(key):
-    """A resource of Study B's CPU jobs (study_b.resources.cpu); runtime grows with the attempt."""
-    value = (SB.get("resources") or {}).get("cpu", {}).get(key)
-
-    def get(wildcards, attempt=1):
-        return int(value) * attempt if key == "runtime" else value
-
-    return get
-
-
-def sb_token_metas(w):
-    return [f"{SB_DIR}/tokens/{lang}/meta.json" for lang in sb_run(w)["base_languages"]]
-
-
-def sb_parallel_input(w):
-    """Parallel sentences: an input of the alignment of real-language runs, and of clone runs
-    unless study_b.eval.clone_parallel is "heldout"."""
-    kind = sb_run(w)["kind"]
-    uses = kind == "real" or (
-        kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel"
-    )
-    return {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if uses else {}
-
-
-def sb_eval(*keys):
-    """A params function: the named keys of study_b.eval."""
-    return lambda w: {k: SB["eval"][k] for k in keys}
-
-
-def sb_ppl(rid):
-    return f"{SB_DIR}/runs/{rid}/perplexity.json"
-
-
-def sb_metrics(rid):
-    return f"{SB_DIR}/runs/{rid}/metrics.json"
+def sb_run_dir(rid="{run}"):
+    """The folder of one pretraining run; without a run id it is the wildcard pattern."""
+    return f"{SB_DIR}/runs/{rid}"
 
 
 def sb_bilingual():
     return [rid for rid, r in SB_RUNS.items() if r["kind"] != "mono"]
 
 
+# --- resources of a run's GPU jobs ---------------------------------------------------------
+def size_settings(w):
+    """The resources of the run's model size (study_b.sizes.<size>.resources)."""
+    return sbgrid.size_resources(SB, sb_run(w)["size"])
+
+
+def run_scale(w):
+    """The run's token budget relative to 1x (pretraining time grows with it)."""
+    return max(float(sb_run(w)["scale"]), 0.1)
+
+
+def num_gpus(w):
+    return max(int(size_settings(w).get("gpu", 1)), 1)
+
+
+# --- inputs and params ---------------------------------------------------------------------
+def local_corpus_files(w):
+    """The text files of a local base-language corpus."""
+    spec = SB["languages"][w.lang]
+    local = spec.get("local") or {}
+    if spec["source"] != "local":
+        return []
+    return local_files(local.get("train")) + local_files(local.get("test"))
+
+
+def local_parallel_files(w):
+    """The aligned line files or the table of local parallel sentences."""
+    par = SB["parallel"]
+    local = par.get("local") or {}
+    if par.get("source") != "local":
+        return []
+    return local_files(list((local.get("files") or {}).values()) or local.get("path"))
+
+
+def parallel_spec(w):
+    return {k: v for k, v in SB["parallel"].items() if k != "languages"}
+
+
+def parallel_tokenizers(w):
+    return [f"{SB_DIR}/tokenizer/{lang}.model" for lang in SB["parallel"]["languages"]]
+
+
+def token_metas(w):
+    """The token streams of the run's base languages."""
+    return [f"{SB_DIR}/tokens/{lang}/meta.json" for lang in sb_run(w)["base_languages"]]
+
+
+def size_model(w):
+    return sbgrid.model_params(SB, sb_run(w)["size"])
+
+
+def size_train(w):
+    return sbgrid.train_params(SB, sb_run(w)["size"])
+
+
+def alignment_inputs(w):
+    """Model and token streams; parallel sentences for real-language runs, and for clone runs
+    unless study_b.eval.clone_parallel is "heldout"."""
+    kind = sb_run(w)["kind"]
+    uses = kind == "real" or (
+        kind == "clone" and SB["eval"].get("clone_parallel", "parallel") == "parallel"
+    )
+    parallel = {"parallel": f"{SB_DIR}/tokens/parallel.npz"} if uses else {}
+    return {"model": f"{sb_run_dir(w.run)}/model", "tokens": token_metas(w), **parallel}
+
+
+def eval_settings(*keys):
+    """A params function: the named keys of study_b.eval."""
+    return lambda w: {k: SB["eval"][k] for k in keys}
+
+
+def sb_ppl(rid):
+    return f"{sb_run_dir(rid)}/perplexity.json"
+
+
+def fit_mono(w):
+    return [sb_ppl(r) for r in SB_FITS[w.size]["mono"]]
+
+
+def fit_targets(w):
+    return [sb_ppl(r) for r in SB_FITS[w.size]["targets"]]
+
+
+def fit_metrics(w):
+    return [f"{sb_run_dir(r)}/metrics.json" for r in SB_FITS[w.size]["targets"]]
+
+
+def fit_mono_runs(w):
+    return [SB_RUNS[r] for r in SB_FITS[w.size]["mono"]]
+
+
+def fit_target_runs(w):
+    return [SB_RUNS[r] for r in SB_FITS[w.size]["targets"]]
+
+
+def fit_train(w):
+    return sbgrid.train_params(SB, w.size)
+
+
+def fit_settings(w):
+    return {
+        "n_boot": SB["eval"].get("fit_bootstrap", 1000),
+        "seed": SB_SEED,
+        "max_rel_residual": SB["eval"].get("fit_max_rel_error", 0.05),
+    }
+
+
+# --- targets -------------------------------------------------------------------------------
 def study_b_targets():
     if not SB_ON:
         return []
@@ -102,7 +154,8 @@ def study_b_targets():
     )
 
 
-def _sb_report_category(name):
+def sb_report_category(name):
+    """report() arguments of a Study B table or figure."""
     return dict(
         caption=f"../report/study_b_{name}.rst",
         category="Study B",

@@ -1,5 +1,3 @@
-"""Snakemake entry point: rule prefetch (hub datasets and models into the local caches)."""
 from langskew.workflow import run
 from langskew.prefetch import prefetch_job
-
 run(snakemake, prefetch_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: accuracy per language and test variant."""
 from langskew.workflow import run
 from langskew.study_a.evaluate import evaluate_job
-
 run(snakemake, evaluate_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: language-identification probe."""
 from langskew.workflow import run
 from langskew.study_a.probe import probe_job
-
 run(snakemake, probe_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_alignment."""
 from langskew.workflow import run
-from langskew.study_b.evaluate import alignment_job
-
+from langskew.study_b.alignment import alignment_job
 run(snakemake, alignment_job)  # noqa: F821

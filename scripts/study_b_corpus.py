@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_corpus."""
 from langskew.workflow import run
 from langskew.study_b.corpus import corpus_job
-
 run(snakemake, corpus_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_fit."""
 from langskew.workflow import run
-from langskew.study_b.evaluate import fit_job
-
+from langskew.study_b.fit import fit_job
 run(snakemake, fit_job)  # noqa: F821

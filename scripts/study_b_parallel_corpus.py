@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_parallel_corpus."""
 from langskew.workflow import run
 from langskew.study_b.corpus import parallel_corpus_job
-
 run(snakemake, parallel_corpus_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_parallel_tokens."""
 from langskew.workflow import run
 from langskew.study_b.tokenizer import parallel_tokens_job
-
 run(snakemake, parallel_tokens_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_tokenizer."""
 from langskew.workflow import run
 from langskew.study_b.tokenizer import tokenizer_job
-
 run(snakemake, tokenizer_job)  # noqa: F821

@@ -1,5 +1,3 @@
-"""Snakemake entry point: Study B rule study_b_tokens."""
 from langskew.workflow import run
 from langskew.study_b.tokenizer import tokens_job
-
 run(snakemake, tokens_job)  # noqa: F821
