@@ -20,7 +20,7 @@ import yaml
 from conftest import ROOT
 from langskew.config import load_config, validate_config, dataset_source_spec
 from langskew.errors import LangskewError
-from langskew.study_a.sources import prepare_dataset
+from langskew.study_a.dataset import prepare_dataset
 from langskew.study_b import grid as sbgrid
 
 PAPER = ROOT / "config.yaml"
@@ -215,7 +215,7 @@ def test_there_are_enough_cases():
     assert len(CONFIG_CASES) + len(FILE_CONTENT_CASES) >= 30
 
 
-# --- file contents: stop in the first job (prepare_dataset), naming file and column -------------
+# --- file contents: stop in the first job (study_a_dataset), naming file and column -------------
 FILE_CONTENT_CASES = [
     ("empty-language", "validation", lambda df: df[df["language"] != "fr"], ["'fr'", "no rows", "'validation'"]),
     ("label-out-of-range", "train", lambda df: df.assign(label=df["label"] + 5), ["train.csv", "unknown label", "'5'"]),

@@ -103,8 +103,8 @@ def test_editing_files_reruns_only_the_jobs_that_read_them(touched):
 
     _edit(d / "a_val.csv")  # Study A: one dataset's validation file
     jobs, counts = _dry_run(conf)
-    assert counts["prepare_dataset"] == 1 and counts["build_subsets"] == 1
-    assert counts["finetune"] == 3 and counts["probe_base"] == 1  # 3 conditions x 1 seed x 1 model
+    assert counts["study_a_dataset"] == 1 and counts["study_a_subsets"] == 1
+    assert counts["study_a_finetune"] == 3 and counts["study_a_probe_base"] == 1  # 3 conditions x 1 seed x 1 model
     assert "dataset=loc_a" in jobs and "dataset=loc_b" not in jobs
     assert not any(rule.startswith("study_b") for rule in counts)
     _mark_done(conf)
@@ -113,7 +113,7 @@ def test_editing_files_reruns_only_the_jobs_that_read_them(touched):
     jobs, counts = _dry_run(conf)
     assert counts["study_b_corpus"] == 1 and counts["study_b_tokenizer"] == 1 and counts["study_b_tokens"] == 1
     assert "lang=en" in jobs and "lang=fr" not in jobs
-    assert not {"prepare_dataset", "finetune"} & set(counts)
+    assert not {"study_a_dataset", "study_a_finetune"} & set(counts)
     _mark_done(conf)
 
     _edit(d / "par.fr")  # Study B: the parallel sentences feed only the alignment of real-language runs

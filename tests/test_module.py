@@ -55,7 +55,7 @@ def test_demo_dry_run_through_a_module(tmp_path):
     direct = job_counts(snakemake("-n", "--quiet", "rules", *demo_args(tmp_path / "d"), cwd=ROOT))
     assert via_module, "no jobs listed"
     assert via_module == direct
-    assert via_module["finetune"] > 0 and via_module["study_b_pretrain"] > 0
+    assert via_module["study_a_finetune"] > 0 and via_module["study_b_pretrain"] > 0
     assert not (host / "results").exists()  # a dry run writes nothing
 
 

@@ -34,7 +34,7 @@ WORKFLOW_DIR = Path(os.environ.get("LANGSKEW_WORKFLOW_DIR", ROOT))
 RUN_DEMO_TARGETS = os.environ.get("LANGSKEW_SLURM_DEMO", "1") == "1"
 # Early, cheap targets of presets/demo.yaml (relative to outdir; {dataset}: first Study A dataset).
 DEMO_TARGETS = [
-    "study_a/subsets/{dataset}/counts.csv",  # two jobs: prepare_dataset, build_subsets
+    "study_a/subsets/{dataset}/counts.csv",  # two jobs: study_a_dataset, study_a_subsets
 ]
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
 TIMEOUT_S = 600

@@ -34,10 +34,10 @@ def test_paper_dry_run_lists_the_grid(tmp_path):
     out = snakemake("-n", "--cores", "1", "--config", f"outdir={tmp_path}/r").stdout
     c = job_counts(out)
     # 2 datasets x 2 models x 3 conditions x 2 seeds
-    assert c["finetune"] == 24 and c["evaluate"] == 24 and c["probe"] == 24
-    assert c["shap_values"] == 24 and c["shap_compare"] == 8 and c["probe_base"] == 4
-    assert c["prepare_dataset"] == 2 and c["build_subsets"] == 2 and c["report_study_a"] == 1
-    assert "build_tiny_model" not in c  # hub models are not built
+    assert c["study_a_finetune"] == 24 and c["study_a_evaluate"] == 24 and c["study_a_probe"] == 24
+    assert c["study_a_shap_values"] == 24 and c["study_a_shap_compare"] == 8 and c["study_a_probe_base"] == 4
+    assert c["study_a_dataset"] == 2 and c["study_a_subsets"] == 2 and c["study_a_report"] == 1
+    assert "study_a_tiny_model" not in c  # hub models are not built
     # Study B: the paper grid of pretraining runs, each with its evaluations, plus fits and tables
     assert c["study_b_pretrain"] >= 60
     assert c["study_b_perplexity"] == c["study_b_pretrain"]
@@ -49,9 +49,9 @@ def test_paper_dry_run_lists_the_grid(tmp_path):
 
 def test_paper_dry_run_has_gpu_resources(tmp_path):
     """Training jobs ask for GPUs through the SLURM plugin's `gpu` resource, never slurm_extra."""
-    out = snakemake("-n", "--cores", "1", "-p", "--config", f"outdir={tmp_path}/r", "--forcerun", "finetune",
-                    "--until", "finetune").stdout
-    block = out.split("rule finetune:")[1].split("\n\n")[0]
+    out = snakemake("-n", "--cores", "1", "-p", "--config", f"outdir={tmp_path}/r", "--forcerun", "study_a_finetune",
+                    "--until", "study_a_finetune").stdout
+    block = out.split("rule study_a_finetune:")[1].split("\n\n")[0]
     assert re.search(r"resources:.*gpu=1", block) and "runtime=720" in block
     assert "slurm_extra" not in out
 
@@ -124,9 +124,9 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
     extra = overlay(tmp_path, "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n")
     out, c = dry_run_counts(conf, extra)
     # 3 conditions x 2 seeds of synth_nli, and what depends on them; nothing of synth_reviews
-    assert c.get("finetune") == 6 and c.get("evaluate") == 6 and c.get("probe") == 6
-    assert c.get("shap_values") == 6 and c.get("shap_compare") == 2 and c.get("report_study_a") == 1
-    for rule in ["prepare_dataset", "build_subsets", "build_tiny_model", "probe_base"]:
+    assert c.get("study_a_finetune") == 6 and c.get("study_a_evaluate") == 6 and c.get("study_a_probe") == 6
+    assert c.get("study_a_shap_values") == 6 and c.get("study_a_shap_compare") == 2 and c.get("study_a_report") == 1
+    for rule in ["study_a_dataset", "study_a_subsets", "study_a_tiny_model", "study_a_probe_base"]:
         assert rule not in c, (rule, out[-3000:])
     assert not any(r.startswith("study_b") for r in c)
     assert "synth_reviews" not in out.split("Job stats:")[0]
@@ -134,15 +134,16 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("text, expected", [
-    ("study_a:\n  shap: {max_evals: 90}\n", {"shap_values": 12, "shap_compare": 4, "report_study_a": 1}),
-    ("study_a:\n  shap: {threshold: 0.02}\n", {"shap_compare": 4, "report_study_a": 1}),
-    ("study_a:\n  probe: {C: 0.001}\n", {"probe": 12, "probe_base": 2, "report_study_a": 1}),
+    ("study_a:\n  shap: {max_evals: 90}\n",
+     {"study_a_shap_values": 12, "study_a_shap_compare": 4, "study_a_report": 1}),
+    ("study_a:\n  shap: {threshold: 0.02}\n", {"study_a_shap_compare": 4, "study_a_report": 1}),
+    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 12, "study_a_probe_base": 2, "study_a_report": 1}),
     ("study_b:\n  eval: {stride: 32}\n", None),
 ])
 def test_analysis_settings_never_rerun_training(demo, tmp_path, text, expected):
     _, conf = demo
     out, c = dry_run_counts(conf, overlay(tmp_path, text))
-    assert "finetune" not in c and "study_b_pretrain" not in c, out[-3000:]
+    assert "study_a_finetune" not in c and "study_b_pretrain" not in c, out[-3000:]
     if expected is not None:
         assert {k: v for k, v in c.items() if k != "all"} == expected
     else:
