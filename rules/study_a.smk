@@ -312,9 +312,7 @@ rule study_a_report:
     threads: 1
     params:
         **report_ids(),
-        labels={d: config["datasets"][d]["labels"] for d in sa_datasets()},
-        figure_test_variants={
-            d: config["datasets"][d].get("report_tests") for d in sa_datasets()
-        },
+        labels=report_labels(),
+        figure_test_variants=report_figure_tests(),
     script:
         script_path("study_a_report")

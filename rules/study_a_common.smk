@@ -82,6 +82,11 @@ def n_labels(w):
     return len(dataset_cfg(w)["labels"])
 
 
+def model_cfg(w):
+    """The config of the job's model (models.<model>)."""
+    return config["models"][w.model]
+
+
 def model_spec(w):
     """Path, revision and trust_remote_code of the job's model."""
     return lsconfig.model_spec(config, w.model)
@@ -89,12 +94,12 @@ def model_spec(w):
 
 def model_settings(w):
     """The resources of the job's model (models.<model>.resources)."""
-    return config["models"][w.model].get("resources", {})
+    return model_cfg(w).get("resources", {})
 
 
 def built_model(w):
     """A model built by the workflow is an input folder; a hub id is not a file."""
-    if config["models"][w.model]["source"] == "tiny":
+    if model_cfg(w)["source"] == "tiny":
         return {"model": f"{OUT}/models/{w.model}"}
     return {}
 
@@ -212,6 +217,16 @@ def report_ids():
         ],
         "dataset_ids": [dict(dataset=d) for d in sa_datasets()],
     }
+
+
+def report_labels():
+    """{dataset: its class names}."""
+    return {d: config["datasets"][d]["labels"] for d in sa_datasets()}
+
+
+def report_figure_tests():
+    """{dataset: the test variants of the accuracy figure (datasets.<name>.report_tests)}."""
+    return {d: config["datasets"][d].get("report_tests") for d in sa_datasets()}
 
 
 def curve_inputs():
