@@ -47,7 +47,7 @@ rule study_b_parallel_corpus:
         **cpu_resources(SB_CPU),
     params:
         spec=parallel_spec,
-        languages=SB.get("parallel", {}).get("languages"),
+        languages=SB_PARALLEL.get("languages"),
     script:
         script_path("study_b_parallel_corpus")
 
@@ -110,7 +110,7 @@ rule study_b_parallel_tokens:
     resources:
         **cpu_resources(SB_CPU),
     params:
-        languages=SB.get("parallel", {}).get("languages"),
+        languages=SB_PARALLEL.get("languages"),
     script:
         script_path("study_b_parallel_tokens")
 
@@ -149,7 +149,7 @@ rule study_b_perplexity:
         model=rules.study_b_pretrain.output.model,
         tokens=token_metas,
     output:
-        sb_ppl("{run}"),
+        perplexity_file("{run}"),
     log:
         f"{LOGS}/study_b/perplexity/{{run}}.log",
     conda:
@@ -223,7 +223,7 @@ rule study_b_fit:
 rule study_b_report:
     """Study B tables (CSV + Markdown, with the published figures beside ours) and figures."""
     input:
-        perplexity=[sb_ppl(r) for r in SB_RUNS],
+        perplexity=[perplexity_file(r) for r in SB_RUNS],
         fits=[f"{SB_DIR}/fits/{size}.csv" for size in SB_FITS],
         fit_points=[f"{SB_DIR}/fits/{size}_points.csv" for size in SB_FITS],
         representation=[

@@ -16,6 +16,7 @@ SB_TABLES = [
     "en_fr",
 ]
 SB_FIGURES = ["perplexity_vs_p", "alignment_layers"]
+SB_PARALLEL = SB.get("parallel") or {}
 SB_CPU = (SB.get("resources") or {}).get("cpu", {})  # resources of the CPU rules
 SB_CPUS = int(SB_CPU.get("cpus", 1))  # threads of the tokenizer rules
 SB_SEED = SB.get("seed", 0)
@@ -63,19 +64,18 @@ def local_corpus_files(w):
 
 def local_parallel_files(w):
     """The aligned line files or the table of local parallel sentences."""
-    par = SB["parallel"]
-    local = par.get("local") or {}
-    if par.get("source") != "local":
+    local = SB_PARALLEL.get("local") or {}
+    if SB_PARALLEL.get("source") != "local":
         return []
     return local_files(list((local.get("files") or {}).values()) or local.get("path"))
 
 
 def parallel_spec(w):
-    return {k: v for k, v in SB["parallel"].items() if k != "languages"}
+    return {k: v for k, v in SB_PARALLEL.items() if k != "languages"}
 
 
 def parallel_tokenizers(w):
-    return [f"{SB_DIR}/tokenizer/{lang}.model" for lang in SB["parallel"]["languages"]]
+    return [f"{SB_DIR}/tokenizer/{lang}.model" for lang in SB_PARALLEL["languages"]]
 
 
 def token_metas(w):
@@ -107,16 +107,16 @@ def eval_settings(*keys):
     return lambda w: {k: SB["eval"][k] for k in keys}
 
 
-def sb_ppl(rid):
+def perplexity_file(rid):
     return f"{sb_run_dir(rid)}/perplexity.json"
 
 
 def fit_mono(w):
-    return [sb_ppl(r) for r in SB_FITS[w.size]["mono"]]
+    return [perplexity_file(r) for r in SB_FITS[w.size]["mono"]]
 
 
 def fit_targets(w):
-    return [sb_ppl(r) for r in SB_FITS[w.size]["targets"]]
+    return [perplexity_file(r) for r in SB_FITS[w.size]["targets"]]
 
 
 def fit_metrics(w):
