@@ -312,7 +312,6 @@ rule study_a_report:
     threads: 1
     params:
         **report_ids(),
-        labels=report_labels(),
         figure_test_variants=report_figure_tests(),
     script:
         script_path("study_a_report")

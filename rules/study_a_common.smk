@@ -219,11 +219,6 @@ def report_ids():
     }
 
 
-def report_labels():
-    """{dataset: its class names}."""
-    return {d: config["datasets"][d]["labels"] for d in sa_datasets()}
-
-
 def report_figure_tests():
     """{dataset: the test variants of the accuracy figure (datasets.<name>.report_tests)}."""
     return {d: config["datasets"][d].get("report_tests") for d in sa_datasets()}
