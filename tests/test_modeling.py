@@ -52,7 +52,7 @@ def test_tiny_model_is_deterministic_by_seed(tmp_path, frames):
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
-def test_build_tiny_model_job_reads_parquet(tmp_path):
+def test_tiny_model_job_reads_parquet(tmp_path):
     make_tiny_classification_frames(tmp_path / "data", sizes={"train": 40, "validation": 10})
     data = [str(tmp_path / "data" / f"{s}.parquet") for s in ("train", "validation")]
     out = tmp_path / "model"

@@ -107,7 +107,7 @@ def test_ratio_with_wrong_number_of_parts():
         build_subsets(frames, ["en", "de"], {"en": "1:1:1"}, 3, None)
 
 
-def test_build_subsets_job_writes_contract(tmp_path):
+def test_subsets_job_writes_contract(tmp_path):
     frames = {"train": _frame(["en", "fr"], 600, 3), "validation": _frame(["en", "fr"], 90, 3),
               "test": _frame(["en", "fr"], 120, 3)}
     inputs = {}
