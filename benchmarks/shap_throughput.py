@@ -9,7 +9,7 @@ Same model, same examples, same ``max_evals``, in one process:
   explains one example after the other.
 - ``shap_batched`` (with ``--routes``): the same ``shap.Explainer`` one example at a time,
   but on our batched model function (dynamic padding): what a better model function alone gives.
-- ``ours``: :func:`langskew.study_a.shap_analysis.explain` (shap's algorithm for
+- ``ours``: :func:`langskew.study_a.shap_values.explain` (shap's algorithm for
   ``--batch-size`` examples at once, one model call per step of all of them; see
   :mod:`langskew.study_a.shap_fast`), once per ``--precision``.
 
@@ -40,9 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from langskew.study_a import shap_analysis as sa  # noqa: E402
+from langskew.devices import pick_device  # noqa: E402
+from langskew.study_a import shap_values as sv  # noqa: E402
 from langskew.study_a.modeling import train_wordpiece  # noqa: E402
-from langskew.study_a.shap_fast import ProbabilityModel, text_masker  # noqa: E402
+from langskew.study_a.shap_fast import text_masker  # noqa: E402
 
 SIZES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
@@ -96,14 +97,14 @@ def authors_route(model, tokenizer, texts, max_evals, max_length, device, paddin
 def shap_batched_route(model, tokenizer, texts, max_evals, max_length):
     import shap
 
-    f = sa.probability_function(model, tokenizer, 1024, max_length, pair=False)
+    f = sv.probability_function(model, tokenizer, 1024, max_length, pair=False)
     explainer = shap.Explainer(f, text_masker(tokenizer), algorithm="partition")
     exp = explainer(texts, max_evals=max_evals, silent=True)
     return [np.asarray(v) for v in exp.values], [np.asarray(b) for b in exp.base_values]
 
 
 def our_route(model, tokenizer, frame, max_evals, max_length, batch_size, precision):
-    values = sa.explain(model, tokenizer, frame, batch_size=batch_size, max_evals=max_evals, max_length=max_length,
+    values = sv.explain(model, tokenizer, frame, batch_size=batch_size, max_evals=max_evals, max_length=max_length,
                         precision=precision)
     out_v, out_b = [], []
     for _, rows in values.groupby("id", sort=False):
@@ -150,8 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = pick_device() if args.device == "auto" else torch.device(args.device)
     precisions = (args.precision or ("fp32,auto" if device.type == "cuda" else "fp32")).split(",")
     routes = args.routes.split(",")
     if "authors" not in routes:
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.to(device)
     frame = pd.DataFrame({"id": [f"x{i}" for i in range(args.examples)], "language": "xx", "label": 0,
                           "text": synthetic_texts(args.examples, args.median_words, args.seed + 1), "text_pair": None})
-    texts, _ = sa.joined_inputs(tokenizer, frame, args.max_length)  # what every route explains
+    texts, _ = sv.joined_inputs(tokenizer, frame, args.max_length)  # what every route explains
     frame["text"] = texts
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"

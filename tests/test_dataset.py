@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import write_hub_style_dataset
+from helpers import job, write_hub_style_dataset
 from hub_fixtures import per_language_parquet_repo, script_only_repo
 from langskew.errors import LangskewError
-from langskew.study_a.dataset import prepare_dataset, prepare_dataset_job
+from langskew.study_a.dataset import dataset_job, prepare_dataset
 
 SPLITS = ("train", "validation", "test")
 
@@ -175,8 +175,7 @@ def test_synthetic_source_and_job(tmp_path):
             "synthetic": {"n_per_label": {"train": 8, "validation": 2, "test": 3}, "label_noise": 0.0}}
     out = tmp_path / "data" / "toy"
     output = SimpleNamespace(meta=str(out / "meta.json"), **{s: str(out / f"{s}.parquet") for s in SPLITS})
-    meta = prepare_dataset_job(input=SimpleNamespace(), output=output,
-                               params=SimpleNamespace(spec=spec, name="toy", seed=1), threads=1, log=None)
+    meta = dataset_job(job({}, vars(output)), spec=spec, name="toy", seed=1)
     train = pd.read_parquet(output.train)
     assert len(train) == 2 * 5 * 8 and train["id"].is_unique
     assert train["id"].iloc[0] == "en-train-0"

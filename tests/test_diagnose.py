@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import named
+from helpers import job, named
 from scipy.stats import chi2_contingency
 from scipy.stats.contingency import association, expected_freq
 from sklearn.metrics import mutual_info_score
@@ -142,7 +142,7 @@ def test_diagnose_job_writes_summary_cells_figure(tmp_path):
             files[f"{variant}_{split}"] = str(tmp_path / f"{variant}_{split}.parquet")
             df.assign(text="x").to_parquet(files[f"{variant}_{split}"])
     out = named(summary=str(tmp_path / "s.csv"), cells=str(tmp_path / "c.csv"), figure=str(tmp_path / "f.png"))
-    dg.diagnose_job(named(**files), out, named(dataset="toy", languages=["en", "fr"], labels=["e", "n", "c"]))
+    dg.diagnose_job(job(files, dict(out.items())), dataset="toy", languages=["en", "fr"], labels=["e", "n", "c"])
     summary = pd.read_csv(out.summary).set_index(["variant", "split"])
     assert summary.loc[("balanced", "train"), "verdict"] == "none"
     assert summary.loc[("imbalanced", "test"), "verdict"] == "strong"
@@ -154,7 +154,7 @@ def test_diagnose_job_writes_summary_cells_figure(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "imbalanced / train\nstrong" in titles and "balanced / test" in titles
     md_out = named(csv=str(tmp_path / "d.csv"), md=str(tmp_path / "d.md"), cells=str(tmp_path / "dc.csv"))
-    dg.report_diagnosis_job(named(summary=[out.summary], cells=[out.cells]), md_out, named())
+    dg.diagnose_report_job(job({"summary": [out.summary], "cells": [out.cells]}, dict(md_out.items())))
     md = Path(md_out.md).read_text()
     assert "| toy" in md and "strong" in md and "Label shares per language: toy / imbalanced / train" in md
 

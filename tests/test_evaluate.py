@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from helpers import named
+from helpers import job, named
 
 from langskew.errors import LangskewError
 from langskew.study_a.evaluate import evaluate_job, evaluate_predictions
@@ -48,7 +48,8 @@ def test_bad_predictions_are_named():
 def test_evaluate_job_writes_csvs(tmp_path):
     predictions().to_parquet(tmp_path / "p.parquet")
     out = named(accuracy=str(tmp_path / "acc.csv"), distribution=str(tmp_path / "dist.csv"))
-    evaluate_job(named(predictions=str(tmp_path / "p.parquet")), out, named(labels=LABELS))
+    evaluate_job(job({"predictions": str(tmp_path / "p.parquet")}, dict(out.items())), labels=LABELS,
+                 reliance_test="balanced", reliance_reference="imbalanced")
     assert len(pd.read_csv(out.accuracy)) == 6 and len(pd.read_csv(out.distribution)) == 18
 
 
@@ -101,8 +102,9 @@ def test_evaluate_job_writes_reliance(tmp_path):
     _counts({"en": [1, 2, 3], "fr": [3, 2, 1]}).to_csv(tmp_path / "counts.csv", index=False)
     out = named(accuracy=str(tmp_path / "acc.csv"), distribution=str(tmp_path / "dist.csv"),
                 reliance=str(tmp_path / "rel.csv"))
-    evaluate_job(named(predictions=str(tmp_path / "p.parquet"), counts=str(tmp_path / "counts.csv")), out,
-                 named(labels=LABELS, reliance_test="balanced", reliance_reference="imbalanced"))
+    evaluate_job(job({"predictions": str(tmp_path / "p.parquet"), "counts": str(tmp_path / "counts.csv")},
+                     dict(out.items())),
+                 labels=LABELS, reliance_test="balanced", reliance_reference="imbalanced")
     rel = pd.read_csv(out.reliance).set_index("language")
     assert list(rel.index) == ["en", "fr", "all"]
     # en balanced rows: labels 0,1,2,2 predicted 0,0,2,2; class 2 over (1.0), class 0 under (1.0)

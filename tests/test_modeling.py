@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_tiny_classification_frames, named
+from helpers import job, make_tiny_classification_frames
 from safetensors.torch import load_file
 
 from langskew.errors import LangskewError
-from langskew.study_a.modeling import build_tiny_model, build_tiny_model_job, load_classifier, texts_of
+from langskew.study_a.modeling import build_tiny_model, load_classifier, texts_of, tiny_model_job
 
 ARCH = {"vocab_size": 150, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 48}
@@ -52,12 +52,12 @@ def test_tiny_model_is_deterministic_by_seed(tmp_path, frames):
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
-def test_build_tiny_model_job_reads_parquet(tmp_path):
+def test_tiny_model_job_reads_parquet(tmp_path):
     make_tiny_classification_frames(tmp_path / "data", sizes={"train": 40, "validation": 10})
     data = [str(tmp_path / "data" / f"{s}.parquet") for s in ("train", "validation")]
     out = tmp_path / "model"
     # the config passes the tiny-model block, seed included, as arch
-    build_tiny_model_job(named(data=data), named(model=str(out)), named(arch={**ARCH, "seed": 0}, seed=0))
+    tiny_model_job(job({"data": data}, {"model": str(out)}), arch={**ARCH, "seed": 0}, seed=0)
     tok, _ = load_classifier(out, 2)
     assert "[UNK]" not in tok.convert_ids_to_tokens(tok("frw3 en_c0")["input_ids"])
 

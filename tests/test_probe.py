@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import build_tiny_encoder, tiny_frame  # noqa: E402
+from helpers import build_tiny_encoder, job, tiny_frame  # noqa: E402
 
 from langskew.errors import LangskewError  # noqa: E402
-from langskew.study_a import probe  # noqa: E402
+from langskew.study_a import inference, probe  # noqa: E402
+from langskew.workflow import check_params  # noqa: E402
 
 
 def _clusters(shift: float, n: int = 60, dim: int = 16, seed: int = 0):
@@ -54,7 +54,7 @@ def tiny_models(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 @pytest.mark.parametrize("pair", [False, True])
 def test_representation_shapes(tiny_models, kind, pair):
-    tokenizer, model = probe.load_for_inference(tiny_models[kind])
+    tokenizer, model = inference.load_for_inference(tiny_models[kind])
     df = tiny_frame(5, pair=pair)
     reps = probe.sentence_representations(model, tokenizer, df, ["last", "all"], batch_size=4, max_length=32)
     assert list(reps) == ["last", "0", "1", "2"]  # 2 layers + embeddings
@@ -77,7 +77,7 @@ def test_representation_shapes(tiny_models, kind, pair):
 
 
 def test_bad_layer_is_rejected(tiny_models):
-    tokenizer, model = probe.load_for_inference(tiny_models["bert"])
+    tokenizer, model = inference.load_for_inference(tiny_models["bert"])
     with pytest.raises(LangskewError, match="layer 7"):
         probe.sentence_representations(model, tokenizer, tiny_frame(2), [7])
 
@@ -86,11 +86,21 @@ def test_probe_job_with_base_model_path(tiny_models, tmp_path):
     data = tmp_path / "test.parquet"
     tiny_frame(10).to_parquet(data)
     out = tmp_path / "probe.csv"
-    params = SimpleNamespace(model={"path": str(tiny_models["roberta"])}, layers=["last", 0], C=1e-4,
-                             folds=5, max_examples=16, batch_size=8, max_length=32, seed=0, num_labels=3)
-    probe.probe_job(input=SimpleNamespace(data=str(data)), output=[str(out)], params=params)
+    settings = dict(layers=["last", 0], C=1e-4, folds=5, max_examples=16, batch_size=8, max_length=32, seed=0)
+    probe.probe_base_job(job({"data": str(data)}, [str(out)]), settings=settings,
+                         model={"path": str(tiny_models["roberta"])}, num_labels=3)
     table = pd.read_csv(out)
     assert list(table.columns) == ["layer", "accuracy_mean", "accuracy_sd", "n_examples", "n_languages"]
     assert table["layer"].astype(str).tolist() == ["last", "0"]
     assert (table["n_examples"] == 16).all() and (table["n_languages"] == 2).all()
     assert table["accuracy_mean"].between(0, 1).all()
+
+
+def test_probe_jobs_take_their_rules_params():
+    """The fine-tuned model's probe has no num_labels (its head is the fine-tuned one); the base probe needs it."""
+    with pytest.raises(LangskewError, match="params the function does not take: num_labels"):
+        check_params(probe.probe_job, {"settings": {}, "model": {}, "num_labels": 3}, "study_a_probe")
+    with pytest.raises(LangskewError, match="arguments the rule does not pass: num_labels"):
+        check_params(probe.probe_base_job, {"settings": {}, "model": {}}, "study_a_probe_base")
+    check_params(probe.probe_job, {"settings": {}, "model": {}})
+    check_params(probe.probe_base_job, {"settings": {}, "model": {}, "num_labels": 3})

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import job
 
 from langskew.errors import LangskewError
 from langskew.study_a import report
@@ -104,12 +105,11 @@ def test_report_job_writes_all_tables(tmp_path):
                              **{f"{n}_md": str(tmp_path / "out" / f"{n}.md") for n in names},
                              accuracy_fig=str(tmp_path / "out" / "accuracy.png"),
                              informative=str(tmp_path / "out" / "informative.csv"))
-    report.report_a_job(
-        input=SimpleNamespace(accuracy=acc_paths, lid=lid_paths, shap=shap_paths, class_weights=[weights],
-                              counts=[counts], informative=informative, reliance=reliance),
-        output=output,
-        params=SimpleNamespace(accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids,
-                               dataset_ids=[{"dataset": "xnli"}]))
+    report.report_job(
+        job({"accuracy": acc_paths, "lid": lid_paths, "shap": shap_paths, "class_weights": [weights],
+             "counts": [counts], "informative": informative, "reliance": reliance}, vars(output)),
+        accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids, dataset_ids=[{"dataset": "xnli"}],
+        figure_test_variants={"xnli": None})
     shap = pd.read_csv(output.shap).set_index("language")
     assert shap.loc["en", "mean_diff_mean"] == pytest.approx(0.2)
     assert shap.loc["fr", "mean_diff_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))

@@ -5,34 +5,34 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import build_tiny_encoder, tiny_frame  # noqa: E402
+from helpers import build_tiny_encoder, job, tiny_frame  # noqa: E402
 
 from langskew.errors import LangskewError  # noqa: E402
-from langskew.study_a import shap_analysis as sa  # noqa: E402
-from langskew.study_a.probe import load_for_inference  # noqa: E402
+from langskew.study_a import shap_compare as sc  # noqa: E402
+from langskew.study_a import shap_values as sv  # noqa: E402
+from langskew.study_a.inference import load_for_inference  # noqa: E402
 
 
 def _values(rows):
     """Long frame from (id, language, token_index, token, class_index, value) tuples."""
     df = pd.DataFrame(rows, columns=["id", "language", "token_index", "token", "class_index", "value"])
-    return df.assign(label=0)[sa.VALUE_COLUMNS]
+    return df.assign(label=0)[sv.VALUE_COLUMNS]
 
 
 def test_token_types_thresholds():
     ref = _values([("a", "en", 0, "x", 0, 0.02), ("a", "en", 1, "y", 0, 0.01), ("a", "en", 2, "z", 0, -0.01),
                    ("a", "en", 3, "w", 0, -0.011), ("a", "en", 4, "v", 0, 0.0),
                    ("a", "en", -1, "<base>", 0, 0.5)])
-    types = sa.token_types(ref, threshold=0.01)
+    types = sc.token_types(ref, threshold=0.01)
     assert types["token_index"].tolist() == [0, 1, 2, 3, 4]  # base row excluded
     assert types["type"].tolist() == ["positive", "neutral", "neutral", "negative", "neutral"]
-    assert sa.token_types(ref, threshold=0.001)["type"].tolist()[:3] == ["positive", "positive", "negative"]
+    assert sc.token_types(ref, threshold=0.001)["type"].tolist()[:3] == ["positive", "positive", "negative"]
 
 
 def _pair_of_frames():
@@ -49,7 +49,7 @@ def _pair_of_frames():
 
 def test_cumulative_differences_match_hand_computation():
     ref, other = _pair_of_frames()
-    full = sa.cumulative_differences(ref, other, threshold=0.01)
+    full = sc.cumulative_differences(ref, other, threshold=0.01)
     out = full.set_index(["language", "type"])["mean_diff"]
     n = full.set_index(["language", "type"])["n_examples"]
     # en: a -> pos (0.10-0.20)=-0.10, neg (-0.05+0.10)=0.05, neutral 0.04, base 0.05
@@ -67,7 +67,7 @@ def test_cumulative_differences_match_hand_computation():
 def test_cumulative_differences_leave_out_examples_without_the_type():
     """nan-mean: an example with no token of a type does not count as a 0 in that type's mean."""
     ref, other = _pair_of_frames()
-    full = sa.cumulative_differences(ref, other, threshold=0.01).set_index(["language", "type"])
+    full = sc.cumulative_differences(ref, other, threshold=0.01).set_index(["language", "type"])
     # en negative: only example a has a negative token -> mean 0.05 over 1 example (not (0.05 + 0) / 2)
     assert full.loc[("en", "negative"), "mean_diff"] == pytest.approx(0.05)
     assert full.loc[("en", "negative"), "n_examples"] == 1
@@ -79,15 +79,15 @@ def test_cumulative_differences_leave_out_examples_without_the_type():
 def test_cumulative_differences_require_aligned_tokens():
     ref, other = _pair_of_frames()
     with pytest.raises(LangskewError, match="only in the reference"):
-        sa.cumulative_differences(ref, other.iloc[1:])
+        sc.cumulative_differences(ref, other.iloc[1:])
     other.loc[0, "token"] = "X"
     with pytest.raises(LangskewError, match="tokens differ for example 'a'"):
-        sa.cumulative_differences(ref, other)
+        sc.cumulative_differences(ref, other)
 
 
 def test_token_words_groups_subword_pieces():
     tokens = ["", "good ", "mo", "vie", "! ", "bad", "", " so", "-", "so"]
-    assert sa.token_words(tokens) == ["", "good", "movie", "movie", "movie", "bad", "", "so-so", "so-so", "so-so"]
+    assert sc.token_words(tokens) == ["", "good", "movie", "movie", "movie", "bad", "", "so-so", "so-so", "so-so"]
 
 
 def test_informative_share():
@@ -97,7 +97,7 @@ def test_informative_share():
         ("a", "en", 0, "", 1, 0.0), ("a", "en", 1, "good ", 1, -0.2), ("a", "en", 2, "fi", 1, 0.2),
         ("a", "en", 3, "lm", 1, 0.0), ("a", "en", -1, "<base>", 1, 9.0),
         ("b", "xx", 0, "good", 0, 1.0), ("b", "xx", 0, "good", 1, 1.0)])
-    out = sa.informative_share(vals, {"en": {"good": 0, "bad": 1}}).set_index("class_index")
+    out = sc.informative_share(vals, {"en": {"good": 0, "bad": 1}}).set_index("class_index")
     assert list(out["language"]) == ["en", "en"]  # language xx has no informative tokens: skipped
     assert out.loc[0, "share_informative"] == pytest.approx(0.3 / 0.4)
     assert out.loc[0, "share_class_informative"] == pytest.approx(0.3 / 0.4)
@@ -125,8 +125,8 @@ def test_explain_is_efficient(tiny, pair):
     _, tokenizer, model = tiny
     df = tiny_frame(1, pair=pair)
     # enough evaluations to resolve the whole partition tree (else unresolved clusters share credit)
-    values = sa.explain(model, tokenizer, df, batch_size=64, max_evals=400, seed=0, max_length=32)
-    assert list(values.columns) == sa.VALUE_COLUMNS
+    values = sv.explain(model, tokenizer, df, batch_size=64, max_evals=400, seed=0, max_length=32)
+    assert list(values.columns) == sv.VALUE_COLUMNS
     expected = _probabilities(model, tokenizer, df)
     for i, ex in enumerate(df["id"]):
         ex_vals = values[values["id"] == ex]
@@ -143,7 +143,7 @@ def test_explain_is_efficient(tiny, pair):
 def test_explain_truncates_to_max_length(tiny):
     _, tokenizer, model = tiny
     df = tiny_frame(1).iloc[:1].assign(text=" ".join(["chat"] * 40))
-    values = sa.explain(model, tokenizer, df, batch_size=16, max_evals=20, max_length=8)
+    values = sv.explain(model, tokenizer, df, batch_size=16, max_evals=20, max_length=8)
     assert values["token_index"].max() == 7  # [CLS] + 6 words + [SEP]
 
 
@@ -152,9 +152,9 @@ def test_shap_jobs_end_to_end(tiny, tmp_path):
     data = tmp_path / "test.parquet"
     tiny_frame(3).to_parquet(data)
     ref_out = tmp_path / "balanced.parquet"
-    sa.shap_job(input=SimpleNamespace(model=str(path), data=str(data)), output=[str(ref_out)],
-                params=SimpleNamespace(settings=dict(n_examples=4, random_state=0, batch_size=16, max_evals=20,
-                                                     max_length=32, threshold=0.01), labels=["a", "b", "c"]))
+    sv.shap_values_job(job({"model": str(path), "data": str(data)}, [str(ref_out)]),
+                       settings=dict(n_examples=4, random_state=0, batch_size=16, max_evals=20, max_length=32,
+                                     precision="auto"), labels=["a", "b", "c"])
     ref = pd.read_parquet(ref_out)
     assert ref["id"].nunique() == 4
     other = ref.assign(value=ref["value"] + np.where(ref["token_index"] < 0, 0.1, 0.0))
@@ -162,12 +162,12 @@ def test_shap_jobs_end_to_end(tiny, tmp_path):
     other.to_parquet(other_out)
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"labels": ["a", "b", "c"], "informative_tokens": {"en": {"cat": 0}, "fr": {"chat": 0}}}))
-    outputs = SimpleNamespace(cumulative=str(tmp_path / "cum.csv"), informative=str(tmp_path / "inf.csv"),
-                              figure=str(tmp_path / "fig.png"))
-    sa.shap_compare_job(input=SimpleNamespace(reference=str(ref_out), others=[str(other_out)], meta=str(meta)),
-                        output=outputs,
-                        params=SimpleNamespace(threshold=0.01, classes=[0, 2], compare=["imbalanced"],
-                                               ratio_groups={"en": "1:2:3", "fr": "3:2:1"}))
+    compare = job({"reference": str(ref_out), "others": [str(other_out)], "meta": str(meta)},
+                  {"cumulative": str(tmp_path / "cum.csv"), "informative": str(tmp_path / "inf.csv"),
+                   "figure": str(tmp_path / "fig.png")})
+    sc.shap_compare_job(compare, threshold=0.01, classes=[0, 2], compare=["imbalanced"],
+                        ratio_groups={"en": "1:2:3", "fr": "3:2:1"}, labels=["a", "b", "c"])
+    outputs = compare.output
     cum = pd.read_csv(outputs.cumulative)
     base = cum[cum["type"] == "base"]
     np.testing.assert_allclose(base["mean_diff"], 0.1)

@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import build_tiny_encoder, tiny_frame  # noqa: E402
 
-from langskew.study_a import shap_analysis as sa  # noqa: E402
 from langskew.study_a import shap_fast  # noqa: E402
-from langskew.study_a.probe import load_for_inference  # noqa: E402
+from langskew.study_a import shap_values as sv  # noqa: E402
+from langskew.study_a.inference import load_for_inference  # noqa: E402
 
 # words the tiny WordPiece vocabulary does not hold whole: they split into pieces, so masks
 # cut words and the masked strings re-tokenise differently from token-id masking
@@ -57,7 +57,7 @@ def test_subword_tokenizer_splits_the_compounds(tiny):
 def test_masked_strings_equal_shaps_text_masker(tiny, pair):
     tokenizer, _ = tiny
     df = _frame(2, pair=pair)
-    texts, is_pair = sa.joined_inputs(tokenizer, df, 64)
+    texts, is_pair = sv.joined_inputs(tokenizer, df, 64)
     assert is_pair == pair
     rng = np.random.default_rng(0)
     for text in texts:
@@ -111,12 +111,12 @@ def test_values_agree_with_shap_on_a_transformers_pipeline(tiny):
     """Same model, examples and max_evals: the pipeline route and ours agree within 1e-3 (here ~1e-7)."""
     tokenizer, model = tiny
     df = _frame(3)
-    texts, _ = sa.joined_inputs(tokenizer, df, 64)
+    texts, _ = sv.joined_inputs(tokenizer, df, 64)
     # 40 evaluations do not resolve the trees of these 10-16 token texts: the explainer's own
     # batching decides which nodes get expanded, so a changed batch would show here (shap's
     # batch_size 10 instead of its default 5 moves values by 5e-3 on this model)
     reference = _authors_route(model, tokenizer, texts, max_evals=40, max_length=64)
-    ours = sa.explain(model, tokenizer, df, batch_size=4, max_evals=40, seed=0, max_length=64)
+    ours = sv.explain(model, tokenizer, df, batch_size=4, max_evals=40, seed=0, max_length=64)
     assert ours["id"].nunique() == len(df)
     largest = 0.0
     for i, ex in enumerate(df["id"]):
@@ -138,10 +138,10 @@ def test_pair_values_agree_with_shap_one_example_at_a_time(tiny):
 
     tokenizer, model = tiny
     df = _frame(2, pair=True)
-    texts, _ = sa.joined_inputs(tokenizer, df, 64)
-    f = sa.probability_function(model, tokenizer, 64, 64, pair=True)
+    texts, _ = sv.joined_inputs(tokenizer, df, 64)
+    f = sv.probability_function(model, tokenizer, 64, 64, pair=True)
     explainer = shap.Explainer(f, shap_fast.text_masker(tokenizer, pair=True), algorithm="partition")
-    ours = sa.explain(model, tokenizer, df, batch_size=3, max_evals=50, seed=7, max_length=64)
+    ours = sv.explain(model, tokenizer, df, batch_size=3, max_evals=50, seed=7, max_length=64)
     for i, (ex, text) in enumerate(zip(df["id"], texts)):
         np.random.seed(7)  # our per-example tie-breaking generator starts from the same seed
         reference = explainer([text], max_evals=50, silent=True)
@@ -153,14 +153,14 @@ def test_pair_values_agree_with_shap_one_example_at_a_time(tiny):
 def test_examples_explained_together_do_not_change_values(tiny):
     tokenizer, model = tiny
     df = _frame(3)
-    alone = sa.explain(model, tokenizer, df, batch_size=1, max_evals=30, max_length=64)
-    together = sa.explain(model, tokenizer, df, batch_size=6, max_evals=30, max_length=64)
+    alone = sv.explain(model, tokenizer, df, batch_size=1, max_evals=30, max_length=64)
+    together = sv.explain(model, tokenizer, df, batch_size=6, max_evals=30, max_length=64)
     np.testing.assert_allclose(alone["value"].to_numpy(), together["value"].to_numpy(), atol=1e-6)
 
 
 def test_precision_checked(tiny):
     tokenizer, model = tiny
     with pytest.raises(Exception, match="expected one of"):
-        sa.explain(model, tokenizer, _frame(1), precision="half", max_length=64)
+        sv.explain(model, tokenizer, _frame(1), precision="half", max_length=64)
     # mixed precision is a CUDA setting: on CPU the model runs in fp32
     assert shap_fast.autocast_dtype(next(model.parameters()).device, "bf16") is None

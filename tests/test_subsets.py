@@ -1,13 +1,12 @@
 """Subset construction: the paper's exact counts, order, checks and the Snakemake job."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import job
 
 from langskew.errors import LangskewError
-from langskew.study_a.subsets import build_subsets, build_subsets_job, subset_sizes
+from langskew.study_a.subsets import build_subsets, subset_sizes, subsets_job
 
 XNLI_RATIOS = {"en": "1:2:3", "fr": "3:2:1"}
 AMAZON_RATIOS = {lang: "5:4:3:2:1" for lang in ("de", "en", "zh")} | {lang: "1:2:3:4:5" for lang in ("es", "fr", "ja")}
@@ -108,7 +107,7 @@ def test_ratio_with_wrong_number_of_parts():
         build_subsets(frames, ["en", "de"], {"en": "1:1:1"}, 3, None)
 
 
-def test_build_subsets_job_writes_contract(tmp_path):
+def test_subsets_job_writes_contract(tmp_path):
     frames = {"train": _frame(["en", "fr"], 600, 3), "validation": _frame(["en", "fr"], 90, 3),
               "test": _frame(["en", "fr"], 120, 3)}
     inputs = {}
@@ -119,11 +118,9 @@ def test_build_subsets_job_writes_contract(tmp_path):
     outputs = {"counts": str(out / "counts.csv"), "class_weights": str(out / "class_weights.csv")}
     outputs |= {f"{v}_{s}": str(out / f"{v}_{s}.parquet") for v in ("balanced", "imbalanced")
                 for s in ("train", "validation", "test")}
-    params = SimpleNamespace(languages=["en", "fr"], ratios=XNLI_RATIOS, n_classes=3,
-                             split_sizes={"train": None, "validation": None, "test": None},
-                             labels=["entailment", "neutral", "contradiction"])
-    build_subsets_job(input=SimpleNamespace(**inputs), output=SimpleNamespace(**outputs), params=params,
-                      threads=1, log=None)
+    subsets_job(job(inputs, outputs), languages=["en", "fr"], ratios=XNLI_RATIOS, n_classes=3,
+                split_sizes={"train": None, "validation": None, "test": None},
+                labels=["entailment", "neutral", "contradiction"])
     imb = pd.read_parquet(outputs["imbalanced_train"])
     assert list(imb.columns) == list(frames["train"].columns)
     assert imb.groupby(["language", "label"]).size().loc["en"].tolist() == [65, 132, 199]

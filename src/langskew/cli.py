@@ -2,7 +2,7 @@
 
 ``langskew diagnose FILE --text-col T --label-col L --language-col G`` measures how much the
 label distribution of a multilingual dataset depends on the language (the numbers of the
-workflow's ``diagnose`` rule, see :mod:`langskew.study_a.diagnose`) without running the
+workflow's ``study_a_diagnose`` rule, see :mod:`langskew.study_a.diagnose`) without running the
 workflow. FILE is CSV, TSV, JSON Lines or Parquet (by extension). Output: Markdown on
 stdout (default), or ``--format csv`` (one summary row per split) or ``--format json``
 (summary and per-(language, label) cells).

@@ -26,6 +26,7 @@ from langskew import hub as hubio
 from langskew import io
 from langskew.errors import LangskewError
 from langskew.study_a.synthetic import generate_synthetic
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +301,11 @@ def prepare_dataset(name: str, spec: Mapping[str, Any], out_dir: str | Path, see
     return meta
 
 
-def prepare_dataset_job(input, output, params, threads, log, **_) -> dict:
-    """Snakemake job: params.spec/name/seed -> the files next to output.meta."""
-    out_dir = Path(output.meta).parent
+def dataset_job(job: Job, *, name: str, spec: Mapping[str, Any], seed: int) -> dict:
+    """Snakemake job: one dataset (``name``, its source ``spec``, ``seed``) -> the files next to output.meta."""
+    out_dir = Path(job.output.meta).parent
     for split in SPLITS:
         expected = out_dir / f"{split}.parquet"
-        if hasattr(output, split) and Path(getattr(output, split)) != expected:
+        if hasattr(job.output, split) and Path(getattr(job.output, split)) != expected:
             raise LangskewError(f"output.{split} must be {expected} (beside meta.json)")
-    return prepare_dataset(str(params.name), dict(params.spec), out_dir, int(params.seed))
+    return prepare_dataset(str(name), dict(spec), out_dir, int(seed))

@@ -43,6 +43,7 @@ from scipy.stats.contingency import association
 from langskew import io
 from langskew.errors import LangskewError
 from langskew.study_a.weights import largest_weight_ratio, per_language_weights_from_counts
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -322,47 +323,47 @@ def heatmap_figure(cells: pd.DataFrame, panel_keys: Sequence[str], title: str = 
 
 # --- Snakemake jobs -------------------------------------------------------------------------
 
-def diagnose_job(input, output, params, threads=1, log=None, **_) -> None:
+def diagnose_job(job: Job, *, dataset: str, languages: Sequence[str], labels: Sequence[str]) -> None:
     """Snakemake job: one dataset's normalised splits or its subsets -> summary, cells, heatmap.
 
     input: one Parquet file per ``{variant}_{split}`` (variant "original" for the normalised
     data, "balanced"/"imbalanced" for the subsets); params: ``dataset``, ``languages``,
     ``labels`` (class names in index order). output: ``summary`` and ``cells`` (CSV), ``figure``.
     """
-    labels = list(params.labels)
+    labels = list(labels)
     summaries, cells = [], []
-    for name in input.keys():
+    for name in job.input.keys():
         variant, split = name.rsplit("_", 1)
-        frame = pd.read_parquet(input[name], columns=["language", "label"])
-        summary, cell = diagnose_frame(frame, languages=list(params.languages), labels=list(range(len(labels))),
+        frame = pd.read_parquet(job.input[name], columns=["language", "label"])
+        summary, cell = diagnose_frame(frame, languages=list(languages), labels=list(range(len(labels))),
                                        label_names=labels)
         for part in (summary, cell):
             part["split"] = split
             part.insert(0, "variant", variant)
-            part.insert(0, "dataset", params.dataset)
-        logger.info("%s %s %s: %s", params.dataset, variant, split, summary_line(summary.iloc[0]))
+            part.insert(0, "dataset", dataset)
+        logger.info("%s %s %s: %s", dataset, variant, split, summary_line(summary.iloc[0]))
         for note in filter(None, summary["notes"]):
-            logger.warning("%s %s %s: %s", params.dataset, variant, split, note)
+            logger.warning("%s %s %s: %s", dataset, variant, split, note)
         summaries.append(summary)
         cells.append(cell)
     summary, cells = pd.concat(summaries, ignore_index=True), pd.concat(cells, ignore_index=True)
-    io.write_csv(summary, output.summary)
-    io.write_csv(cells, output.cells)
+    io.write_csv(summary, job.output.summary)
+    io.write_csv(cells, job.output.cells)
     notes = {(r.variant, r.split): f"{r.verdict} (V = {r.cramers_v:.2f})" for r in summary.itertuples()}
-    io.save_figure(heatmap_figure(cells, ["variant", "split"], f"{params.dataset}: label shares per language",
-                                  notes), output.figure)
+    io.save_figure(heatmap_figure(cells, ["variant", "split"], f"{dataset}: label shares per language",
+                                  notes), job.output.figure)
 
 
-def report_diagnosis_job(input, output, params, threads=1, log=None, **_) -> None:
+def diagnose_report_job(job: Job) -> None:
     """Snakemake job: every diagnose output -> diagnosis.csv, diagnosis.md, diagnosis_cells.csv."""
     keys = ["dataset", "variant", "split"]
     text = {"notes": str, "max_weight_ratio_language": str}
-    summary = pd.concat([pd.read_csv(p, dtype=text) for p in input.summary], ignore_index=True)
+    summary = pd.concat([pd.read_csv(p, dtype=text) for p in job.input.summary], ignore_index=True)
     summary[list(text)] = summary[list(text)].fillna("")
-    cells = pd.concat([pd.read_csv(p) for p in input.cells], ignore_index=True)
-    io.write_csv(summary, output.csv)
-    io.write_csv(cells, output.cells)
-    with io.atomic_path(output.md) as tmp:
+    cells = pd.concat([pd.read_csv(p) for p in job.input.cells], ignore_index=True)
+    io.write_csv(summary, job.output.csv)
+    io.write_csv(cells, job.output.cells)
+    with io.atomic_path(job.output.md) as tmp:
         tmp.write_text(markdown_report(summary, cells, keys, "Study A: language-label skew of the data"))
     for _, row in summary.iterrows():
         logger.info("%s %s %s: %s", row["dataset"], row["variant"], row["split"], row["verdict"])

@@ -25,6 +25,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_csv
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -118,24 +119,22 @@ def _reliance_row(lang, correct, is_over, is_under, tvd, over, under) -> dict:
             "under_classes": under}
 
 
-def evaluate_job(input, output, params, threads=1, log=None, **_) -> None:
-    """Snakemake job: input.predictions, params.labels -> output.accuracy, output.distribution (CSV).
+def evaluate_job(job: Job, *, labels: Sequence[str], reliance_test: str, reliance_reference: str) -> None:
+    """Snakemake job: input.predictions, params ``labels`` -> output.accuracy, output.distribution (CSV).
 
     With input.counts (the subsets' counts.csv) and output.reliance also the language
-    reliance on ``params.reliance_test`` (default "balanced") against the training shares of
-    ``params.reliance_reference`` (default "imbalanced").
+    reliance on the test variant ``reliance_test`` against the training shares of the
+    variant ``reliance_reference``.
     """
-    predictions = pd.read_parquet(input.predictions)
-    labels = list(params.labels)
+    predictions = pd.read_parquet(job.input.predictions)
+    labels = list(labels)
     accuracy, distribution = evaluate_predictions(predictions, labels)
-    write_csv(accuracy, output.accuracy)
-    write_csv(distribution, output.distribution)
-    if getattr(output, "reliance", None) is not None:
-        shares = training_shares(pd.read_csv(input.counts), len(labels),
-                                 getattr(params, "reliance_reference", None) or "imbalanced")
-        reliance = language_reliance(predictions, shares, len(labels),
-                                     getattr(params, "reliance_test", None) or "balanced")
-        write_csv(reliance, output.reliance)
+    write_csv(accuracy, job.output.accuracy)
+    write_csv(distribution, job.output.distribution)
+    if getattr(job.output, "reliance", None) is not None:
+        shares = training_shares(pd.read_csv(job.input.counts), len(labels), reliance_reference)
+        reliance = language_reliance(predictions, shares, len(labels), reliance_test)
+        write_csv(reliance, job.output.reliance)
         for r in reliance.itertuples():
             log_line = (f"{r.language}: accuracy {r.accuracy:.3f}, TVD {r.tvd:.3f}, over-represented classes "
                         f"{r.accuracy_over:.3f} vs under-represented {r.accuracy_under:.3f}")

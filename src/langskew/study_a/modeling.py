@@ -17,8 +17,10 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import atomic_dir
+from langskew.paths import as_list
+from langskew.workflow import Job
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ARCH_DEFAULTS: dict[str, int] = {
@@ -97,7 +99,7 @@ def build_tiny_model(texts: list[str], out_dir: str | os.PathLike, arch: Mapping
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    log.info("tiny model (vocab %d, %s) written to %s", len(tokenizer), a, out_dir)
+    logger.info("tiny model (vocab %d, %s) written to %s", len(tokenizer), a, out_dir)
     return Path(out_dir)
 
 
@@ -111,12 +113,10 @@ def texts_of(frames: Iterable[pd.DataFrame]) -> list[str]:
     return out
 
 
-def build_tiny_model_job(input, output, params, threads=1, log=None, **_) -> None:
-    """Snakemake job: input.data (normalised parquet files), params.arch, params.seed -> output[0]."""
-    data = input.data
-    files = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    texts = texts_of(pd.read_parquet(f, columns=None) for f in files)
-    build_tiny_model(texts, output[0], params.arch, int(params.seed))
+def tiny_model_job(job: Job, *, arch: Mapping[str, Any], seed: int) -> None:
+    """Snakemake job: input.data (normalised parquet files), params ``arch`` and ``seed`` -> output[0]."""
+    texts = texts_of(pd.read_parquet(f, columns=None) for f in as_list(job.input.data))
+    build_tiny_model(texts, job.output[0], arch, int(seed))
 
 
 def load_classifier(path: str | os.PathLike, num_labels: int, id2label: Mapping[int, str] | None = None,

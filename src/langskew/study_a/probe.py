@@ -12,40 +12,27 @@ first-token vector of each hidden state, for a layer-wise view.
 Features are used raw (no standardisation), like the paper: standardising would rescale
 every dimension to unit variance and change what C = 1e-4 means.
 
-Models are always loaded with ``AutoModelForSequenceClassification`` even for the base
-checkpoint: its encoder is exactly the one fine-tuning starts from (BERT keeps its
-pre-trained pooler, XLM-R has no pooler), whereas ``AutoModel`` would give XLM-R a
-*randomly initialised* pooler. The (random) classification head is never used.
+Models are loaded as classifiers (:func:`langskew.study_a.inference.load_for_inference`);
+the (random) classification head of a pretrained checkpoint is never used.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from langskew.devices import pick_device
 from langskew.errors import LangskewError
 from langskew.io import write_csv
+from langskew.study_a.inference import (REQUIRED_COLUMNS, check_frame, load_for_inference, model_source,
+                                        read_examples, set_threads)
+from langskew.workflow import Job
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LayerSpec = str | int
-REQUIRED_COLUMNS = ("language", "text", "text_pair")
-
-
-def check_frame(df: pd.DataFrame, columns: Iterable[str] = REQUIRED_COLUMNS) -> None:
-    """Raise :class:`LangskewError` naming the first missing column or a mixed pair/single frame."""
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise LangskewError(f"data frame lacks column {missing[0]!r} (has {list(df.columns)})")
-    if "text_pair" in df.columns:
-        has_pair = df["text_pair"].notna()
-        if has_pair.any() and not has_pair.all():
-            raise LangskewError("column 'text_pair' is null for some rows and set for others; "
-                                "a dataset is either a pair task or a single-text task")
 
 
 def encoder_of(model: Any) -> Any:
@@ -72,7 +59,7 @@ def _layer_names(layers: Sequence[LayerSpec], n_hidden: int) -> list[LayerSpec]:
     return list(dict.fromkeys(out))  # de-duplicate, keep order
 
 
-def encode_batch(tokenizer: Any, batch: pd.DataFrame, max_length: int, device: str) -> dict:
+def encode_batch(tokenizer: Any, batch: pd.DataFrame, max_length: int, device: Any) -> dict:
     """Tokenise a batch (as pairs when ``text_pair`` is set), padded to its longest row."""
     texts = batch["text"].astype(str).tolist()
     pairs = batch["text_pair"].tolist() if "text_pair" in batch.columns else [None] * len(texts)
@@ -102,18 +89,20 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     import torch
     from tqdm.auto import tqdm
 
+    from langskew.devices import amp_dtype, autocast
+
     check_frame(df)
     if len(df) == 0:
         raise LangskewError("sentence_representations: empty data frame")
     encoder = encoder_of(model)
     n_hidden = int(encoder.config.num_hidden_layers) + 1
     names = _layer_names(list(layers), n_hidden)
-    device = next(encoder.parameters()).device.type
+    device = next(encoder.parameters()).device
     encoder.eval()
     order = length_order(df)
     chunks: dict[LayerSpec, list[np.ndarray]] = {name: [] for name in names}
     has_pooler = getattr(encoder, "pooler", None) is not None
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=device == "cuda"):
+    with torch.no_grad(), autocast(device, amp_dtype(device, "fp16")):
         for start in tqdm(range(0, len(df), batch_size), desc="representations", unit="batch"):
             batch = df.iloc[order[start:start + batch_size]]
             out = encoder(**encode_batch(tokenizer, batch, max_length, device), output_hidden_states=True)
@@ -149,82 +138,49 @@ def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: i
             "folds": [float(s) for s in scores]}
 
 
-def subsample(df: pd.DataFrame, max_examples: int | None, seed: int) -> pd.DataFrame:
-    """At most ``max_examples`` rows drawn at random (seeded); all rows when None."""
-    if max_examples is None or len(df) <= int(max_examples):
-        return df.reset_index(drop=True)
-    return df.sample(n=int(max_examples), random_state=seed).reset_index(drop=True)
-
-
-def load_for_inference(path: str, model_spec: Mapping[str, Any] | None = None,
-                       num_labels: int | None = None):
-    """(tokenizer, classifier) from a local dir or hub id, on the chosen device, in eval mode."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    spec = dict(model_spec or {})
-    kwargs = {"revision": spec.get("revision"), "trust_remote_code": bool(spec.get("trust_remote_code", False))}
-    tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-    if num_labels is not None:
-        kwargs["num_labels"] = int(num_labels)
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
-    return tokenizer, model.to(pick_device()).eval()
-
-
-def param(params: Any, key: str, default: Any = None) -> Any:
-    """A rule parameter: ``params.<key>`` if set, else ``params.settings[key]``, else ``default``.
-
-    Rules may pass settings flat (``params.C``) or grouped in one dict (``params.settings``).
-    """
-    value = getattr(params, key, None)
-    if value is None:
-        value = dict(getattr(params, "settings", None) or {}).get(key)
-    return default if value is None else value
-
-
-def model_source(input: Any, params: Any) -> tuple[str, dict]:
-    """``input.model`` (a fine-tuned dir) if the rule has one, else ``params.model["path"]``."""
-    spec = dict(getattr(params, "model", None) or {})
-    path = getattr(input, "model", None)
-    if path is None:
-        path = spec.get("path")
-    if not path:
-        raise LangskewError("probe/shap job: neither input.model nor params.model['path'] is given")
-    return str(path), spec
-
-
 def probe_table(reps: Mapping[str, np.ndarray], languages: Sequence[str], C: float, folds: int,
                 seed: int) -> pd.DataFrame:
     """One row per layer: layer, accuracy_mean, accuracy_sd, n_examples, n_languages."""
     rows = []
     for layer, X in reps.items():
         res = lid_probe(X, languages, C=C, folds=folds, seed=seed)
-        log.info("LID probe layer %s: %.4f +- %.4f", layer, res["mean"], res["sd"])
+        logger.info("LID probe layer %s: %.4f +- %.4f", layer, res["mean"], res["sd"])
         rows.append({"layer": layer, "accuracy_mean": res["mean"], "accuracy_sd": res["sd"],
                      "n_examples": len(languages), "n_languages": len(set(languages))})
     return pd.DataFrame(rows)
 
 
-def probe_job(input, output, params, threads=1, log=None, **_) -> None:
-    """Snakemake job: LID probe of one model on one test parquet.
+def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping[str, Any],
+                num_labels: int | None) -> None:
+    """The LID probe of the model at ``path`` on ``job.input.data``, written to ``job.output[0]``."""
+    set_threads(job.threads)
+    seed = int(settings["seed"])
+    df = read_examples(job.input.data, REQUIRED_COLUMNS, settings["max_examples"], seed)
+    tokenizer, classifier = load_for_inference(path, model, num_labels)
+    reps = sentence_representations(classifier, tokenizer, df, settings["layers"], int(settings["batch_size"]),
+                                    int(settings["max_length"]))
+    table = probe_table(reps, df["language"].astype(str).tolist(), float(settings["C"]), int(settings["folds"]), seed)
+    write_csv(table, job.output[0])
 
-    input: ``model`` (fine-tuned model dir; optional), ``data`` (test parquet).
-    params (flat or inside ``params.settings``, see :func:`param`): ``model`` (registry
-    entry; its ``path`` is used when input.model is absent), ``layers``, ``C``, ``folds``,
-    ``max_examples``, ``batch_size``, ``max_length``, ``seed``, ``num_labels`` (optional). output[0]: CSV (layer, accuracy_mean, accuracy_sd,
-    n_examples, n_languages).
+
+def probe_job(job: Job, *, settings: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """Snakemake job: LID probe of a fine-tuned model on one test parquet.
+
+    input: ``model`` (the fine-tuned model folder), ``data`` (test parquet). params:
+    ``settings`` (``layers``, ``C``, ``folds``, ``max_examples``, ``batch_size``,
+    ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
+    ``trust_remote_code``). output[0]: CSV (layer, accuracy_mean, accuracy_sd, n_examples,
+    n_languages).
     """
-    import torch
+    probe_model(job, str(job.input.model), settings, model, None)
 
-    torch.set_num_threads(max(1, int(threads or 1)))
-    path, spec = model_source(input, params)
-    seed = int(param(params, "seed", 0))
-    df = pd.read_parquet(input.data)
-    check_frame(df)
-    df = subsample(df, param(params, "max_examples"), seed)
-    num_labels = None if getattr(input, "model", None) is not None else param(params, "num_labels")
-    tokenizer, model = load_for_inference(path, spec, num_labels)
-    reps = sentence_representations(model, tokenizer, df, param(params, "layers", ["last"]),
-                                    int(param(params, "batch_size", 64)), int(param(params, "max_length", 512)))
-    table = probe_table(reps, df["language"].astype(str).tolist(), float(param(params, "C", 1e-4)),
-                        int(param(params, "folds", 5)), seed)
-    write_csv(table, output[0])
+
+def probe_base_job(job: Job, *, settings: Mapping[str, Any], model: Mapping[str, Any], num_labels: int) -> None:
+    """Snakemake job: the same probe on the pretrained model (see :func:`probe_job`).
+
+    The model is ``input.model`` when the workflow built it (a tiny model, loaded with its
+    own head), else ``model["path"]`` (a hub id or local folder, loaded with a fresh head of
+    ``num_labels`` classes).
+    """
+    built = getattr(job.input, "model", None) is not None
+    probe_model(job, model_source(job.input, model), settings, model, None if built else num_labels)

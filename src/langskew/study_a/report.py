@@ -16,8 +16,10 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import save_figure, write_table
+from langskew.paths import as_list
+from langskew.workflow import Job
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ALL = "all"
 
@@ -191,56 +193,47 @@ def subset_counts_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) 
     return _concat_with_dataset(paths, ids)
 
 
-def _inputs(input: Any, name: str) -> list[str]:
-    value = getattr(input, name, None)
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def report_a_job(input, output, params, threads=1, log=None, **_) -> None:
+def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: Sequence[Mapping[str, Any]],
+               shap_ids: Sequence[Mapping[str, Any]], dataset_ids: Sequence[Mapping[str, Any]],
+               figure_test_variants: Mapping[str, Any]) -> None:
     """Snakemake job: the Study A report.
 
-    input lists: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` with the
-    parallel params lists ``accuracy_ids`` ({dataset, model, condition, seed}), ``lid_ids``
-    (same; base-model runs have condition "base" and seed None), ``shap_ids`` ({dataset,
-    model, seed}), ``class_weights_ids`` and ``counts_ids`` ({dataset}; both default to
-    ``dataset_ids``); optional input ``informative`` (shap_compare's informative CSVs, ids
-    ``informative_ids`` defaulting to ``shap_ids``); optional input ``reliance`` (evaluate's
-    reliance CSVs, ids ``reliance_ids`` defaulting to ``accuracy_ids``); optional
-    ``params.figure_test_variants`` ({dataset: test variant or list}, see :func:`figure_panels`).
-    output: ``accuracy``, ``lid``, ``shap``, ``class_weights``,
-    ``counts`` (CSV), the same names + ``_md`` (Markdown), optional ``informative`` (CSV,
-    plus ``informative_md`` if given), optional ``reliance`` (+ ``reliance_md``) and
-    ``accuracy_fig`` (PNG).
+    input lists: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts``,
+    ``informative`` (shap_compare's informative CSVs), ``reliance`` (evaluate's reliance
+    CSVs), with the parallel params lists ``accuracy_ids`` ({dataset, model, condition, seed};
+    also the ids of ``reliance``), ``lid_ids`` (same; base-model runs have condition "base"
+    and seed None), ``shap_ids`` ({dataset, model, seed}; also the ids of ``informative``) and
+    ``dataset_ids`` ({dataset}; the ids of ``class_weights`` and ``counts``);
+    ``figure_test_variants``: {dataset: test variant, list or None}, see :func:`figure_panels`.
+    output: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` (CSV), the same
+    names + ``_md`` (Markdown), optional ``informative`` (CSV, plus ``informative_md`` if
+    given), optional ``reliance`` (+ ``reliance_md``) and ``accuracy_fig`` (PNG).
     """
-    accuracy = accuracy_table(stack_runs(_inputs(input, "accuracy"), params.accuracy_ids,
-                                         ["dataset", "model", "condition", "seed"]))
-    lid = lid_table(stack_runs(_inputs(input, "lid"), params.lid_ids, ["dataset", "model", "condition", "seed"]))
-    shap = shap_table(stack_runs(_inputs(input, "shap"), params.shap_ids, ["dataset", "model", "seed"]))
-    dataset_ids = getattr(params, "dataset_ids", None)
+    inputs, output = job.input, job.output
+
+    def stacked(name: str, ids: Sequence[Mapping[str, Any]], id_columns: Sequence[str]) -> pd.DataFrame:
+        return stack_runs(as_list(getattr(inputs, name, None)), ids, id_columns)
+
+    run_columns = ["dataset", "model", "condition", "seed"]
+    accuracy = accuracy_table(stacked("accuracy", accuracy_ids, run_columns))
     tables = {
         "accuracy": (accuracy, "Study A: test accuracy (mean and sd over seeds)"),
-        "lid": (lid, "Study A: language-identification probe accuracy"),
-        "shap": (shap, "Study A: cumulative SHAP difference vs the balanced model"),
-        "class_weights": (class_weights_table(_inputs(input, "class_weights"),
-                                              getattr(params, "class_weights_ids", None) or dataset_ids),
+        "lid": (lid_table(stacked("lid", lid_ids, run_columns)), "Study A: language-identification probe accuracy"),
+        "shap": (shap_table(stacked("shap", shap_ids, ["dataset", "model", "seed"])),
+                 "Study A: cumulative SHAP difference vs the balanced model"),
+        "class_weights": (class_weights_table(as_list(getattr(inputs, "class_weights", None)), dataset_ids),
                           "Study A: class weights"),
-        "counts": (subset_counts_table(_inputs(input, "counts"), getattr(params, "counts_ids", None) or dataset_ids),
+        "counts": (subset_counts_table(as_list(getattr(inputs, "counts", None)), dataset_ids),
                    "Study A: subset sizes"),
     }
     if getattr(output, "reliance", None) is not None:
-        ids = getattr(params, "reliance_ids", None) or params.accuracy_ids
-        tables["reliance"] = (reliance_table(stack_runs(_inputs(input, "reliance"), ids,
-                                                        ["dataset", "model", "condition", "seed"])),
+        tables["reliance"] = (reliance_table(stacked("reliance", accuracy_ids, run_columns)),
                               "Study A: language reliance on the balanced test set (accuracy, TVD of predicted "
                               "vs true classes, accuracy on over- vs under-represented training classes)")
     if getattr(output, "informative", None) is not None:
-        ids = getattr(params, "informative_ids", None) or params.shap_ids
-        tables["informative"] = (informative_table(stack_runs(_inputs(input, "informative"), ids,
-                                                              ["dataset", "model", "seed"])),
+        tables["informative"] = (informative_table(stacked("informative", shap_ids, ["dataset", "model", "seed"])),
                                  "Study A: share of |SHAP| on informative tokens (synthetic data)")
     for name, (table, title) in tables.items():
         write_table(table, getattr(output, name), getattr(output, f"{name}_md", None), title=title)
-    fig = accuracy_figure(accuracy, getattr(params, "figure_test_variants", None))
+    fig = accuracy_figure(accuracy, figure_test_variants)
     save_figure(fig, output.accuracy_fig)

@@ -275,16 +275,15 @@ def partition_walk(clustering: np.ndarray, n_features: int, max_evals: int, batc
 # --------------------------------------------------------------------------------------
 
 def autocast_dtype(device: Any, precision: str):
-    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast; always on CPU)."""
-    import torch
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast; always on CPU).
+
+    "auto" is bf16 where the GPU supports it, else fp16 (see :func:`langskew.devices.amp_dtype`).
+    """
+    from langskew.devices import amp_dtype
 
     if precision not in PRECISIONS:
         raise LangskewError(f"shap precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    return amp_dtype(device, "bf16" if precision == "auto" else precision)
 
 
 class ProbabilityModel:
@@ -325,6 +324,8 @@ class ProbabilityModel:
         return enc["input_ids"], enc.get("token_type_ids")
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        from langskew.devices import autocast
+
         torch = self._torch
         unique: dict[str, int] = {}
         index = np.array([unique.setdefault(t, len(unique)) for t in texts], dtype=np.int64)
@@ -333,8 +334,7 @@ class ProbabilityModel:
         order = np.argsort(-lengths, kind="stable")
         out = torch.empty((len(ids), int(self.model.config.num_labels)), dtype=torch.float32, device=self.device)
         start = 0
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                                                    enabled=self.dtype is not None):
+        with torch.inference_mode(), autocast(self.device, self.dtype):
             while start < len(order):
                 longest = int(lengths[order[start]])
                 stop = min(len(order), start + max(1, self.max_batch_tokens // max(1, longest)))

@@ -18,6 +18,7 @@ from langskew import io
 from langskew.errors import LangskewError
 from langskew.study_a.ratios import parse_ratio
 from langskew.study_a.weights import class_weight_table
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -115,22 +116,21 @@ def build_subsets(frames: Mapping[str, pd.DataFrame], languages: Sequence[str], 
     return subsets, pd.concat(counts, ignore_index=True)
 
 
-def build_subsets_job(input, output, params, threads, log, **_) -> None:
+def subsets_job(job: Job, *, languages: Sequence[str], labels: Sequence[str], n_classes: int,
+                ratios: Mapping[str, str], split_sizes: Mapping[str, int | None]) -> None:
     """Snakemake job: normalised splits -> subset parquets, counts.csv, class_weights.csv."""
-    n_classes = int(params.n_classes)
-    labels = list(params.labels) if getattr(params, "labels", None) is not None else None
-    if labels is not None and len(labels) != n_classes:
-        raise LangskewError(f"labels {labels} do not match n_classes={n_classes}")
-    frames = {split: pd.read_parquet(getattr(input, split)) for split in SPLITS}
-    subsets, counts = build_subsets(frames, list(params.languages), dict(params.ratios), n_classes,
-                                    dict(params.split_sizes or {}))
+    n_classes = int(n_classes)
+    if len(labels) != n_classes:
+        raise LangskewError(f"labels {list(labels)} do not match n_classes={n_classes}")
+    frames = {split: pd.read_parquet(getattr(job.input, split)) for split in SPLITS}
+    subsets, counts = build_subsets(frames, list(languages), dict(ratios), n_classes, dict(split_sizes or {}))
     tables = []
     for variant in VARIANTS:
         table = class_weight_table(subsets[(variant, "train")], n_classes)
         table.insert(0, "variant", variant)
         tables.append(table)
     for (variant, split), df in subsets.items():
-        io.write_parquet(df, getattr(output, f"{variant}_{split}"))
+        io.write_parquet(df, getattr(job.output, f"{variant}_{split}"))
         logger.info("%s_%s: %d rows", variant, split, len(df))
-    io.write_csv(counts, output.counts)
-    io.write_csv(pd.concat(tables, ignore_index=True), output.class_weights)
+    io.write_csv(counts, job.output.counts)
+    io.write_csv(pd.concat(tables, ignore_index=True), job.output.class_weights)
