@@ -1,23 +1,25 @@
 """Pretraining loop for the Study B language models (resumable, optionally multi-GPU).
 
 One optimizer step consumes ``batch_size`` sequences (all ranks together) of ``context``
-inputs and targets drawn by ``Mixture.batch(step, ...)``, which is a pure function of (seed, step, rank): resuming
-needs the step only, so a checkpoint holds the model, optimizer, RNG states, the curve so
-far and the running counters. CPU runs resumed after a kill end with exactly the same
-weights and curve as an uninterrupted run.
+inputs and targets drawn by ``Mixture.batch(step, ...)``, a pure function of (seed, step,
+rank): resuming needs the step only, so a checkpoint holds the model, optimizer, RNG states
+and :class:`PretrainState` (step, curve so far, running counters), saved and restored by
+:class:`langskew.training.TrainingLoop`. CPU runs resumed after a kill end with exactly the
+same weights and curve as an uninterrupted run.
 
 Schedule: linear warm-up over ``warmup_steps`` then cosine from ``lr`` to ``min_lr`` over the
-remaining steps of the run (:func:`langskew.training.warmup_decay`). Adam(W) with betas (0.9, 0.95), eps 1e-8, no weight decay,
-fused on CUDA; bf16 autocast on CUDA (fp32 on CPU); optional ``torch.compile``; gradient
-accumulation over micro-batches of ``micro_batch_size`` sequences per process.
+remaining steps of the run (:func:`langskew.training.warmup_decay`). Adam(W) with betas
+(0.9, 0.95), eps 1e-8, no weight decay, fused on CUDA; bf16 autocast on CUDA (fp32 on CPU);
+optional ``torch.compile``; gradient accumulation over micro-batches of ``micro_batch_size``
+sequences per process.
 
 Multi-GPU: ``pretrain_job`` with ``num_gpus > 1`` re-launches itself under
 ``torchrun --standalone --nproc_per_node N`` (see :func:`launch_torchrun`); each rank then
 trains a DistributedDataParallel replica on its slice of the global batch
 (``Mixture.batch(step, batch_size // world_size, context, rank, world_size)``: the rank's
-rows of one global batch, so the data do not depend on the number of processes) and rank 0 writes the
-checkpoints and outputs. SIGTERM/SIGUSR1 on the launching process are forwarded, so every
-rank stops after the same step and rank 0 saves a checkpoint.
+rows of one global batch, so the data do not depend on the number of processes) and rank 0
+writes the checkpoints and outputs. SIGTERM/SIGUSR1 on the launching process are forwarded,
+so every rank stops after the same step and rank 0 saves a checkpoint.
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
     """
     info = DistInfo.current()
     device = torch.device(device) if device is not None else pick_device(info.local_rank)
-    dtype, n_micro, names = amp_dtype(device, hp.precision), hp.micro_steps(info.world_size), list(mixture.language_names)
+    dtype, n_micro = amp_dtype(device, hp.precision), hp.micro_steps(info.world_size)
+    names = list(mixture.language_names)
     seed_everything(seed)
     model = GPT(model_cfg).to(device)
     optimizer = make_optimizer(model, hp, device)
@@ -449,7 +452,8 @@ def launch_torchrun(job: Job, params: dict[str, Any]) -> None:
            "-m", "langskew.study_b.pretrain", spec_path]
     log.info("launching %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
-    previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM)) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM))
+                for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         rc = proc.wait()
     finally:
