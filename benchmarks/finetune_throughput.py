@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from langskew.study_a.finetune import (amp_dtype, collate, length_grouped_batches, make_optimizer,
-                                       random_batches, weighted_cross_entropy)
+from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.study_a.finetune import (collate, length_grouped_batches, make_optimizer, random_batches,
+                                       weighted_cross_entropy)
 
 
 def synthetic_features(n: int, max_length: int, vocab: int, median: int, seed: int) -> list[dict]:
@@ -61,7 +62,7 @@ class Mode:
         batch = {k: v.to(self.device) for k, v in collate(feats, 0, self.pad_to).items()}
         _sync(self.device)
         start = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with autocast(self.device, self.dtype):
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                 token_type_ids=batch["token_type_ids"]).logits
         loss = weighted_cross_entropy(logits.float(), batch["labels"], batch["weights"])
@@ -84,7 +85,7 @@ def _sync(device: torch.device) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--steps", type=int, default=30, help="timed batches per mode")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
@@ -107,7 +108,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    device = torch.device(args.device)
+    device = torch.device(args.device) if args.device else pick_device()
     dtype = amp_dtype(device, args.mixed_precision)
     authors_dtype = amp_dtype(device, "fp16" if args.mixed_precision else False)
     config = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,

@@ -22,19 +22,16 @@ fp32 (no autocast, no scaler) and without compilation unless ``--compile``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from langskew.study_b.model import GPT, SIZES, GPTConfig  # noqa: E402
-from langskew.study_b.pretrain import TrainHP, make_optimizer, train_step  # noqa: E402
+from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.study_b.model import GPT, SIZES, GPTConfig
+from langskew.study_b.pretrain import TrainHP, make_optimizer, train_step
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets, SXM parts).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -66,8 +63,7 @@ def authors_step_fn(model: GPT, device: torch.device, hp: TrainHP):
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
 
     def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
-        with ctx:
+        with autocast(device, torch.float16 if cuda else None):
             _, loss = model(batch["x"], batch["y"])
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -84,7 +80,8 @@ def authors_step_fn(model: GPT, device: torch.device, hp: TrainHP):
 def our_step_fn(model: GPT, device: torch.device, hp: TrainHP, compile_mode: str | None):
     optimizer = make_optimizer(model, hp, device)
     module = torch.compile(model, mode=None if compile_mode == "default" else compile_mode) if compile_mode else model
-    return lambda batch: train_step(module, optimizer, batch, 1, hp, device)
+    dtype = amp_dtype(device, hp.precision)
+    return lambda batch: train_step(module, optimizer, batch, 1, hp, device, dtype)
 
 
 def measure(name: str, step, cfg: GPTConfig, model: GPT, batch, args, device: torch.device) -> dict:
@@ -133,8 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         args.size, args.vocab, args.context, args.batch, args.steps, args.warmup = "tiny", 1024, 128, 4, 3, 1
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = pick_device() if args.device == "auto" else torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     compile_mode = args.compile_mode or ("default" if device.type == "cuda" else "none")

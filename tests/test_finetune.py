@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_tiny_classification_frames, named
+from helpers import job, make_tiny_classification_frames
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from langskew.errors import LangskewError
 from langskew.io import read_json
-from langskew.study_a.finetune import (finetune, finetune_job, length_grouped_batches, lr_factor,
-                                       make_optimizer, padding_stats, random_batches,
-                                       weighted_cross_entropy)
+from langskew.study_a.finetune import (finetune, finetune_job, length_grouped_batches, make_optimizer,
+                                       padding_stats, random_batches, weighted_cross_entropy)
 from langskew.study_a.modeling import build_tiny_model, load_classifier, texts_of
+from langskew.training import warmup_decay
 
 LABELS = ["a", "b", "c"]
 VARIANTS = ["balanced", "original"]
@@ -43,16 +43,17 @@ def setup(tmp_path_factory):
 
 
 def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", seed: int = 0):
+    """(the Job, the rule's params) of one fine-tuning run: call ``finetune_job(the_job, **params)``."""
     data = root / "data"
-    inp = named(train=str(data / "train.parquet"), validation=str(data / "validation.parquet"),
-                tests=[str(data / "test.parquet"), str(data / "test_original.parquet")],
-                model=str(root / "tiny"))
-    out = named(model=str(run / "model"), metrics=str(run / "metrics.json"),
-                predictions=str(run / "predictions.parquet"), curve=str(run / "curve.csv"))
-    params = named(model={"path": "unused-hub-id", "revision": None, "trust_remote_code": False},
-                   labels=LABELS, hp=hp, weighting=weighting, seed=seed, ckpt_dir=str(run / "ckpt"),
-                   keep_checkpoints=False, test_variants=VARIANTS)
-    return inp, out, params
+    inp = dict(train=str(data / "train.parquet"), validation=str(data / "validation.parquet"),
+               tests=[str(data / "test.parquet"), str(data / "test_original.parquet")],
+               model=str(root / "tiny"))
+    out = dict(model=str(run / "model"), metrics=str(run / "metrics.json"),
+               predictions=str(run / "predictions.parquet"), curve=str(run / "curve.csv"))
+    params = dict(model={"path": "unused-hub-id", "revision": None, "trust_remote_code": False},
+                  labels=LABELS, hp=hp, weighting=weighting, seed=seed, ckpt_dir=str(run / "ckpt"),
+                  keep_checkpoints=False, test_variants=VARIANTS)
+    return job(inp, out, threads=1), params
 
 
 # -- pure pieces -------------------------------------------------------------------------
@@ -88,6 +89,9 @@ def test_length_grouped_batches_cover_once_and_pad_less():
 
 
 def test_lr_schedule_decays_linearly_to_final_fraction():
+    def lr_factor(step, total_steps, warmup_steps, final_fraction):  # Study A's factor of its learning rates
+        return warmup_decay(step, total_steps, warmup_steps, 1.0, final_fraction, "linear")
+
     assert lr_factor(0, 100, 0, 0.01) == 1.0
     assert lr_factor(50, 100, 0, 0.01) == pytest.approx(1 - 0.99 * 0.5)
     assert lr_factor(100, 100, 0, 0.01) == pytest.approx(0.01)
@@ -120,15 +124,16 @@ def test_bad_input_is_rejected_before_training(setup, tmp_path):
         finetune(frames["train"], frames["validation"].assign(language="de"), tests, root / "tiny", LABELS, HP,
                  weighting="per_language")
     with pytest.raises(LangskewError, match="test_variants"):
-        inp, out, params = job_args(root, tmp_path, HP)
-        finetune_job(inp, out, named(**{**dict(params.items()), "test_variants": ["x"]}), threads=1)
+        the_job, params = job_args(root, tmp_path, HP)
+        finetune_job(the_job, **{**params, "test_variants": ["x"]})
 
 
 # -- end to end ----------------------------------------------------------------------------
 def test_finetune_job_learns_and_writes_the_contract(setup, tmp_path):
     root, frames = setup
-    inp, out, params = job_args(root, tmp_path, HP)
-    finetune_job(inp, out, params, threads=1)
+    the_job, params = job_args(root, tmp_path, HP)
+    finetune_job(the_job, **params)
+    out = the_job.output
 
     metrics = read_json(out.metrics)
     assert metrics["accuracy"]["balanced"]["all"] > 0.8  # chance is 1/3
@@ -166,7 +171,6 @@ def test_finetune_job_learns_and_writes_the_contract(setup, tmp_path):
 RUNNER = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {tests!r})
-    from helpers import named
     from langskew.workflow import setup_logging
     from langskew.study_a.finetune import finetune_job
     sys.path.insert(0, {here!r})
@@ -179,7 +183,8 @@ RUNNER = textwrap.dedent("""
         torch.optim.RAdam.step = slow_step
     setup_logging({log!r})
     from pathlib import Path
-    finetune_job(*job_args(Path({root!r}), Path({run!r}), {hp!r}), threads=1)
+    the_job, params = job_args(Path({root!r}), Path({run!r}), {hp!r})
+    finetune_job(the_job, **params)
 """)
 
 
@@ -197,8 +202,8 @@ def reference(setup, tmp_path_factory):
     """An uninterrupted run with the resume settings (in this process, one thread)."""
     root, _ = setup
     run = tmp_path_factory.mktemp("reference")
-    inp, out, params = job_args(root, run, RESUME_HP)
-    finetune_job(inp, out, params, threads=1)
+    the_job, params = job_args(root, run, RESUME_HP)
+    finetune_job(the_job, **params)
     return run
 
 

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import named, write_fake_token_stream
+from helpers import job, write_fake_token_stream
 from langskew.errors import LangskewError
 from langskew.study_b import pretrain as tr
 from langskew.study_b.languages import build_mixture
 from langskew.study_b.model import GPTConfig
+from langskew.training import warmup_decay
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 RUN = {"id": "tiny-clone", "kind": "clone", "size": "tiny", "scale": 1.0, "steps": 30, "base_languages": ["en"],
@@ -54,14 +55,14 @@ def _job_args(tmp_path, meta, name, run=RUN, **extra):
 
 def _call(args):
     Path(args["log"]).parent.mkdir(parents=True, exist_ok=True)
-    return tr.pretrain_job(named(**args["input"]), named(**args["output"]), named(**args["params"]),
-                           args["threads"], args["log"])
+    return tr.pretrain_job(job(args["input"], args["output"], threads=args["threads"], log_file=args["log"]),
+                           **args["params"])
 
 
 # -- pieces -----------------------------------------------------------------------------
 def test_lr_schedule_warms_up_then_decays_by_cosine_to_min_lr():
     hp = tr.TrainHP.from_dict({**HP, "lr": 1.0, "min_lr": 0.1, "warmup_steps": 4})
-    lrs = [tr.lr_at(s, 20, hp) for s in range(21)]
+    lrs = [warmup_decay(s, 20, hp.warmup_steps, hp.lr, hp.min_lr, "cosine") for s in range(21)]
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lrs[4] == pytest.approx(1.0) and lrs[20] == pytest.approx(0.1)
     assert lrs[12] == pytest.approx(0.55)  # half-way through the cosine
@@ -108,9 +109,10 @@ def test_tiny_pretraining_lowers_the_loss(meta):
 CHILD = """
 import json, sys, time
 import torch
-from types import SimpleNamespace as NS
 torch.set_num_threads(1)
-from langskew.study_b import languages, train
+sys.path.insert(0, sys.argv[3])
+from helpers import job
+from langskew.study_b import languages, pretrain
 from langskew.workflow import setup_logging
 delay = float(sys.argv[2])
 original = languages.Mixture.batch
@@ -120,7 +122,7 @@ def slow_batch(self, *args, **kwargs):
 languages.Mixture.batch = slow_batch
 spec = json.loads(open(sys.argv[1]).read())
 setup_logging(spec["log"])
-train.pretrain_job(NS(**spec["input"]), NS(**spec["output"]), NS(**spec["params"]), 1, spec["log"])
+pretrain.pretrain_job(job(spec["input"], spec["output"], log_file=spec["log"]), **spec["params"])
 """
 
 
@@ -129,7 +131,7 @@ def _start(args, tmp_path, delay):
     Path(args["log"]).parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(args))
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(spec), str(delay)], env=env,
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(spec), str(delay), str(Path(__file__).parent)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

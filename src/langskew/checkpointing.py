@@ -1,7 +1,9 @@
 """Resumable training: full checkpoints, saved atomically, resumed after a kill.
 
-A training loop owns a :class:`Checkpointer` for a directory that is *not* a Snakemake
-output (Snakemake deletes the outputs of a failed job, but leaves other paths alone):
+Both studies' loops use it through :class:`langskew.training.TrainingLoop`, which declares
+what a checkpoint holds once. Underneath, a loop owns a :class:`Checkpointer` for a directory
+that is *not* a Snakemake output (Snakemake deletes the outputs of a failed job, but leaves
+other paths alone):
 
     ckpt = Checkpointer(directory, every_steps=200)
     ckpt.install_signal_handlers()            # SIGTERM / SIGUSR1 -> save and stop

@@ -1,13 +1,17 @@
 """Where tensors go and in which precision: the GPU when there is one, else the CPU (both studies)."""
 
+from __future__ import annotations
+
 import contextlib
 
 import torch
 
 
-def pick_device() -> torch.device:
-    """``cuda`` if available, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(index: int | None = None) -> torch.device:
+    """``cuda`` (GPU ``index`` when given, e.g. a DDP rank's local rank) if available, else ``cpu``."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", index) if index is not None else torch.device("cuda")
+    return torch.device("cpu")
 
 
 def amp_dtype(device: torch.device, precision: str | bool | None) -> torch.dtype | None:

@@ -12,19 +12,19 @@ by seed and epoch), cut into mega-batches of ``MEGA_BATCH_MULT`` batches, each s
 length and split into batches, so a batch holds examples of similar length (as HF's
 ``LengthGroupedSampler``); the batch order is then shuffled.
 
-The loop is resumable through :class:`langskew.checkpointing.Checkpointer`: the model,
-optimiser, scheduler, grad scaler, RNG states, position in the epoch, best weights and the
-curve are saved every ``checkpoint_every`` optimiser steps and on SIGTERM / SIGUSR1; a
-rerun continues from there and ends with the same numbers as an uninterrupted run.
+The loop runs on :class:`langskew.training.TrainingLoop`, so it is resumable: the model,
+optimiser, scheduler, grad scaler, RNG states and :class:`FinetuneState` (position in the
+epoch, best weights, curve) are saved every ``checkpoint_every`` optimiser steps and on
+SIGTERM / SIGUSR1; a rerun continues from there and ends with the same numbers as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,14 +32,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
-from langskew.errors import LangskewError
-from langskew.curves import TensorBoardLog
+from langskew.checkpointing import Checkpointer, seed_everything
+from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json, write_parquet
 from langskew.study_a.modeling import load_classifier
 from langskew.study_a.weights import SCHEMES, class_weights, example_weights
+from langskew.training import TrainingLoop, TrainState, warmup_decay
+from langskew.workflow import Job
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,8 @@ def merge_hp(hp: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise LangskewError(f"finetune hp: unknown key {unknown[0]!r}; known: {', '.join(HP_DEFAULTS)}")
     merged = {**HP_DEFAULTS, **hp}
-    for key in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size"):
-        if int(merged[key]) < 1:
-            raise LangskewError(f"finetune hp: {key} must be >= 1, got {merged[key]!r}")
+    require_positive("finetune hp", {key: merged[key] for key in
+                                     ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size")})
     return merged
 
 
@@ -191,7 +191,7 @@ def collate(features: Sequence[dict], pad_token_id: int, pad_to: int | None = No
     return batch
 
 
-# -- optimiser, schedule, precision ------------------------------------------------------
+# -- optimiser, forward pass, prediction -------------------------------------------------
 def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
     """RAdam with two groups: the encoder (base model) and the classification head."""
     prefix = getattr(model, "base_model_prefix", "") + "."
@@ -206,33 +206,11 @@ def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any]) -> torch.optim
     return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), weight_decay=float(hp["weight_decay"] or 0.0))
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, final_fraction: float) -> float:
-    """Linear warm-up to 1, then linear decay reaching ``final_fraction`` at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 1.0 - (1.0 - final_fraction) * progress
-
-
-def amp_dtype(device: torch.device, mixed_precision: Any) -> torch.dtype | None:
-    """bf16 (or fp16 where bf16 is missing, or if asked) on CUDA; None = full precision."""
-    if device.type != "cuda" or not mixed_precision:
-        return None
-    if mixed_precision == "fp16" or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-
-
 def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, weighted loss) for one collated batch."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         logits = model(**inputs).logits
     return logits.float(), weighted_cross_entropy(logits, batch["labels"], batch["weights"])
 
@@ -265,6 +243,35 @@ class FinetuneResult:
 
 
 CURVE_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr"]
+
+
+@dataclass
+class FinetuneState(TrainState):
+    """What a checkpoint holds besides model, optimiser, scheduler and grad scaler (step, curve: TrainState)."""
+
+    epoch: int = 0  # the epoch under way
+    group_pos: int = 0  # its next accumulation group
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # weights of the best validation loss (CPU)
+    loss_sum: float = 0.0  # training losses of the micro-batches since the last validation
+    loss_n: int = 0
+
+
+@dataclass
+class _Parts:
+    """What the optimiser steps of a run use besides its state."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dtype: torch.dtype | None
+    pad_id: int
+
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
 
 
 def _cpu_state(model) -> dict[str, torch.Tensor]:
@@ -303,7 +310,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     """
     hp = merge_hp(hp)
     train_df, table, w_train, w_val = _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else pick_device()
     dtype = amp_dtype(device, hp["mixed_precision"])
     seed_everything(seed)
     tokenizer, model = load_classifier(model_path, len(labels), dict(enumerate(labels)),
@@ -312,134 +319,110 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     max_len = int(min(hp["max_length"], tokenizer.model_max_length))
     train_feats = encode(tokenizer, train_df, max_len, w_train)
     val_feats = encode(tokenizer, val_df, max_len, w_val)
-    lengths = [len(f["input_ids"]) for f in train_feats]
-
-    bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
-    steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
-    total_steps = steps_per_epoch * int(hp["epochs"])
-    eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
-    optimizer = make_optimizer(model, hp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        lr_factor, total_steps=total_steps, warmup_steps=round(float(hp["warmup_fraction"] or 0) * total_steps),
-        final_fraction=float(hp["final_lr_fraction"])))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
     ckpt = Checkpointer(ckpt_dir, every_steps=int(hp["checkpoint_every"] or 0), keep_after_finish=keep_checkpoints)
-    ckpt.install_signal_handlers()
-    loop = _TrainLoop(model, optimizer, scheduler, scaler, ckpt, device, dtype, tokenizer.pad_token_id)
-    loop.restore(ckpt.load_latest())
-    start_step = loop.global_step
-    loop.tb = TensorBoardLog(tensorboard_dir, purge_step=start_step)  # off unless a folder is given
-    log.info("fine-tuning %s: %d train rows, %d steps/epoch x %d epochs, eval every %d steps, device %s%s",
-             model_path, len(train_feats), steps_per_epoch, hp["epochs"], eval_interval, device,
-             f", resumed at step {start_step}" if ckpt.resumed_from is not None else "")
-    with tqdm(total=total_steps, initial=start_step, desc="finetune", dynamic_ncols=True) as bar:
-        for epoch in range(loop.epoch, int(hp["epochs"])):
-            batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]))
-            loop.run_epoch(epoch, batches, train_feats, val_feats, hp, eval_interval, bar)
-    loop.tb.close()
+    log.info("fine-tuning %s with %s class weights on %s", model_path, weighting, device)
+    state, loop = train(model, tokenizer.pad_token_id, train_feats, val_feats, hp, seed, device, dtype, ckpt,
+                        tensorboard_dir)
 
-    model.load_state_dict(loop.best_state)
+    model.load_state_dict(state.best_state)
     pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
     metrics = {
-        "best_step": loop.best_step, "best_val_loss": loop.best_val_loss, "accuracy": accuracy,
-        "steps_run": loop.global_step - start_step, "total_steps": total_steps,
-        "resumed_from": ckpt.resumed_from, "n_train": len(train_feats), "n_validation": len(val_feats),
+        "best_step": state.best_step, "best_val_loss": state.best_val_loss, "accuracy": accuracy,
+        "steps_run": state.step - (loop.resumed_from or 0), "total_steps": loop.total_steps,
+        "resumed_from": loop.resumed_from, "n_train": len(train_feats), "n_validation": len(val_feats),
         "weighting": weighting, "class_weights": {k: v.tolist() for k, v in table.items()},
         "seed": seed, "device": str(device), "mixed_precision": str(dtype).replace("torch.", "") if dtype else None,
     }
-    result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(loop.curve, columns=CURVE_COLUMNS))
+    result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(state.curve, columns=CURVE_COLUMNS))
     if outputs:
         write_outputs(result, outputs)
     ckpt.finish()
     return result
 
 
-class _TrainLoop:
-    """Mutable training state (everything a checkpoint must hold) and the per-epoch loop."""
+def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp: Mapping[str, Any], seed: int,
+          device: torch.device, dtype: torch.dtype | None, ckpt: Checkpointer,
+          tensorboard_dir: str | os.PathLike | None = None) -> tuple[FinetuneState, TrainingLoop]:
+    """Epochs of accumulation groups with validation every ``eval_every`` of an epoch (resuming if possible)."""
+    bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
+    steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
+    total_steps = steps_per_epoch * int(hp["epochs"])
+    eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
+    optimizer = make_optimizer(model, hp)
+    # learning rates: linear warm-up over warmup_fraction of the steps, then linear decay to final_lr_fraction
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        warmup_decay, total_steps=total_steps, warmup_steps=round(float(hp["warmup_fraction"] or 0) * total_steps),
+        peak=1.0, final=float(hp["final_lr_fraction"]), decay="linear"))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    parts = _Parts(model, optimizer, scheduler, scaler, device, dtype, pad_id)
+    state = FinetuneState(best_state=_cpu_state(model))
+    lengths = [len(f["input_ids"]) for f in train_feats]
+    with TrainingLoop(state, total_steps, ckpt, stateful=parts.stateful(), tensorboard_dir=tensorboard_dir,
+                      desc="finetune") as loop:
+        start = loop.resume()
+        if loop.resumed_from is not None:
+            log.info("resumed: epoch %d, accumulation group %d, global step %d, best val loss %.4f",
+                     state.epoch, state.group_pos, state.step, state.best_val_loss)
+        log.info("%d train rows, %d steps/epoch x %d epochs, eval every %d steps%s",
+                 len(train_feats), steps_per_epoch, hp["epochs"], eval_interval,
+                 f", resumed at step {start}" if loop.resumed_from is not None else "")
+        for epoch in range(state.epoch, int(hp["epochs"])):
+            batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]))
+            _run_epoch(loop, parts, epoch, batches, train_feats, val_feats, hp, eval_interval)
+    return state, loop
 
-    def __init__(self, model, optimizer, scheduler, scaler, ckpt: Checkpointer, device, dtype, pad_id: int):
-        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
-        self.ckpt, self.device, self.dtype, self.pad_id = ckpt, device, dtype, pad_id
-        self.epoch, self.group_pos, self.global_step = 0, 0, 0
-        self.best_val_loss, self.best_step = math.inf, -1
-        self.best_state = _cpu_state(model)
-        self.curve: list[list[float]] = []
-        self.loss_sum, self.loss_n = 0.0, 0
-        self.tb = TensorBoardLog(None)
 
-    def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state(), "epoch": self.epoch, "group_pos": self.group_pos,
-                "global_step": self.global_step, "best_val_loss": self.best_val_loss,
-                "best_step": self.best_step, "best_state": self.best_state, "curve": self.curve,
-                "loss_sum": self.loss_sum, "loss_n": self.loss_n}
+def _run_epoch(loop: TrainingLoop, parts: _Parts, epoch: int, batches: list[list[int]], train_feats, val_feats,
+               hp: Mapping[str, Any], eval_interval: int) -> None:
+    """The epoch's accumulation groups from where a resumed run left off; validation and checkpoints on the way."""
+    state: FinetuneState = loop.state  # type: ignore[assignment]
+    ga = int(hp["grad_accum"])
+    groups = [batches[i:i + ga] for i in range(0, len(batches), ga)]
+    start = state.group_pos if epoch == state.epoch else 0
+    state.epoch = epoch
+    loader = torch.utils.data.DataLoader(
+        train_feats, batch_sampler=[b for g in groups[start:] for b in g],
+        collate_fn=partial(collate, pad_token_id=parts.pad_id), num_workers=int(hp["num_workers"] or 0),
+        pin_memory=parts.device.type == "cuda",
+        generator=torch.Generator())  # its own seed draw must not touch the global RNG (resume)
+    batch_iter = iter(loader)
+    for gi in range(start, len(groups)):
+        _step(parts, state, [next(batch_iter) for _ in groups[gi]])
+        loop.advance(loss=f"{state.loss_sum / max(1, state.loss_n):.4f}")
+        last = gi == len(groups) - 1
+        state.epoch, state.group_pos = (epoch + 1, 0) if last else (epoch, gi + 1)
+        if state.step % eval_interval == 0 or last:
+            _validate(loop, parts, val_feats, int(hp["eval_batch_size"]), epoch + (gi + 1) / len(groups))
+        loop.checkpoint_if_due()
 
-    def restore(self, state: dict[str, Any] | None) -> None:
-        if state is None:
-            return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler.is_enabled() and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        for key in ("epoch", "group_pos", "global_step", "best_val_loss", "best_step", "best_state",
-                    "curve", "loss_sum", "loss_n"):
-            setattr(self, key, state[key])
-        set_rng_state(state["rng"])
-        log.info("resumed: epoch %d, accumulation group %d, global step %d, best val loss %.4f",
-                 self.epoch, self.group_pos, self.global_step, self.best_val_loss)
 
-    def run_epoch(self, epoch: int, batches: list[list[int]], train_feats, val_feats,
-                  hp: Mapping[str, Any], eval_interval: int, bar) -> None:
-        ga = int(hp["grad_accum"])
-        groups = [batches[i:i + ga] for i in range(0, len(batches), ga)]
-        start = self.group_pos if epoch == self.epoch else 0
-        self.epoch = epoch
-        loader = torch.utils.data.DataLoader(
-            train_feats, batch_sampler=[b for g in groups[start:] for b in g],
-            collate_fn=partial(collate, pad_token_id=self.pad_id), num_workers=int(hp["num_workers"] or 0),
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator())  # its own seed draw must not touch the global RNG (resume)
-        batch_iter = iter(loader)
-        for gi in range(start, len(groups)):
-            self._step([next(batch_iter) for _ in groups[gi]])
-            bar.update(1)
-            bar.set_postfix(loss=f"{self.loss_sum / max(1, self.loss_n):.4f}", refresh=False)
-            last = gi == len(groups) - 1
-            self.epoch, self.group_pos = (epoch + 1, 0) if last else (epoch, gi + 1)
-            if self.global_step % eval_interval == 0 or last:
-                self._validate(val_feats, int(hp["eval_batch_size"]), epoch + (gi + 1) / len(groups))
-            if self.ckpt.due(self.global_step) or self.ckpt.stop_requested:
-                self.ckpt.save(self.global_step, self.state())
-                self.ckpt.exit_if_requested()
+def _step(parts: _Parts, state: FinetuneState, group: list[dict[str, torch.Tensor]]) -> None:
+    """One optimiser step over an accumulation group of micro-batches."""
+    for batch in group:
+        _, loss = _forward(parts.model, batch, parts.device, parts.dtype)
+        parts.scaler.scale(loss / len(group)).backward()
+        state.loss_sum += float(loss.detach())
+        state.loss_n += 1
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scheduler.step()
+    state.step += 1
 
-    def _step(self, group: list[dict[str, torch.Tensor]]) -> None:
-        """One optimiser step over an accumulation group of micro-batches."""
-        for batch in group:
-            _, loss = _forward(self.model, batch, self.device, self.dtype)
-            self.scaler.scale(loss / len(group)).backward()
-            self.loss_sum += float(loss.detach())
-            self.loss_n += 1
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.global_step += 1
 
-    def _validate(self, val_feats, batch_size: int, epoch: float) -> None:
-        _, val_loss = predict(self.model, val_feats, batch_size, self.pad_id, self.device, self.dtype)
-        train_loss = self.loss_sum / max(1, self.loss_n)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.curve.append([self.global_step, epoch, train_loss, val_loss, lr])
-        self.tb.log(self.global_step, self.curve[-1], CURVE_COLUMNS)
-        self.loss_sum, self.loss_n = 0.0, 0
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_step = val_loss, self.global_step
-            self.best_state = _cpu_state(self.model)
-        log.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", self.global_step, epoch,
-                 train_loss, val_loss, " (best)" if self.best_step == self.global_step else "")
+def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epoch: float) -> None:
+    """A curve row with the validation loss; the weights are kept when it is the best so far."""
+    state: FinetuneState = loop.state  # type: ignore[assignment]
+    _, val_loss = predict(parts.model, val_feats, batch_size, parts.pad_id, parts.device, parts.dtype)
+    train_loss = state.loss_sum / max(1, state.loss_n)
+    lr = parts.optimizer.param_groups[0]["lr"]
+    loop.log({"step": state.step, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
+    state.loss_sum, state.loss_n = 0.0, 0
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = val_loss, state.step
+        state.best_state = _cpu_state(parts.model)
+    log.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", state.step, epoch,
+             train_loss, val_loss, " (best)" if state.best_step == state.step else "")
 
 
 def _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, n_classes):
@@ -482,31 +465,28 @@ def _save_model(result: FinetuneResult, path: str | os.PathLike) -> None:
 
 
 # -- Snakemake job -----------------------------------------------------------------------
-def finetune_job(input, output, params, threads=1, log=None, tensorboard=None, **_) -> None:
-    """Snakemake job; see the module docstring of ``finetune`` and docs/CONVENTIONS.md.
+def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_variants: list[str],
+                 hp: dict[str, Any], weighting: str, seed: int, ckpt_dir: str, keep_checkpoints: bool) -> None:
+    """Snakemake job; see the module docstring and :func:`finetune`.
 
-    input: train, validation, tests (list, same order as params.test_variants), model
-    (optional local directory). params: model {path, revision, trust_remote_code}, labels,
-    hp, weighting, seed, ckpt_dir, keep_checkpoints, test_variants.
-    output: model, metrics, predictions, curve.
+    input: train, validation, tests (list, same order as ``test_variants``), model (only for a
+    model the workflow builds: its local directory). ``model``: {path, revision,
+    trust_remote_code} of the pretrained model. output: model, metrics, predictions, curve.
     """
-    torch.set_num_threads(max(1, int(threads or 1)))
-    tests = [input.tests] if isinstance(input.tests, (str, os.PathLike)) else list(input.tests)
-    variants = list(params.test_variants)
+    torch.set_num_threads(max(1, int(job.threads or 1)))
+    tests = [job.input.tests] if isinstance(job.input.tests, (str, os.PathLike)) else list(job.input.tests)
+    variants = list(test_variants)
     if len(tests) != len(variants):
         raise LangskewError(f"input.tests has {len(tests)} files for test_variants {variants}")
-    model_cfg = dict(params.model or {})
-    local = getattr(input, "model", None)
-    model_path = local[0] if isinstance(local, list) else local
-    model_path = model_path or model_cfg.get("path")
+    spec = dict(model or {})
+    local = job.input.get("model")
+    model_path = (local[0] if isinstance(local, list) else local) or spec.get("path")
     if not model_path:
-        raise LangskewError("finetune: no model (input.model or params.model['path'])")
-    finetune(pd.read_parquet(input.train), pd.read_parquet(input.validation),
+        raise LangskewError("finetune: no model (input.model or the model param's 'path')")
+    finetune(pd.read_parquet(job.input.train), pd.read_parquet(job.input.validation),
              {v: pd.read_parquet(p) for v, p in zip(variants, tests)},
-             model_path, list(params.labels), hp=params.hp, seed=int(params.seed),
-             weighting=str(params.weighting), ckpt_dir=params.ckpt_dir,
-             keep_checkpoints=bool(getattr(params, "keep_checkpoints", False)),
-             revision=model_cfg.get("revision") if not local else None,
-             trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
-             outputs={k: getattr(output, k) for k in ("model", "metrics", "predictions", "curve")},
-             tensorboard_dir=tensorboard)
+             model_path, list(labels), hp=hp, seed=int(seed), weighting=str(weighting), ckpt_dir=ckpt_dir,
+             keep_checkpoints=bool(keep_checkpoints), revision=spec.get("revision") if not local else None,
+             trust_remote_code=bool(spec.get("trust_remote_code", False)),
+             outputs={k: getattr(job.output, k) for k in ("model", "metrics", "predictions", "curve")},
+             tensorboard_dir=job.tensorboard)

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from langskew.errors import LangskewError
+from langskew.errors import LangskewError, require_positive
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -51,11 +51,10 @@ class GPTConfig:
     context: int = 512
 
     def __post_init__(self) -> None:
+        require_positive("model", {key: getattr(self, key) for key in
+                                   ("vocab_size", "n_layer", "d_model", "n_head", "context")})
         if self.d_model % self.n_head:
             raise LangskewError(f"model: d_model={self.d_model} is not divisible by n_head={self.n_head}")
-        for key in ("vocab_size", "n_layer", "d_model", "n_head", "context"):
-            if int(getattr(self, key)) <= 0:
-                raise LangskewError(f"model: {key} must be positive, got {getattr(self, key)}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -68,13 +67,14 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        b, t, d = x.shape  # (batch, time, d_model)
+        q, k, v = self.qkv(x).split(d, dim=2)  # each (b, t, d)
+        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))  # (b, heads, t, hd)
         y = self.attend(q, k, v)  # (b, heads, t, head_dim)
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))  # heads side by side again: (b, t, d)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(b, heads, t, head_dim) queries, keys, values -> (b, heads, t, head_dim), causal."""
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
@@ -88,9 +88,9 @@ class NaiveCausalSelfAttention(CausalSelfAttention):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         t = q.size(-2)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))
-        return F.softmax(att, dim=-1) @ v
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (b, heads, t, t)
+        att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))  # no attention to later positions
+        return F.softmax(att, dim=-1) @ v  # (b, heads, t, head_dim)
 
 
 class MLP(nn.Module):
@@ -100,7 +100,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))  # (b, t, d) -> (b, t, 4d) -> (b, t, d)
 
 
 class Block(nn.Module):
@@ -113,7 +113,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, t, d)
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 
@@ -156,19 +156,19 @@ class GPT(nn.Module):
         With ``return_hidden`` a third value is returned: the output of every block,
         before the final LayerNorm (a list of ``n_layer`` tensors (B, T, d)).
         """
-        t = idx.size(1)
+        t = idx.size(1)  # idx: (B, T) token ids
         if t > self.cfg.context:
             raise LangskewError(f"model: sequence length {t} exceeds the context {self.cfg.context}")
-        pos = torch.arange(t, device=idx.device)
-        x = self.wte(idx) * self.embed_scale + self.wpe(pos)
+        pos = torch.arange(t, device=idx.device)  # (T,)
+        x = self.wte(idx) * self.embed_scale + self.wpe(pos)  # (B, T, d) + (T, d) -> (B, T, d)
         hidden = []
         for block in self.blocks:
-            x = block(x)
+            x = block(x)  # (B, T, d)
             if return_hidden:
                 hidden.append(x)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
-        if targets is not None:
+        if targets is not None:  # targets: (B, T), the next token of each position
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=ignore_index)
         return (logits, loss, hidden) if return_hidden else (logits, loss)

@@ -1,23 +1,25 @@
 """Pretraining loop for the Study B language models (resumable, optionally multi-GPU).
 
 One optimizer step consumes ``batch_size`` sequences (all ranks together) of ``context``
-inputs and targets drawn by ``Mixture.batch(step, ...)``, which is a pure function of (seed, step, rank): resuming
-needs the step only, so a checkpoint holds the model, optimizer, RNG states, the curve so
-far and the running counters. CPU runs resumed after a kill end with exactly the same
-weights and curve as an uninterrupted run.
+inputs and targets drawn by ``Mixture.batch(step, ...)``, a pure function of (seed, step,
+rank): resuming needs the step only, so a checkpoint holds the model, optimizer, RNG states
+and :class:`PretrainState` (step, curve so far, running counters), saved and restored by
+:class:`langskew.training.TrainingLoop`. CPU runs resumed after a kill end with exactly the
+same weights and curve as an uninterrupted run.
 
 Schedule: linear warm-up over ``warmup_steps`` then cosine from ``lr`` to ``min_lr`` over the
-remaining steps of the run. Adam(W) with betas (0.9, 0.95), eps 1e-8, no weight decay,
-fused on CUDA; bf16 autocast on CUDA (fp32 on CPU); optional ``torch.compile``; gradient
-accumulation over micro-batches of ``micro_batch_size`` sequences per process.
+remaining steps of the run (:func:`langskew.training.warmup_decay`). Adam(W) with betas
+(0.9, 0.95), eps 1e-8, no weight decay, fused on CUDA; bf16 autocast on CUDA (fp32 on CPU);
+optional ``torch.compile``; gradient accumulation over micro-batches of ``micro_batch_size``
+sequences per process.
 
-Multi-GPU: ``pretrain_job`` with ``params.num_gpus > 1`` re-launches itself under
+Multi-GPU: ``pretrain_job`` with ``num_gpus > 1`` re-launches itself under
 ``torchrun --standalone --nproc_per_node N`` (see :func:`launch_torchrun`); each rank then
 trains a DistributedDataParallel replica on its slice of the global batch
 (``Mixture.batch(step, batch_size // world_size, context, rank, world_size)``: the rank's
-rows of one global batch, so the data do not depend on the number of processes) and rank 0 writes the
-checkpoints and outputs. SIGTERM/SIGUSR1 on the launching process are forwarded, so every
-rank stops after the same step and rank 0 saves a checkpoint.
+rows of one global batch, so the data do not depend on the number of processes) and rank 0
+writes the checkpoints and outputs. SIGTERM/SIGUSR1 on the launching process are forwarded,
+so every rank stops after the same step and rank 0 saves a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import queue
 import signal
@@ -34,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
@@ -44,14 +45,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
-from langskew.checkpointing import Checkpointer, rng_state, seed_everything, set_rng_state
-from langskew.errors import LangskewError
-from langskew.curves import TensorBoardLog
+from langskew.checkpointing import Checkpointer, seed_everything
+from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json
-from langskew.devices import pick_device
 from langskew.study_b.model import GPT, GPTConfig, save_model
+from langskew.training import TrainingLoop, TrainState, warmup_decay
+from langskew.workflow import Job, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,8 @@ class TrainHP:
         hp.betas = tuple(float(b) for b in hp.betas)  # type: ignore[assignment]
         if hp.precision not in ("bf16", "fp32"):
             raise LangskewError(f"train: precision must be 'bf16' or 'fp32', got {hp.precision!r}")
-        for key in ("context", "batch_size", "micro_batch_size", "eval_batches", "log_every"):
-            if int(getattr(hp, key)) <= 0:
-                raise LangskewError(f"train: {key} must be positive, got {getattr(hp, key)}")
+        require_positive("train", {key: getattr(hp, key) for key in
+                                   ("context", "batch_size", "micro_batch_size", "eval_batches", "log_every")})
         return hp
 
     def micro_steps(self, world_size: int) -> int:
@@ -101,15 +101,6 @@ class TrainHP:
             raise LangskewError(f"train: batch_size={self.batch_size} must be a multiple of micro_batch_size="
                                 f"{self.micro_batch_size} x world size {world_size}")
         return per_rank // self.micro_batch_size
-
-
-def lr_at(step: int, total_steps: int, hp: TrainHP) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to min_lr."""
-    if step < hp.warmup_steps:
-        return hp.lr * (step + 1) / hp.warmup_steps
-    span = max(1, total_steps - hp.warmup_steps)
-    progress = min(1.0, (step - hp.warmup_steps) / span)
-    return hp.min_lr + 0.5 * (hp.lr - hp.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 # -- data -------------------------------------------------------------------------------
@@ -209,6 +200,14 @@ def _barrier(info: DistInfo) -> None:
 
 # -- training ---------------------------------------------------------------------------
 @dataclass
+class PretrainState(TrainState):
+    """What a checkpoint holds besides the model and optimizer (step and curve: see TrainState)."""
+
+    seen: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))  # sequences/language
+    pending: list[torch.Tensor] = field(default_factory=list)  # mean losses of the steps since the last curve row
+
+
+@dataclass
 class PretrainResult:
     model: GPT
     curve: list[dict[str, float]]
@@ -220,21 +219,15 @@ def make_optimizer(model: torch.nn.Module, hp: TrainHP, device: torch.device) ->
                              weight_decay=hp.weight_decay, fused=device.type == "cuda")
 
 
-def _autocast(device: torch.device, hp: TrainHP):
-    if device.type == "cuda" and hp.precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-               n_micro: int, hp: TrainHP, device: torch.device) -> torch.Tensor:
+               n_micro: int, hp: TrainHP, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """One optimizer step with gradient accumulation; returns the (detached) mean loss."""
-    xs, ys = batch["x"].chunk(n_micro), batch["y"].chunk(n_micro)
+    xs, ys = batch["x"].chunk(n_micro), batch["y"].chunk(n_micro)  # n_micro x (micro_batch, context)
     total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(zip(xs, ys)):
-        last = i == n_micro - 1
+        last = i == n_micro - 1  # DDP all-reduces the gradients on the last micro-batch only
         sync = module.no_sync() if hasattr(module, "no_sync") and not last else contextlib.nullcontext()
-        with sync, _autocast(device, hp):
+        with sync, autocast(device, dtype):
             _, loss = module(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
         (loss / n_micro).backward()
         total += loss.detach()
@@ -245,10 +238,21 @@ def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch:
     return total / n_micro
 
 
+def sum_over_ranks(loss: torch.Tensor, counts: np.ndarray, stop: bool,
+                   info: DistInfo) -> tuple[torch.Tensor, np.ndarray, bool]:
+    """Under DDP, one all-reduce: the ranks' mean loss, whether any rank must stop, the counts of all ranks."""
+    if info.world_size == 1:
+        return loss, counts, stop
+    shared = torch.cat([loss.double().view(1),
+                        torch.tensor([float(stop), *counts], dtype=torch.float64, device=loss.device)])
+    shared = _all_sum(shared, info)
+    return (shared[0] / info.world_size).float(), shared[2:].cpu().numpy(), bool(shared[1] > 0)
+
+
 @torch.no_grad()
-def validation_losses(model: GPT, windows: Sequence[torch.Tensor], micro_batch_size: int, hp: TrainHP,
-                      device: torch.device) -> list[float]:
-    """Mean next-token loss of the model on each language's held-out windows."""
+def validation_losses(model: GPT, windows: Sequence[torch.Tensor], micro_batch_size: int, device: torch.device,
+                      dtype: torch.dtype | None) -> list[float]:
+    """Mean next-token loss of the model on each language's held-out windows (n_windows, context + 1)."""
     was_training = model.training
     model.eval()
     out = []
@@ -256,12 +260,21 @@ def validation_losses(model: GPT, windows: Sequence[torch.Tensor], micro_batch_s
         losses = []
         for chunk in w.split(micro_batch_size):
             chunk = chunk.to(device)
-            with _autocast(device, hp):
+            with autocast(device, dtype):
                 _, loss = model(chunk[:, :-1], chunk[:, 1:])
             losses.append(loss.float() * len(chunk))
         out.append(float(torch.stack(losses).sum()) / len(w))
     model.train(was_training)
     return out
+
+
+def curve_row(state: PretrainState, lr: float, val_losses: Sequence[float], names: Sequence[str],
+              hp: TrainHP) -> dict[str, float]:
+    """step, tokens, lr, the mean training loss since the previous row, a validation loss per language."""
+    row = {"step": state.step, "tokens": state.step * hp.batch_size * hp.context, "lr": lr,
+           "train_loss": float(torch.stack(state.pending).mean())}
+    row.update({f"val_loss_{n}": v for n, v in zip(names, val_losses)})
+    return row
 
 
 def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, seed: int = 0,
@@ -272,151 +285,125 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
     Runs data-parallel when a process group is initialised (one call per rank).
     """
     info = DistInfo.current()
-    device = torch.device(device) if device is not None else (
-        torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu"))
-    n_micro = hp.micro_steps(info.world_size)
+    device = torch.device(device) if device is not None else pick_device(info.local_rank)
+    dtype, n_micro = amp_dtype(device, hp.precision), hp.micro_steps(info.world_size)
     names = list(mixture.language_names)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
     seed_everything(seed)
     model = GPT(model_cfg).to(device)
     optimizer = make_optimizer(model, hp, device)
-    pending: list[torch.Tensor] = []  # losses of the steps since the last curve row
-    seen = np.zeros(len(names), dtype=np.float64)  # sequences drawn per language (all ranks)
-    curve: list[dict[str, float]] = []
-    start, wall_before = 0, 0.0
-    state = checkpointer.load_latest(map_location=device) if checkpointer else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start, curve, wall_before = int(state["step"]), list(state["curve"]), float(state["wall_seconds"])
-        pending, seen = list(state["pending"].to(device)), state["seen"].numpy().copy()
-        log.info("resuming from checkpoint at step %d of %d", start, total_steps)
-    tb = TensorBoardLog(tensorboard_dir if info.is_main else None, purge_step=start)  # opt-in
+    state = PretrainState(seen=torch.zeros(len(names), dtype=torch.float64))
+    with TrainingLoop(state, total_steps, checkpointer, stateful={"model": model, "optimizer": optimizer},
+                      tensorboard_dir=tensorboard_dir, progress=progress, is_main=info.is_main,
+                      barrier=partial(_barrier, info)) as loop:
+        start = loop.resume(map_location=device)
+        module = _wrap(model, hp, info, device)
+        val_windows = [heldout_windows(mixture.heldout(i), hp.context, hp.eval_batches * hp.micro_batch_size)
+                       for i in range(len(names))] if info.is_main else []
+        loader = BatchPrefetcher(mixture, range(start, total_steps), hp.batch_size // info.world_size, hp.context,
+                                 info.rank, info.world_size)
+        model.train()
+        with contextlib.closing(loader):
+            for step, batch in loader:  # batch: x, y (batch_size / world_size, context); lang (batch_size / ...)
+                # learning rate of this step: linear warm-up, then cosine down to min_lr
+                lr = warmup_decay(step, total_steps, hp.warmup_steps, hp.lr, hp.min_lr, "cosine")
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # forward and backward over the micro-batches (gradients accumulate), clip, optimizer step
+                loss = train_step(module, optimizer, batch, n_micro, hp, device, dtype)
+                # sequences per language; under DDP summed over the ranks, with the loss and any stop request
+                counts = np.bincount(batch["lang"].numpy(), minlength=len(names))[:len(names)]
+                loss, counts, stop = sum_over_ranks(loss, counts, loop.stop_requested, info)
+                state.pending.append(loss)
+                state.seen += torch.from_numpy(counts)
+                state.step = step + 1
+                # a curve row every log_every steps; with the validation losses every eval_every steps and at the end
+                evaluate = state.step % max(1, hp.eval_every) == 0 or state.step == total_steps
+                if evaluate or state.step % hp.log_every == 0:
+                    vals = validation_losses(model, val_windows, hp.micro_batch_size, device, dtype) \
+                        if evaluate and info.is_main else [float("nan")] * len(names)
+                    row = curve_row(state, lr, vals, names, hp)
+                    state.pending = []
+                    loop.log(row, loss=f"{row['train_loss']:.3f}",
+                             tok_s=f"{loop.steps_per_second() * hp.batch_size * hp.context:.0f}")
+                loop.advance()
+                # a checkpoint every checkpoint_every steps, or now if a signal asks to stop (then exit)
+                if state.step < total_steps:
+                    loop.checkpoint_if_due(stop)
+    return PretrainResult(model=model, curve=state.curve, metrics=run_metrics(loop, state, model, hp, names, info))
 
+
+def _wrap(model: GPT, hp: TrainHP, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """The module the steps run: the model, compiled if asked, inside DistributedDataParallel under DDP."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     module: torch.nn.Module = torch.compile(model) if hp.compile else model
     if info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
-    val_windows = [heldout_windows(mixture.heldout(i), hp.context, hp.eval_batches * hp.micro_batch_size)
-                   for i in range(len(names))] if info.is_main else []
+    return module
 
+
+def run_metrics(loop: TrainingLoop, state: PretrainState, model: GPT, hp: TrainHP, names: Sequence[str],
+                info: DistInfo) -> dict[str, Any]:
+    """metrics.json of a run (besides its id and label)."""
+    elapsed, total = loop.elapsed, loop.total_steps
+    steps_run = total - (loop.resumed_from or 0)
     tokens_per_step = hp.batch_size * hp.context
-    bar = tqdm(total=total_steps, initial=start, disable=not (progress and info.is_main), unit="step",
-               dynamic_ncols=True, file=sys.stderr)
-    t0 = last_t = time.perf_counter()
-    last_step = start
-    loader = BatchPrefetcher(mixture, range(start, total_steps), hp.batch_size // info.world_size, hp.context,
-                             info.rank, info.world_size)
-    model.train()
-    try:
-        for step, batch in loader:
-            lr = lr_at(step, total_steps, hp)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = train_step(module, optimizer, batch, n_micro, hp, device)
-            counts = np.bincount(batch["lang"].numpy(), minlength=len(names))[:len(names)]
-            stop = checkpointer is not None and checkpointer.stop_requested
-            if info.world_size > 1:  # one collective: mean loss, any rank stopping, counts of all ranks
-                shared = torch.cat([loss.double().view(1), torch.tensor([float(stop), *counts],
-                                                                        dtype=torch.float64, device=device)])
-                shared = _all_sum(shared, info)
-                loss = (shared[0] / info.world_size).float()
-                stop, counts = bool(shared[1] > 0), shared[2:].cpu().numpy()
-            pending.append(loss)
-            seen += counts
-            done = step + 1
-
-            evaluate_now = done % max(1, hp.eval_every) == 0 or done == total_steps
-            if done % hp.log_every == 0 or evaluate_now:
-                vals = validation_losses(model, val_windows, hp.micro_batch_size, hp, device) \
-                    if evaluate_now and info.is_main else [float("nan")] * len(names)
-                row = {"step": done, "tokens": done * tokens_per_step, "lr": lr,
-                       "train_loss": float(torch.stack(pending).mean())}
-                row.update({f"val_loss_{n}": v for n, v in zip(names, vals)})
-                curve.append(row)
-                tb.log(done, row)
-                pending = []
-                now = time.perf_counter()
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}",
-                                tok_s=f"{(done - last_step) * tokens_per_step / (now - last_t):.0f}")
-                last_t, last_step = now, done
-            bar.update(1)
-
-            if checkpointer is not None and (checkpointer.due(done) or stop) and done < total_steps:
-                if info.is_main:
-                    checkpointer.save(done, {
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                        "curve": curve, "seen": torch.from_numpy(seen.copy()),
-                        "pending": torch.stack(pending).cpu() if pending else torch.zeros(0),
-                        "wall_seconds": wall_before + time.perf_counter() - t0})
-                _barrier(info)
-                if stop:
-                    loader.close()
-                    bar.close()
-                    checkpointer.exit_if_requested()
-    finally:
-        loader.close()
-        bar.close()
-        tb.close()
-
-    elapsed = time.perf_counter() - t0
-    final = curve[-1] if curve else {}
-    tokens_seen = {n: int(c) * hp.context for n, c in zip(names, seen)}
-    metrics = {
-        "steps": total_steps, "tokens": total_steps * tokens_per_step, "batch_size": hp.batch_size,
+    final = state.curve[-1] if state.curve else {}
+    return {
+        "steps": total, "tokens": total * tokens_per_step, "batch_size": hp.batch_size,
         "context": hp.context, "n_params": model.num_params(), "world_size": info.world_size,
-        "device": str(device.type), "final_train_loss": final.get("train_loss"),
+        "device": str(next(model.parameters()).device.type), "final_train_loss": final.get("train_loss"),
         "final_val_loss": {n: final.get(f"val_loss_{n}") for n in names},
-        "tokens_seen": tokens_seen, "resumed_from_step": start if state is not None else None,
-        "steps_run": total_steps - start,
-        "tokens_per_second": (total_steps - start) * tokens_per_step / max(elapsed, 1e-9),
-        "wall_seconds": wall_before + elapsed,
+        "tokens_seen": {n: int(c) * hp.context for n, c in zip(names, state.seen.tolist())},
+        "resumed_from_step": loop.resumed_from, "steps_run": steps_run,
+        "tokens_per_second": steps_run * tokens_per_step / max(elapsed, 1e-9),
+        "wall_seconds": loop.wall_before + elapsed,
     }
-    return PretrainResult(model=model, curve=curve, metrics=metrics)
 
 
 # -- Snakemake job ----------------------------------------------------------------------
-def _model_config(model_params: dict[str, Any], vocab_size: int, context: int) -> GPTConfig:
-    missing = [k for k in MODEL_KEYS if k not in model_params]
-    unknown = sorted(set(model_params) - set(MODEL_KEYS))
+def model_config(model: dict[str, Any], vocab_size: int, context: int) -> GPTConfig:
+    """The GPT of a run from the rule's ``model`` param (exactly n_layer, d_model, n_head)."""
+    missing = [k for k in MODEL_KEYS if k not in model]
+    unknown = sorted(set(model) - set(MODEL_KEYS))
     if missing or unknown:
         raise LangskewError(f"model: params need exactly {list(MODEL_KEYS)}; missing {missing}, unknown {unknown}")
-    return GPTConfig(vocab_size=vocab_size, context=context, **{k: int(model_params[k]) for k in MODEL_KEYS})
+    return GPTConfig(vocab_size=vocab_size, context=context, **{k: int(model[k]) for k in MODEL_KEYS})
 
 
-def pretrain_job(input, output, params, threads, log, tensorboard=None, **_):
-    """Snakemake job: train one run of the grid and write model/, curve.csv, metrics.json."""
-    run = dict(params.run)
-    hp = TrainHP.from_dict(dict(params.train))
-    num_gpus = int(getattr(params, "num_gpus", 1) or 1)
-    _model_config(dict(params.model), 1, hp.context)  # validate before any expensive work
+def pretrain_job(job: Job, *, run: dict[str, Any], model: dict[str, Any], train: dict[str, Any], seed: int,
+                 ckpt_dir: str, keep_checkpoints: bool, num_gpus: int) -> dict[str, Any] | None:
+    """Snakemake job: train one run of the grid and write model/, curve.csv, metrics.json.
+
+    input: tokens (meta.json of each language's token streams). output: model, curve, metrics.
+    With ``num_gpus > 1`` the job re-launches itself under torchrun (see :func:`launch_torchrun`).
+    """
+    hp = TrainHP.from_dict(dict(train))
+    require_positive("train", {"num_gpus": num_gpus})
+    model_config(dict(model), 1, hp.context)  # validate before any expensive work
     hp.micro_steps(num_gpus)
     if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus:
         raise LangskewError(f"train: num_gpus={num_gpus} but only {torch.cuda.device_count()} GPU(s) are visible")
     if num_gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return launch_torchrun(num_gpus, input, output, params, threads, log, tensorboard)
+        return launch_torchrun(job, {"run": run, "model": model, "train": train, "seed": seed, "ckpt_dir": ckpt_dir,
+                                     "keep_checkpoints": keep_checkpoints, "num_gpus": num_gpus})
 
     from langskew.study_b.languages import build_mixture
 
     info = init_distributed_from_env()
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, int(threads or 1) // info.world_size))
-    mixture = build_mixture(run, list(input.tokens), int(params.seed))
-    cfg = _model_config(dict(params.model), int(mixture.vocab_size), hp.context)
-    ckpt = Checkpointer(getattr(params, "ckpt_dir", None), every_steps=hp.checkpoint_every,
-                        keep_after_finish=bool(getattr(params, "keep_checkpoints", False)))
-    ckpt.install_signal_handlers()
-    log_ = logging.getLogger(__name__)
-    log_.info("pretraining %s: %s, %d steps, world size %d", run.get("id"), cfg, int(run["steps"]), info.world_size)
-    result = pretrain(mixture, cfg, hp, int(run["steps"]), seed=int(params.seed), checkpointer=ckpt,
-                      tensorboard_dir=tensorboard)
+        torch.set_num_threads(max(1, int(job.threads or 1) // info.world_size))
+    mixture = build_mixture(dict(run), list(job.input.tokens), int(seed))
+    cfg = model_config(dict(model), int(mixture.vocab_size), hp.context)
+    ckpt = Checkpointer(ckpt_dir, every_steps=hp.checkpoint_every, keep_after_finish=bool(keep_checkpoints))
+    log.info("pretraining %s: %s, %d steps, world size %d", run.get("id"), cfg, int(run["steps"]), info.world_size)
+    result = pretrain(mixture, cfg, hp, int(run["steps"]), seed=int(seed), checkpointer=ckpt,
+                      tensorboard_dir=job.tensorboard)
     if info.is_main:
-        write_outputs(result, output, run)
+        write_outputs(result, job.output, run)
         ckpt.finish()
     _barrier(info)
     if info.world_size > 1:
@@ -434,8 +421,8 @@ def write_outputs(result: PretrainResult, output: Any, run: dict[str, Any]) -> N
 
 # -- multi-process launcher -------------------------------------------------------------
 def _plain(obj: Any) -> Any:
-    """Snakemake namedlists / namespaces -> JSON-able dicts and lists."""
-    if hasattr(obj, "_names") and hasattr(obj, "keys"):  # snakemake Namedlist
+    """Snakemake named lists -> JSON-able dicts (named entries) or lists (unnamed ones)."""
+    if hasattr(obj, "_names") and hasattr(obj, "keys") and list(obj.keys()):  # snakemake Namedlist with names
         return {k: _plain(getattr(obj, k)) for k in obj.keys()}
     if isinstance(obj, SimpleNamespace):
         return {k: _plain(v) for k, v in vars(obj).items()}
@@ -446,26 +433,27 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def launch_torchrun(nproc: int, input, output, params, threads, log, tensorboard: str | None = None) -> None:
-    """Re-run this job under ``torchrun --standalone --nproc_per_node nproc`` and wait for it.
+def launch_torchrun(job: Job, params: dict[str, Any]) -> None:
+    """Re-run this job under ``torchrun --standalone --nproc_per_node num_gpus`` and wait for it.
 
-    The job's arguments travel in a temporary JSON file; SIGTERM and SIGUSR1 received
-    here are forwarded to torchrun as SIGTERM (torchrun passes it on to every rank, which
-    checkpoints and stops). A failure of the ranks is re-raised as our exit status.
+    The job and its params travel in a temporary JSON file; the ranks inherit the environment
+    (so they import the same ``langskew``). SIGTERM and SIGUSR1 received here are forwarded to
+    torchrun as SIGTERM (torchrun passes it on to every rank, which checkpoints and stops). A
+    failure of the ranks is re-raised as our exit status.
     """
-    spec = {"input": _plain(input), "output": _plain(output), "params": _plain(params),
-            "threads": int(threads or 1), "log": log, "tensorboard": tensorboard}
+    nproc, threads = int(params["num_gpus"]), int(job.threads or 1)
+    spec = {"input": _plain(job.input), "output": _plain(job.output), "threads": threads,
+            "log_file": job.log_file, "tensorboard": job.tensorboard, "rule": job.rule, "params": _plain(params)}
     fd, spec_path = tempfile.mkstemp(prefix="langskew-pretrain-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(spec, f)
-    src = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(max(1, int(threads or 1) // nproc))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "langskew.study_b.pretrain", spec_path]
-    logging.getLogger(__name__).info("launching %d processes: %s", nproc, " ".join(cmd))
+    log.info("launching %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
-    previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM)) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM))
+                for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         rc = proc.wait()
     finally:
@@ -478,15 +466,14 @@ def launch_torchrun(nproc: int, input, output, params, threads, log, tensorboard
 
 def main(argv: list[str]) -> None:
     """Entry point of each torchrun rank: ``python -m langskew.study_b.pretrain SPEC.json``."""
-    from langskew.workflow import setup_logging
-
     spec = json.loads(Path(argv[0]).read_text())
     rank = int(os.environ.get("RANK", "0"))
-    if spec["log"]:
-        Path(spec["log"]).parent.mkdir(parents=True, exist_ok=True)
-    setup_logging(spec["log"] if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
-    ns = {k: SimpleNamespace(**spec[k]) for k in ("input", "output", "params")}
-    pretrain_job(ns["input"], ns["output"], ns["params"], spec["threads"], spec["log"], spec.get("tensorboard"))
+    if spec["log_file"]:
+        Path(spec["log_file"]).parent.mkdir(parents=True, exist_ok=True)
+    setup_logging(spec["log_file"] if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
+    job = Job(input=SimpleNamespace(**spec["input"]), output=SimpleNamespace(**spec["output"]),
+              threads=spec["threads"], log_file=spec["log_file"], rule=spec["rule"], tensorboard=spec["tensorboard"])
+    pretrain_job(job, **spec["params"])
 
 
 if __name__ == "__main__":
