@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from langskew.errors import LangskewError
 from langskew.checkpointing import Checkpointer
 from langskew.training import TrainingLoop, TrainState, warmup_decay
 
@@ -130,6 +131,23 @@ def test_state_round_trip_through_a_checkpoint_resumes_exactly(tmp_path):
                                                                    torch.stack(reference.pending))
     for name, tensor in ref_weights.items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_a_checkpoint_of_another_layout_is_named_not_half_restored(tmp_path):
+    # an earlier layout: the step under another key and no wall time
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    model, optimizer, scheduler = _parts()
+    torch.save({"global_step": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+               folder / "step-000000003.pt")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with TrainingLoop(CountingState(), 6, Checkpointer(folder, every_steps=2),
+                      stateful={"model": model, "optimizer": optimizer, "scheduler": scheduler},
+                      progress=False) as loop:
+        with pytest.raises(LangskewError, match=r"step-000000003\.pt lacks rng, scheduler, step.*delete its folder"):
+            loop.resume()
+    assert (folder / "step-000000003.pt").exists()  # nothing is deleted
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
 def test_only_the_main_process_saves_and_every_process_waits(tmp_path):

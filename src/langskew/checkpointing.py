@@ -90,6 +90,7 @@ class Checkpointer:
         self.keep = max(1, int(keep))
         self.keep_after_finish = keep_after_finish
         self.enabled = enabled and self.directory is not None
+        self.loaded_path: Path | None = None  # the checkpoint load_latest restored
         self.stop_signal: int | None = None
         self.resumed_from: int | None = None
 
@@ -151,7 +152,8 @@ class Checkpointer:
             except Exception as err:  # a torn file from a crash outside our atomic rename
                 log.warning("skipping unreadable checkpoint %s: %s", path, err)
                 continue
-            self.resumed_from = int(state["step"])
+            self.resumed_from = int(state.get("step", -1))
+            self.loaded_path = path
             log.info("resuming from checkpoint %s (step %d)", path, self.resumed_from)
             return state
         return None

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from langskew.checkpointing import Checkpointer, rng_state, set_rng_state
 from langskew.curves import TensorBoardLog
+from langskew.errors import LangskewError
 
 DECAYS = ("linear", "cosine")
 
@@ -109,6 +110,12 @@ class TrainingLoop:
                 **self.state.state_dict(), "wall_seconds": self.wall_seconds}
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        expected = ["rng", *self.stateful, *self.state.state_dict(), "wall_seconds"]
+        missing = [key for key in expected if key not in saved]
+        if missing:
+            where = self.checkpointer.loaded_path if self.checkpointer else "the checkpoint"
+            raise LangskewError(f"checkpoint {where} lacks {', '.join(missing)}: it was written by another version "
+                                "of this training loop; delete its folder to restart the run from step 0")
         for name, obj in self.stateful.items():
             if saved[name]:  # a disabled grad scaler saves {} and has nothing to restore
                 obj.load_state_dict(saved[name])
