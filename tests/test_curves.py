@@ -50,7 +50,7 @@ def test_one_panel_per_run_with_train_and_validation_losses():
     assert list(b["train"].get_ydata()) == [5.0, 4.0, 3.5, 3.2]
 
 
-def test_curves_job_writes_the_figure(tmp_path):
+def test_training_curves_job_writes_the_figure(tmp_path):
     paths = []
     for i, df in enumerate([study_a_curve(), study_b_curve()]):
         paths.append(str(tmp_path / f"curve{i}.csv"))
