@@ -156,7 +156,8 @@ def mono_x(run: dict, batch_size: int | None = None, context: int | None = None)
     return float(run["scale"]) * fraction
 
 
-def fit_points(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
+def fit_points(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]
+               ) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
     """{(size, language): [(x, 1/PPL, run id)]} of the monolingual runs, sorted by x."""
     points: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     for run, ppl in zip(mono_runs, mono_ppl):
