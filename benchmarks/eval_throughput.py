@@ -4,7 +4,7 @@
   (:func:`langskew.study_a.probe.sentence_representations`, length-sorted dynamic batches)
   with a randomly initialised mBERT-sized encoder on synthetic sentence pairs -> sentences/s.
 - ``perplexity``: Study B's sliding-window perplexity
-  (:func:`langskew.study_b.evaluate.sliding_window_nll`, window 512, stride 128) of the
+  (:func:`langskew.study_b.perplexity.sliding_window_nll`, window 512, stride 128) of the
   paper's small GPT on a random token stream -> scored tokens/s, and the minutes one
   language's held-out stream (``--heldout-tokens``, the paper configuration's 2M) takes.
 - ``alignment``: Study B's representation alignment (per-layer hidden states, matched
@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from langskew.study_a.modeling import train_wordpiece  # noqa: E402
 from langskew.study_a.probe import sentence_representations  # noqa: E402
-from langskew.study_b.evaluate import gradient_alignment, representation_alignment, sliding_window_nll  # noqa: E402
+from langskew.study_b.alignment import gradient_alignment, representation_alignment  # noqa: E402
+from langskew.study_b.perplexity import sliding_window_nll  # noqa: E402
 from langskew.study_b.model import GPT, SIZES, GPTConfig  # noqa: E402
 
 WORDS = ("the a cat dog house tree water runs walks sees good bad blue red green happy sad old new big small "

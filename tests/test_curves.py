@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_tiny_classification_frames, named, write_fake_token_stream
+from helpers import job, make_tiny_classification_frames, write_fake_token_stream
 from langskew import curves
 from langskew.errors import LangskewError
 from langskew.study_a.finetune import CURVE_COLUMNS, finetune
 from langskew.study_a.modeling import build_tiny_model, texts_of
-from langskew.study_b import pretrain as train as tr
+from langskew.study_b import pretrain as tr
 from langskew.study_b.languages import build_mixture
 from langskew.study_b.model import GPTConfig
 
@@ -50,14 +50,13 @@ def test_one_panel_per_run_with_train_and_validation_losses():
     assert list(b["train"].get_ydata()) == [5.0, 4.0, 3.5, 3.2]
 
 
-def test_curves_job_writes_the_figure(tmp_path):
+def test_training_curves_job_writes_the_figure(tmp_path):
     paths = []
     for i, df in enumerate([study_a_curve(), study_b_curve()]):
         paths.append(str(tmp_path / f"curve{i}.csv"))
         df.to_csv(paths[-1], index=False)
     out = tmp_path / "report" / "training_curves.png"
-    curves.curves_job(named(curves=paths), [str(out)],
-                      named(labels=["run A", "run B"], title="curves"))
+    curves.training_curves_job(job({"curves": paths}, [str(out)]), labels=["run A", "run B"], title="curves")
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size[0] > 300
 
@@ -67,12 +66,12 @@ def test_curve_without_a_column_is_named(tmp_path, drop, message):
     path = tmp_path / "curve.csv"
     study_a_curve().drop(columns=drop).to_csv(path, index=False)
     with pytest.raises(LangskewError, match=message):
-        curves.curves_job(named(curves=[str(path)]), [str(tmp_path / "x.png")], named(labels=["r"], title="t"))
+        curves.training_curves_job(job({"curves": [str(path)]}, [str(tmp_path / "x.png")]), labels=["r"], title="t")
 
 
 def test_labels_must_match_the_curve_files(tmp_path):
     with pytest.raises(LangskewError, match="2 labels"):
-        curves.curves_job(named(curves=["a.csv"]), [str(tmp_path / "x.png")], named(labels=["r", "s"], title="t"))
+        curves.training_curves_job(job({"curves": ["a.csv"]}, [str(tmp_path / "x.png")]), labels=["r", "s"], title="t")
 
 
 # --- TensorBoard ---------------------------------------------------------------------------------

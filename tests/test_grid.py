@@ -61,7 +61,7 @@ def test_medium_1x_is_the_same_token_budget_as_small(paper):
     assert small["budget_tokens"] == medium["budget_tokens"] == 1_197_015_040
     assert runs["medium-mono-en-f0.5"]["steps"] == 4566
     # a fit over the medium runs measures x in the same token budget: the 1x monolingual run is at x ~ 1
-    from langskew.study_b.evaluate import budget_tokens, mono_x
+    from langskew.study_b.fit import budget_tokens, mono_x
     assert budget_tokens(medium, 256, 512) == 1_197_015_040
     assert mono_x(runs["medium-mono-en-f1"]) == pytest.approx(1.0, abs=1e-4)
     # base_steps, when set, is a step count at each size's own batch size

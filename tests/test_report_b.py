@@ -86,7 +86,7 @@ def test_en_fr_table(runs):
 
 def test_report_job_writes_tables_and_figures(runs, tmp_path):
     from langskew.io import write_json
-    from helpers import named
+    from helpers import job
 
     ppl = _ppl(runs)
     ppl_files = []
@@ -106,8 +106,8 @@ def test_report_job_writes_tables_and_figures(runs, tmp_path):
         out[f"{name}_md"] = str(tmp_path / "rep" / f"{name}.md")
     out["perplexity_vs_p"] = str(tmp_path / "rep" / "perplexity_vs_p.png")
     out["alignment_layers"] = str(tmp_path / "rep" / "alignment_layers.png")
-    report.report_b_job(input=named(perplexity=ppl_files, fits=[], representation=rep_files, gradient=grad_files),
-                        output=named(**out), params=named(runs=runs, bilingual=bilingual), threads=1, log=None)
+    report.report_job(job({"perplexity": ppl_files, "fits": [], "representation": rep_files, "gradient": grad_files},
+                          out), runs=runs, bilingual=bilingual)
     md = (tmp_path / "rep" / "perplexity.md").read_text()
     assert "32.81" in md and "small-1x-clone2-p0.10" in md
     assert (tmp_path / "rep" / "perplexity_vs_p.png").stat().st_size > 0

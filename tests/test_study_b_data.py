@@ -1,10 +1,12 @@
 """Study B data: corpus sources, tokenizers, memmap token streams, parallel data, anchored vocab."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import build_study_b_tokens
+from helpers import build_study_b_tokens, job
 from hub_fixtures import sharded_parquet_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
@@ -52,6 +54,29 @@ def test_token_streams_round_trip(built):
     first_doc = sp.decode(ids[:ends[0]].tolist())
     spec = {"source": "synthetic", "synthetic": {"n_documents": {"train": 150, "test": 30}, "seed": 0}}
     assert first_doc == corpus.load_corpus(spec, "en")["test"][0]
+
+
+def test_data_jobs_write_what_their_functions_write(built, tmp_path):
+    """The stage jobs, called as their rules call them, write the files the functions wrote for ``built``."""
+    spec = {"source": "synthetic", "synthetic": {"n_documents": {"train": 150, "test": 30}, "seed": 0}}
+    docs = {"train": str(tmp_path / "train.parquet"), "test": str(tmp_path / "test.parquet")}
+    corpus.corpus_job(job(output=docs), language="en", spec=spec)
+    model = str(tmp_path / "en.model")
+    tokenizer.tokenizer_job(job({"train": docs["train"]}, [model]),
+                            tokenizer={"vocab_size": 400, "hard_vocab_limit": False}, seed=0)
+    assert Path(model).read_bytes() == Path(built["tokenizers"]["en"]).read_bytes()
+    streams = {"train": str(tmp_path / "train.bin"), "test": str(tmp_path / "test.bin"),
+               "meta": str(tmp_path / "meta.json")}
+    tokenizer.tokens_job(job({"tokenizer": model, **docs}, streams), language="en")
+    reference = Path(built["metas"]["en"]).parent
+    for split in ("train", "test"):
+        assert Path(streams[split]).read_bytes() == (reference / f"{split}.bin").read_bytes()
+    pairs, npz = str(tmp_path / "parallel.parquet"), str(tmp_path / "parallel.npz")
+    corpus.parallel_corpus_job(job(output=[pairs]), spec={"source": "synthetic", "n_pairs": 30}, languages=["en", "fr"])
+    models = [built["tokenizers"][lang] for lang in ("en", "fr")]
+    tokenizer.parallel_tokens_job(job({"pairs": pairs, "tokenizers": models}, [npz]), languages=["en", "fr"])
+    got, want = np.load(npz), np.load(built["parallel"])
+    assert sorted(got.files) == sorted(want.files) and all(np.array_equal(got[k], want[k]) for k in want.files)
 
 
 def test_tokenizer_splits_digits_and_falls_back_to_bytes(built):

@@ -17,6 +17,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from .errors import LangskewError
+from .paths import as_list, matching_files
 from .study_a.ratios import parse_ratio
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -220,7 +221,7 @@ def _check_files(key: str, pattern: str) -> list[str]:
     """A path, or a glob that matches at least one file; each file as in ``_check_file``."""
     if not glob.has_magic(str(pattern)):
         return _check_file(key, pattern)
-    matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+    matches = matching_files(pattern)
     if not matches:
         return [f"config key '{key}': pattern '{pattern}' matches no file"]
     return [problem for path in matches for problem in _check_file(key, path)]
@@ -280,7 +281,7 @@ def _check_paths(cfg: dict) -> list[str]:
             for split in ("train", "test"):
                 patterns = (local or {}).get(split) or []
                 single = isinstance(patterns, str)
-                for i, pat in enumerate([patterns] if single else patterns):
+                for i, pat in enumerate(as_list(patterns)):
                     key = f"study_b.languages.{lang}.local.{split}" + ("" if single else f"[{i}]")
                     out += _check_files(key, pat)
         par = sb.get("parallel") or {}

@@ -12,12 +12,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import save_figure
+from langskew.paths import as_list
+
+if TYPE_CHECKING:  # langskew.workflow imports this module
+    from langskew.workflow import Job
 
 #: columns that are never plotted as losses / logged as scalars
 _NOT_SCALARS = {"step"}
@@ -75,15 +79,15 @@ def plot_curves(curves: Mapping[str, pd.DataFrame], title: str, ncols: int = 4):
     return fig
 
 
-def curves_job(input, output, params, **_) -> None:
-    """Snakemake job: input.curves (curve.csv files), params.labels (one per file, same order),
-    params.title; output[0] the figure."""
-    paths = [input.curves] if isinstance(input.curves, (str, os.PathLike)) else list(input.curves)
-    labels = list(params.labels)
+def training_curves_job(job: Job, *, labels: list[str], title: str) -> None:
+    """Rules ``study_a_training_curves`` / ``study_b_training_curves``: input.curves (curve.csv files),
+    ``labels`` (one per file, same order), ``title``; output[0] the figure."""
+    paths = as_list(job.input.curves)
+    labels = list(labels)
     if len(paths) != len(labels):
         raise LangskewError(f"training curves: {len(paths)} curve files but {len(labels)} labels")
     curves = {label: read_curve(p) for label, p in zip(labels, paths)}
-    save_figure(plot_curves(curves, str(params.title)), output[0])
+    save_figure(plot_curves(curves, str(title)), job.output[0])
 
 
 # --- TensorBoard -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from langskew.errors import LangskewError
+from langskew.paths import as_list
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,9 @@ def load_hub_dataset(where: str, path: str, **kwargs: Any):
         raise explain_hub_error(exc, where, path) from exc
 
 
-def _as_list(patterns: str | Iterable[str] | None) -> list[str]:
-    if patterns is None:
-        return []
-    return [patterns] if isinstance(patterns, str) else [str(p) for p in patterns]
+def _files_under(root: Path) -> list[str]:
+    """Every file below ``root``, as sorted paths relative to it."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -97,9 +97,8 @@ def _list_hub_files(repo: str, revision: str | None, patterns: Sequence[str], wh
 
     try:
         if constants.HF_HUB_OFFLINE:
-            root = Path(snapshot_download(repo, repo_type="dataset", revision=revision,
-                                          allow_patterns=list(patterns) or None))
-            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+            return _files_under(Path(snapshot_download(repo, repo_type="dataset", revision=revision,
+                                                       allow_patterns=list(patterns) or None)))
         return sorted(HfApi().list_repo_files(repo, repo_type="dataset", revision=revision))
     except Exception as exc:
         raise explain_hub_error(exc, where, repo) from exc
@@ -113,10 +112,10 @@ def resolve_data_files(path: str, revision: str | None, data_files: str | Iterab
     data extension); ``shards``: keep the first N matching files in sorted order. Only the
     chosen files are downloaded (into the hub cache, where offline runs find them).
     """
-    patterns = _as_list(data_files)
+    patterns = as_list(data_files)
     if is_local(path):
         root = Path(path)
-        names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        names = _files_under(root)
     else:
         names = _list_hub_files(path, revision, patterns, where)
     if patterns:

@@ -9,9 +9,10 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # frames are only passed through: the workflow's parsing never imports pandas here
+    import pandas as pd
 
 
 _UMASK_LOCK = threading.Lock()

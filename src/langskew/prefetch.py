@@ -16,13 +16,13 @@ each item, where it went and, when the hub answers, the commit to pin as ``revis
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
 from langskew import hub as hubio
 from langskew.io import write_table
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +164,12 @@ def report_lines(table: pd.DataFrame, caches: dict[str, str]) -> list[str]:
     return lines
 
 
-def prefetch_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``prefetch``: params.config (the whole validated config) -> output.csv / output.md."""
-    table = prefetch(dict(params.config))
+def prefetch_job(job: Job, *, config: dict) -> None:
+    """Rule ``prefetch``: ``config`` (the whole validated config) -> output.csv / output.md."""
+    table = prefetch(dict(config))
     lines = report_lines(table, cache_locations())
     print("\n".join(lines), flush=True)
-    write_table(table, output.csv, output.md, title="Hub datasets and models fetched by `snakemake prefetch`")
+    write_table(table, job.output.csv, job.output.md, title="Hub datasets and models fetched by `snakemake prefetch`")
     if table.empty:
         logger.info("nothing fetched")
 

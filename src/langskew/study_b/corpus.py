@@ -31,7 +31,6 @@ and ``corpus/parallel.parquet`` (one column per language).
 
 from __future__ import annotations
 
-import glob
 import itertools
 import logging
 import re
@@ -47,7 +46,9 @@ from tqdm import tqdm
 from langskew import hub as hubio
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_parquet
+from langskew.paths import as_list, matching_files
 from langskew.study_b import synthetic_lang
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +160,9 @@ def split_text(text: str, mode: str) -> list[str]:
 
 def expand_globs(patterns: str | Iterable[str], where: str) -> list[str]:
     """Files of one path/glob or a list of them (each sorted; a pattern matching nothing is an error)."""
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     files: list[str] = []
-    for pat in patterns:
-        matches = sorted(p for p in glob.glob(str(pat), recursive=True) if Path(p).is_file())
+    for pat in as_list(patterns):
+        matches = matching_files(pat)
         if not matches:
             raise LangskewError(f"{where}: no file matches {pat!r}")
         files.extend(matches)
@@ -390,11 +390,11 @@ def load_parallel(spec: dict, languages: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 # Job functions
 # ---------------------------------------------------------------------------------------
-def corpus_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``study_b_corpus``: params.language, params.spec -> output.train / output.test parquet."""
-    write_corpus(dict(params.spec), params.language, {"train": output.train, "test": output.test})
+def corpus_job(job: Job, *, language: str, spec: dict) -> None:
+    """Rule ``study_b_corpus``: the documents of ``language`` (its ``spec``) -> output.train / output.test parquet."""
+    write_corpus(dict(spec), language, {"train": job.output.train, "test": job.output.test})
 
 
-def parallel_corpus_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``study_b_parallel_corpus``: params.spec, params.languages -> output[0] parquet."""
-    write_parquet(load_parallel(dict(params.spec), list(params.languages)), output[0])
+def parallel_corpus_job(job: Job, *, spec: dict, languages: list[str]) -> None:
+    """Rule ``study_b_parallel_corpus``: the sentence pairs of ``spec`` in ``languages`` -> output[0] parquet."""
+    write_parquet(load_parallel(dict(spec), list(languages)), job.output[0])

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from langskew.errors import LangskewError
+from langskew.errors import LangskewError, require_positive
 from langskew.io import read_json
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def check_schedule(schedule: Sequence[Sequence[float]], n_languages: int, where:
 
 def stage_index(step: int, total_steps: int, n_stages: int) -> int:
     """Index of the equal training stage that ``step`` (0-based) falls in."""
-    if total_steps <= 0:
-        raise LangskewError(f"total_steps must be positive, got {total_steps}")
+    require_positive("training stages", {"total_steps": total_steps})
     return min(max(int(step), 0) * n_stages // total_steps, n_stages - 1)
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import read_json, save_figure, write_table
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -316,21 +317,30 @@ def build_tables(runs: Sequence[dict], ppl: dict[str, dict[str, float]], fits: p
             "en_fr": real_pair_table(runs, ppl)}
 
 
-def report_b_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``study_b_report``: every table (CSV + Markdown) and both figures."""
-    runs = [dict(r) for r in params.runs]
-    bilingual = list(params.bilingual)
-    if len(input.perplexity) != len(runs):
-        raise LangskewError(f"report: {len(input.perplexity)} perplexity files for {len(runs)} runs")
-    ppl = {r["id"]: read_json(p) for r, p in zip(runs, input.perplexity)}
-    fits = pd.concat([pd.read_csv(p) for p in input.fits], ignore_index=True) if len(input.fits) else pd.DataFrame()
-    representation = {rid: pd.read_csv(p) for rid, p in zip(bilingual, input.representation)}
-    gradient = {rid: pd.read_csv(p) for rid, p in zip(bilingual, input.gradient)}
-    points_files = list(getattr(input, "fit_points", None) or [])
-    points = pd.concat([pd.read_csv(p) for p in points_files], ignore_index=True) if points_files else pd.DataFrame()
+def _read_csvs(paths: Sequence[str] | None) -> pd.DataFrame:
+    """CSV files one after the other in one frame (an empty frame for none)."""
+    paths = list(paths or [])
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
+
+
+def report_job(job: Job, *, runs: list[dict], bilingual: list[str]) -> None:
+    """Rule ``study_b_report``: every table (CSV + Markdown) and both figures.
+
+    ``runs``: the run specs of input.perplexity (same order); ``bilingual``: the run ids of
+    input.representation and input.gradient (same order).
+    """
+    runs = [dict(r) for r in runs]
+    bilingual = list(bilingual)
+    if len(job.input.perplexity) != len(runs):
+        raise LangskewError(f"report: {len(job.input.perplexity)} perplexity files for {len(runs)} runs")
+    ppl = {r["id"]: read_json(p) for r, p in zip(runs, job.input.perplexity)}
+    fits = _read_csvs(job.input.fits)
+    representation = {rid: pd.read_csv(p) for rid, p in zip(bilingual, job.input.representation)}
+    gradient = {rid: pd.read_csv(p) for rid, p in zip(bilingual, job.input.gradient)}
+    points = _read_csvs(getattr(job.input, "fit_points", None))
     tables = build_tables(runs, ppl, fits, representation, gradient, points)
     for name, df in tables.items():
-        write_table(df, output[name], output[f"{name}_md"], TITLES[name])
-    save_figure(perplexity_figure(tables["perplexity"], tables["token_efficiency"]), output.perplexity_vs_p)
-    save_figure(alignment_figure(tables["representation_alignment"]), output.alignment_layers)
+        write_table(df, job.output[name], job.output[f"{name}_md"], TITLES[name])
+    save_figure(perplexity_figure(tables["perplexity"], tables["token_efficiency"]), job.output.perplexity_vs_p)
+    save_figure(alignment_figure(tables["representation_alignment"]), job.output.alignment_layers)
     logger.info("Study B report: %s", {k: len(v) for k, v in tables.items()})

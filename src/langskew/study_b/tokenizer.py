@@ -27,6 +27,7 @@ from tqdm import tqdm
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_json
 from langskew.study_b.corpus import iter_texts
+from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
@@ -174,21 +175,21 @@ def encode_parallel(pairs: pd.DataFrame, tokenizers: dict[str, str | Path], path
 # ---------------------------------------------------------------------------------------
 # Job functions
 # ---------------------------------------------------------------------------------------
-def tokenizer_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``study_b_tokenizer``: input.train parquet -> output[0] SentencePiece model."""
-    cfg = dict(params.tokenizer)
-    train_tokenizer(iter_texts(input.train), output[0], int(cfg["vocab_size"]), cfg, threads, int(params.seed))
+def tokenizer_job(job: Job, *, tokenizer: dict, seed: int) -> None:
+    """Rule ``study_b_tokenizer``: input.train parquet -> output[0] SentencePiece model (settings: ``tokenizer``)."""
+    cfg = dict(tokenizer)
+    train_tokenizer(iter_texts(job.input.train), job.output[0], int(cfg["vocab_size"]), cfg, job.threads, int(seed))
 
 
-def tokens_job(input, output, params, threads, log, **_) -> None:
+def tokens_job(job: Job, *, language: str) -> None:
     """Rule ``study_b_tokens``: input.tokenizer, input.train/test -> output.train/test/meta."""
-    docs = {split: iter_texts(input[split]) for split in ("train", "test")}
-    write_token_streams(input.tokenizer, params.language, docs,
-                        {"train": output.train, "test": output.test, "meta": output.meta}, threads)
+    docs = {split: iter_texts(job.input[split]) for split in ("train", "test")}
+    write_token_streams(job.input.tokenizer, language, docs,
+                        {"train": job.output.train, "test": job.output.test, "meta": job.output.meta}, job.threads)
 
 
-def parallel_tokens_job(input, output, params, threads, log, **_) -> None:
-    """Rule ``study_b_parallel_tokens``: input.pairs parquet + input.tokenizers -> output[0] npz."""
-    tokenizers = dict(zip(params.languages, input.tokenizers))
-    counts = encode_parallel(pd.read_parquet(input.pairs), tokenizers, output[0])
+def parallel_tokens_job(job: Job, *, languages: list[str]) -> None:
+    """Rule ``study_b_parallel_tokens``: input.pairs parquet + input.tokenizers (one per language) -> output[0] npz."""
+    tokenizers = dict(zip(languages, job.input.tokenizers))
+    counts = encode_parallel(pd.read_parquet(job.input.pairs), tokenizers, job.output[0])
     logger.info("parallel sentences: %s", counts)

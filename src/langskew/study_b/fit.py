@@ -1,0 +1,279 @@
+"""Study B monolingual scaling fits and token efficiency (rule ``study_b_fit``).
+
+Scaling fit: 1/PPL = c - a * x^(-b) over monolingual runs, x = training tokens in units of
+the 1x token budget (``study_b.train.base_tokens``, the same for every size). For a language of a bilingual run,
+MLTE is the monolingual token count at which the fit reaches that PPL, TEff = MLTE /
+tokens of the language seen, and MLPE = the fit's PPL at the same token count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from langskew.errors import LangskewError
+from langskew.io import read_json, write_csv
+from langskew.workflow import Job
+
+logger = logging.getLogger(__name__)
+
+
+def power_law(x: np.ndarray | float, c: float, a: float, b: float) -> np.ndarray | float:
+    """1/PPL as a function of training tokens x (in budget units): c - a * x^(-b)."""
+    return c - a * np.power(x, -b)
+
+
+#: Bounds of the fitted (c, a, b): 1/PPL <= 1, a decreasing curve, a positive exponent.
+FIT_BOUNDS = ((0.0, 0.0, 1e-3), (1.0, np.inf, 5.0))
+FIT_PARAMS = ("c", "a", "b")
+
+
+def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (c, a, b) of 1/PPL = c - a * x^(-b); needs at least three points."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    if len(x) < 3 or len(np.unique(x)) < 3:
+        raise LangskewError(f"scaling fit: need at least 3 distinct token counts, got x={x.tolist()}")
+    if (x <= 0).any() or (y <= 0).any() or (y >= 1).any():
+        raise LangskewError(f"scaling fit: need x > 0 and 0 < 1/PPL < 1, got x={x.tolist()}, 1/PPL={y.tolist()}")
+    b0 = 0.5
+    c0 = min(0.999, y.max() + 0.5 * (y.max() - y.min()) + 1e-6)
+    a0 = max((c0 - y.min()) * x.min() ** b0, 1e-9)
+    (c, a, b), _ = curve_fit(power_law, x, y, p0=(c0, a0, b0), bounds=FIT_BOUNDS, maxfev=20000)
+    return float(c), float(a), float(b)
+
+
+def params_at_bound(params: Sequence[float], rel: float = 1e-3) -> list[str]:
+    """Names of the fitted parameters that sit at (within ``rel`` of) a bound of :data:`FIT_BOUNDS`."""
+    out = []
+    for name, value, lo, hi in zip(FIT_PARAMS, params, *FIT_BOUNDS):
+        for bound in (lo, hi):
+            if np.isfinite(bound) and abs(value - bound) <= rel * max(abs(bound), 1e-3):
+                out.append(f"{name}={bound:g}")
+    return out
+
+
+def fit_residuals(x: Sequence[float], inv_ppl: Sequence[float], params: Sequence[float]) -> pd.DataFrame:
+    """Per monolingual point: x, observed and fitted 1/PPL and PPL, residual (observed - fitted 1/PPL)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    fitted = np.asarray(power_law(x, *params), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        fitted_ppl = np.where(fitted > 0, 1.0 / np.where(fitted > 0, fitted, 1.0), np.inf)
+    return pd.DataFrame({"x": x, "inv_ppl": y, "fitted_inv_ppl": fitted, "residual": y - fitted,
+                         "ppl": 1.0 / y, "fitted_ppl": fitted_ppl,
+                         "ppl_rel_error": (fitted_ppl - 1.0 / y) * y})
+
+
+def bootstrap_fits(x: Sequence[float], inv_ppl: Sequence[float], n_boot: int, seed: int = 0
+                   ) -> list[tuple[float, float, float]]:
+    """Fits on ``n_boot`` resamples (with replacement) of the monolingual points.
+
+    Resamples with fewer than 3 distinct token counts, or whose fit fails, are left out.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
+    rng = np.random.default_rng([int(seed), 0xB007])
+    out = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, len(x), len(x))
+        if len(np.unique(x[idx])) < 3:
+            continue
+        try:
+            out.append(fit_power_law(x[idx], y[idx]))
+        except (RuntimeError, ValueError, LangskewError):
+            continue
+    return out
+
+
+def _interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if not np.isfinite(v).all():  # some resample's fit never reaches this PPL: unbounded
+        lo = float(np.nanpercentile(np.where(np.isfinite(v), v, np.inf), 100 * (1 - level) / 2))
+        return lo, math.inf
+    return (float(np.percentile(v, 100 * (1 - level) / 2)), float(np.percentile(v, 100 * (1 + level) / 2)))
+
+
+def mlte(ppl: float, c: float, a: float, b: float, budget: float = 1.0) -> float:
+    """Monolingual tokens needed to reach ``ppl`` under the fit (inf when beyond its asymptote)."""
+    gap = c - 1.0 / ppl
+    if gap <= 0:
+        return math.inf
+    return budget * (a / gap) ** (1.0 / b) if a > 0 else 0.0
+
+
+def mlpe(tokens: float, c: float, a: float, b: float, budget: float = 1.0) -> float:
+    """The fit's perplexity after ``tokens`` monolingual tokens.
+
+    Where the fitted curve has no positive inverse perplexity (far below the smallest
+    monolingual point) the fit says nothing meaningful: ``inf`` rather than a negative PPL.
+    """
+    inv = float(power_law(tokens / budget, c, a, b))
+    return 1.0 / inv if inv > 0 else float("inf")
+
+
+def expected_tokens_seen(run: dict, batch_size: int, context: int) -> list[float]:
+    """Expected training tokens of each model language: stage lengths x stage probabilities."""
+    schedule = np.asarray(run["schedule"], dtype=np.float64)
+    steps = int(run["steps"])
+    bounds = [s * steps // len(schedule) for s in range(len(schedule) + 1)]
+    return (np.diff(bounds)[:, None] * schedule).sum(axis=0) * batch_size * context
+
+
+def language_index(run: dict, name: str) -> int:
+    """Index of model language ``name`` in a run (clones are L1..LK; real/mono use base names)."""
+    if run["kind"] == "clone":
+        if name[:1] == "L" and name[1:].isdigit() and 1 <= int(name[1:]) <= int(run["n_languages"]):
+            return int(name[1:]) - 1
+    elif name in run["base_languages"]:
+        return list(run["base_languages"]).index(name)
+    raise LangskewError(f"run {run.get('id')!r}: unknown language {name!r}")
+
+
+def base_language(run: dict, name: str) -> str:
+    """The base language whose monolingual fit applies to model language ``name``."""
+    index = language_index(run, name)
+    return run["base_languages"][0] if run["kind"] == "clone" else run["base_languages"][index]
+
+
+def budget_tokens(run: dict, batch_size: int, context: int) -> float:
+    """Tokens of a 1x run (the unit of x): the run spec's ``budget_tokens``, else steps / scale x batch x context."""
+    if run.get("budget_tokens"):
+        return float(run["budget_tokens"])
+    return int(run["steps"]) / float(run["scale"]) * batch_size * context
+
+
+def mono_x(run: dict, batch_size: int | None = None, context: int | None = None) -> float:
+    """Training data of a monolingual run in budget units: tokens trained / 1x budget x data fraction."""
+    fraction = float(run.get("data_fraction") or 1.0)
+    if run.get("budget_tokens") and run.get("tokens"):
+        return float(run["tokens"]) / float(run["budget_tokens"]) * fraction
+    return float(run["scale"]) * fraction
+
+
+def fit_points(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]
+               ) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
+    """{(size, language): [(x, 1/PPL, run id)]} of the monolingual runs, sorted by x."""
+    points: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    for run, ppl in zip(mono_runs, mono_ppl):
+        lang = run.get("language") or run["base_languages"][0]
+        if lang not in ppl:
+            raise LangskewError(f"scaling fit: perplexities of {run['id']!r} have no language {lang!r}")
+        points.setdefault((run["size"], lang), []).append((mono_x(run), 1.0 / float(ppl[lang]), run["id"]))
+    return {k: sorted(v) for k, v in points.items()}
+
+
+def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: Sequence[dict],
+              target_ppl: Sequence[dict], batch_size: int, context: int,
+              tokens_seen: Sequence[dict | None] | None = None, n_boot: int = 0, seed: int = 0,
+              max_rel_residual: float = 0.05) -> pd.DataFrame:
+    """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
+
+    ``tokens_seen[i]`` ({language: tokens}, e.g. from the run's metrics.json) overrides the
+    expected count computed from the run's schedule.
+
+    Fit quality: ``fit_rmse`` (of 1/PPL), ``fit_max_rel_error`` (largest |fitted - observed| /
+    observed PPL over the monolingual points), ``fit_at_bound`` (parameters at a bound, e.g.
+    ``c=1``). With ``n_boot`` > 0, TEff and MLPE get a 95% bootstrap interval over the
+    monolingual points (``TEff_lo``/``TEff_hi``, ``MLPE_lo``/``MLPE_hi``; ``n_boot_ok``
+    resamples gave a fit). ``fit_reliable`` is false when a parameter sits at a bound, the
+    fit misses a point by more than ``max_rel_residual``, the TEff interval is unbounded, or
+    fewer than 4 points were fitted.
+    """
+    points = fit_points(mono_runs, mono_ppl)
+    fits, quality, boots = {}, {}, {}
+    for key, pts in points.items():
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        fits[key] = fit_power_law(x, y)
+        res = fit_residuals(x, y, fits[key])
+        quality[key] = {"fit_rmse": float(np.sqrt(np.mean(res["residual"] ** 2))),
+                        "fit_max_rel_error": float(res["ppl_rel_error"].abs().max()),
+                        "fit_at_bound": ";".join(params_at_bound(fits[key]))}
+        boots[key] = bootstrap_fits(x, y, n_boot, seed) if n_boot else []
+    rows = []
+    for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
+        expected = expected_tokens_seen(run, batch_size, context)
+        budget = budget_tokens(run, batch_size, context)
+        seen_override = (tokens_seen[i] if tokens_seen else None) or {}
+        for name, value in ppl.items():
+            base = base_language(run, name)
+            key = (run["size"], base)
+            if key not in fits:
+                raise LangskewError(f"scaling fit: no monolingual runs of size {run['size']!r} for {base!r}")
+            c, a, b = fits[key]
+            seen = float(seen_override.get(name, expected[language_index(run, name)]))
+            tokens_needed = mlte(float(value), c, a, b, budget)
+            row = {"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
+                   "base_language": base, "ppl": float(value), "tokens_seen": seen, "budget_tokens": budget,
+                   "MLTE": tokens_needed, "TEff": tokens_needed / seen if seen > 0 else math.nan,
+                   "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
+                   "c": c, "a": a, "b": b, "n_mono_points": len(points[key]), **quality[key]}
+            teff_b = [mlte(float(value), *f, budget) / seen for f in boots[key]] if seen > 0 else []
+            mlpe_b = [mlpe(seen, *f, budget) for f in boots[key]] if seen > 0 else []
+            row["TEff_lo"], row["TEff_hi"] = _interval(teff_b)
+            row["MLPE_lo"], row["MLPE_hi"] = _interval(mlpe_b)
+            row["n_boot_ok"] = len(boots[key])
+            row["fit_reliable"] = bool(not row["fit_at_bound"] and row["fit_max_rel_error"] <= max_rel_residual
+                                       and len(points[key]) >= 4 and math.isfinite(row["TEff"])
+                                       and (not n_boot or (len(boots[key]) > 0 and math.isfinite(row["TEff_hi"]))))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]) -> pd.DataFrame:
+    """The monolingual points of every fit with the fitted values and residuals."""
+    frames = []
+    for (size, lang), pts in fit_points(mono_runs, mono_ppl).items():
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        params = fit_power_law(x, y)
+        res = fit_residuals(x, y, params)
+        res.insert(0, "run", [p[2] for p in pts])
+        res.insert(0, "language", lang)
+        res.insert(0, "size", size)
+        for name, value in zip(FIT_PARAMS, params):
+            res[name] = value
+        res["fit_at_bound"] = ";".join(params_at_bound(params))
+        frames.append(res)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _run_list(specs: Any, where: str) -> list[dict]:
+    specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
+    if not all(isinstance(s, dict) and "id" in s for s in specs):
+        raise LangskewError(f"fit params: {where} must be a list of run specs (dicts with 'id')")
+    return specs
+
+
+def fit_job(job: Job, *, mono_ids: list[dict], target_runs: list[dict], train: dict, fit: dict) -> pd.DataFrame:
+    """Rule ``study_b_fit``: the scaling-fit table of the bilingual runs of one size.
+
+    ``mono_ids``: run specs of input.mono; ``target_runs``: run specs of input.target;
+    ``train``: {batch_size, context, ...}; ``fit``: {n_boot, seed, max_rel_residual} (each
+    optional). An optional input.metrics (metrics.json of each target, same order) supplies
+    the counted tokens_seen. output[0]: the table; output.points (optional): the monolingual
+    points with fitted values and residuals.
+    """
+    mono_runs, targets = _run_list(mono_ids, "mono_ids"), _run_list(target_runs, "target_runs")
+    if len(mono_runs) != len(job.input.mono) or len(targets) != len(job.input.target):
+        raise LangskewError(f"fit: {len(job.input.mono)} mono / {len(job.input.target)} target perplexity files "
+                            f"for {len(mono_runs)} / {len(targets)} run specs")
+    train, fit_cfg = dict(train), dict(fit)
+    metrics = getattr(job.input, "metrics", None)
+    seen = [read_json(p).get("tokens_seen") for p in metrics] if metrics else None
+    mono_ppl = [read_json(p) for p in job.input.mono]
+    table = fit_table(mono_runs, mono_ppl, targets, [read_json(p) for p in job.input.target],
+                      int(train["batch_size"]), int(train["context"]), seen, n_boot=int(fit_cfg.get("n_boot", 0)),
+                      seed=int(fit_cfg.get("seed", 0)), max_rel_residual=float(fit_cfg.get("max_rel_residual", 0.05)))
+    write_csv(table, job.output[0])
+    if hasattr(job.output, "points"):
+        write_csv(fit_points_table(mono_runs, mono_ppl), job.output.points)
+    for rec in table.drop_duplicates("base_language").to_dict("records"):
+        logger.info("fit %s/%s: c=%.4g a=%.4g b=%.4g, rmse %.3g, max rel. error %.3g, at bound: %s",
+                    rec["size"], rec["base_language"], rec["c"], rec["a"], rec["b"],
+                    rec["fit_rmse"], rec["fit_max_rel_error"], rec["fit_at_bound"] or "none")
+    return table

@@ -1,0 +1,131 @@
+"""Study B held-out perplexity of every language of a trained run (rule ``study_b_perplexity``).
+
+Perplexity (:func:`sliding_window_perplexity`), as the authors' evaluation (``last_n``):
+windows of ``window`` tokens move by ``stride`` and every window, the first included, scores
+only its last ``stride`` targets, so every scored token sees at least ``window - stride``
+tokens of context. The first ``window - stride`` targets of the stream are therefore never
+scored. The last window is moved back to end exactly at the end of the stream and scores
+only targets not yet scored (the authors pad it instead; the scored targets are the same).
+A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
+PPL = exp(mean NLL over the scored targets).
+
+Also the pieces both evaluation stages of a run share (:mod:`alignment` imports them): the
+``study_b.eval`` keys a stage needs (:func:`eval_settings`) and the run's model and token
+streams (:func:`load_run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.errors import LangskewError
+from langskew.io import write_json
+from langskew.study_b.model import GPT, load_model
+from langskew.workflow import Job
+
+logger = logging.getLogger(__name__)
+
+
+def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """(start, n_scored) of each window over a stream of ``n_tokens`` tokens.
+
+    A window's inputs are ``ids[start:start + L]`` and its targets ``ids[start + 1:start + L + 1]``
+    (L = ``window``, or N - 1 for a stream shorter than a window); its last ``n_scored``
+    targets are scored: ``stride`` for every window (the first included) except the last,
+    which is moved back to the end of the stream and scores only the targets not yet scored.
+    """
+    if not 0 < stride <= window:
+        raise LangskewError(f"perplexity: need 0 < stride <= window, got stride={stride}, window={window}")
+    n_targets = n_tokens - 1
+    if n_targets < 1:
+        raise LangskewError(f"perplexity: a stream of {n_tokens} tokens has nothing to score")
+    if n_targets <= window:
+        return [(0, min(stride, n_targets))]
+    plan, covered, start = [(0, stride)], window, 0
+    while covered < n_targets:
+        start += stride
+        end = min(start + window, n_targets)
+        start = end - window
+        plan.append((start, end - covered))
+        covered = end
+    return plan
+
+
+@torch.no_grad()
+def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128, batch_size: int = 8,
+                       device: torch.device | str | None = None) -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored tokens under the sliding-window scheme."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if window > model.cfg.context:
+        raise LangskewError(f"perplexity: window {window} exceeds the model context {model.cfg.context}")
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    plan = window_plan(len(ids_t), window, stride)
+    length = min(window, len(ids_t) - 1)
+    dtype = amp_dtype(device, "bf16")
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(plan), batch_size):
+        chunk = plan[i:i + batch_size]
+        seqs = torch.stack([ids_t[s:s + length + 1] for s, _ in chunk]).to(device)  # (b, L + 1)
+        with autocast(device, dtype):
+            logits, _ = model(seqs[:, :-1])  # (b, L, vocab)
+        nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:], reduction="none")  # (b, L)
+        for row, (_, n_scored) in enumerate(chunk):
+            total += float(nll[row, length - n_scored:].double().sum())
+            count += n_scored
+    return total, count
+
+
+def sliding_window_perplexity(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128,
+                              batch_size: int = 8, device: torch.device | str | None = None) -> float:
+    """Token perplexity exp(mean NLL) of ``ids`` (see the module docstring for the windows)."""
+    total, count = sliding_window_nll(model, ids, window, stride, batch_size, device)
+    return math.exp(total / count)
+
+
+# -- shared by the evaluation stages of a run -------------------------------------------
+def eval_settings(settings: Mapping[str, Any], required: Sequence[str]) -> dict[str, Any]:
+    """The rule's ``eval`` param (keys of ``study_b.eval``) as a dict, with every ``required`` key."""
+    settings = dict(settings)
+    missing = [k for k in required if k not in settings]
+    if missing:
+        raise LangskewError(f"eval params: missing key(s) {missing}")
+    return settings
+
+
+def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
+    """The trained model (``job.input.model``) and the run's token mixture (``job.input.tokens``),
+    on the GPU when there is one; on the CPU the job's threads are used. Returns (model, mixture, device)."""
+    from langskew.study_b.languages import build_mixture
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(job.threads or 1)))
+    device = pick_device()
+    model = load_model(job.input.model, device=device)
+    mixture = build_mixture(dict(run), list(job.input.tokens), int(seed), parallel_path=parallel_path)
+    return model, mixture, device
+
+
+def perplexity_job(job: Job, *, run: dict, eval: dict, seed: int) -> dict[str, float]:
+    """Rule ``study_b_perplexity``: {language name: held-out perplexity} of one trained run -> output[0].
+
+    ``eval``: ``window``, ``stride``, ``batch_size`` and ``max_tokens`` (held-out tokens per
+    language; None for all).
+    """
+    settings = eval_settings(eval, ("window", "stride", "batch_size"))
+    model, mixture, device = load_run(job, run, seed)
+    result = {}
+    for i, name in enumerate(mixture.language_names):
+        ids = mixture.heldout(i, settings.get("max_tokens"))
+        result[name] = sliding_window_perplexity(model, ids, int(settings["window"]), int(settings["stride"]),
+                                                 int(settings["batch_size"]), device)
+        logger.info("%s: %s perplexity %.3f over %d tokens", run["id"], name, result[name], len(ids))
+    write_json(result, job.output[0])
+    return result
