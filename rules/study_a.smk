@@ -20,7 +20,7 @@ rule study_a_dataset:
         test=f"{SA_DIR}/data/{{dataset}}/test.parquet",
         meta=f"{SA_DIR}/data/{{dataset}}/meta.json",
     log:
-        f"{LOGS}/study_a/prepare_dataset/{{dataset}}.log",
+        f"{LOGS}/study_a/dataset/{{dataset}}.log",
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -43,7 +43,7 @@ rule study_a_subsets:
         counts=f"{SA_DIR}/subsets/{{dataset}}/counts.csv",
         class_weights=f"{SA_DIR}/subsets/{{dataset}}/class_weights.csv",
     log:
-        f"{LOGS}/study_a/build_subsets/{{dataset}}.log",
+        f"{LOGS}/study_a/subsets/{{dataset}}.log",
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -99,7 +99,7 @@ rule study_a_diagnose_report:
             **report_category("Diagnosis", "diagnosis_cells"),
         ),
     log:
-        f"{LOGS}/study_a/report_diagnosis.log",
+        f"{LOGS}/study_a/diagnose_report.log",
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -115,7 +115,7 @@ rule study_a_tiny_model:
     output:
         directory(f"{OUT}/models/{{model}}"),
     log:
-        f"{LOGS}/models/{{model}}.log",
+        f"{LOGS}/study_a/tiny_model/{{model}}.log",
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -231,7 +231,7 @@ rule study_a_shap_values:
     output:
         shap_values_file("{dataset}", "{model}", "{condition}", "{seed}"),
     log:
-        f"{run_dir(f'{LOGS}/study_a/shap')}.log",
+        f"{run_dir(f'{LOGS}/study_a/shap_values')}.log",
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(model_settings)

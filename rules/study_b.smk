@@ -158,8 +158,8 @@ rule study_b_perplexity:
     resources:
         **gpu_resources(size_settings, mem_mb=64000, runtime=90),
     params:
+        **eval_params("window", "stride", "max_tokens", "batch_size"),
         run=sb_run,
-        eval=eval_settings("window", "stride", "max_tokens", "batch_size"),
         seed=SB_SEED,
     script:
         script_path("study_b_perplexity")
@@ -180,14 +180,10 @@ rule study_b_alignment:
     resources:
         **gpu_resources(size_settings, mem_mb=64000, runtime=90),
     params:
-        run=sb_run,
-        eval=eval_settings(
-            "n_parallel",
-            "batch_size",
-            "parallel_min_len",
-            "parallel_max_len",
-            "clone_parallel",
+        **eval_params(
+            "n_parallel", "parallel_min_len", "parallel_max_len", "clone_parallel"
         ),
+        run=sb_run,
         seed=SB_SEED,
     script:
         script_path("study_b_alignment")

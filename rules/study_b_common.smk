@@ -102,9 +102,9 @@ def alignment_inputs(w):
     return {"model": f"{sb_run_dir(w.run)}/model", "tokens": token_metas(w), **parallel}
 
 
-def eval_settings(*keys):
-    """A params function: the named keys of study_b.eval."""
-    return lambda w: {k: SB["eval"][k] for k in keys}
+def eval_params(*keys):
+    """Params of an evaluation rule, `params: **eval_params(...)`: the named keys of study_b.eval."""
+    return {k: SB["eval"][k] for k in keys}
 
 
 def perplexity_file(rid):

@@ -12,7 +12,8 @@ from langskew.errors import LangskewError
 from langskew.study_b import alignment
 from langskew.study_b.languages import load_packed_parallel as packed_sequences
 from langskew.study_b.model import GPT, GPTConfig, save_model
-from test_perplexity import CLONE, EVAL, REAL, tiny_gpt, tokens  # noqa: F401 (tokens: a fixture)
+from langskew.workflow import check_params
+from test_perplexity import ALIGNMENT, CLONE, REAL, tiny_gpt, tokens  # noqa: F401 (tokens: a fixture)
 
 
 def test_token_cosine_is_one_for_identical_states_and_matching_recovers_a_permutation():
@@ -98,7 +99,7 @@ def test_mean_gradient_cosine_is_over_block_tensors_with_q_k_v_separate():
 def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
     model = tiny_gpt(vocab=40)
     save_model(model, tmp_path / "model")
-    params = dict(run=CLONE, seed=0, eval=EVAL)
+    params = dict(run=CLONE, seed=0, **ALIGNMENT)
     outputs = {"representation": str(tmp_path / "rep.csv"), "gradient": str(tmp_path / "grad.csv")}
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]]}, outputs), **params)
     rep, grad = pd.read_csv(outputs["representation"]), pd.read_csv(outputs["gradient"])
@@ -108,22 +109,23 @@ def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
     assert grad.set_index("parameter").loc["wte.weight", "cosine_mean"] == pytest.approx(0.0, abs=1e-6)
 
     # real languages: sentences (4..8 tokens) packed into sequences of 10..16 tokens per side
-    real_params = dict(run=REAL, seed=0, eval={"n_parallel": 4, "parallel_min_len": 10, "parallel_max_len": 16})
+    real_params = dict(run=REAL, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=16, clone_parallel="parallel")
     parallel = str(tmp_path / "tokens" / "parallel.npz")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"], tokens["fr"]],
                                  "parallel": parallel}, outputs), **real_params)
     n_packed = len(packed_sequences(parallel, 10, 16)["en"])
     assert 1 <= n_packed < 6 and list(pd.read_csv(outputs["representation"])["n"]) == [min(4, n_packed)] * 2
     # clones on the packed parallel lines of their base language (the default)
-    clone_params = dict(run=CLONE, seed=0, eval={"n_parallel": 4, "parallel_min_len": 10, "parallel_max_len": 16})
+    clone_params = dict(run=CLONE, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=16, clone_parallel="parallel")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                 outputs), **clone_params)
     assert list(pd.read_csv(outputs["representation"])["n"]) == [min(4, n_packed)] * 2
     with pytest.raises(LangskewError, match="parallel_max_len"):
         alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                     outputs),
-                                run=CLONE, seed=0,
-                                eval={"n_parallel": 4, "parallel_min_len": 10, "parallel_max_len": 64})
+                                run=CLONE, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=64,
+                                clone_parallel="parallel")
+    # a setting the rule does not pass is named before the job starts
     with pytest.raises(LangskewError, match="n_parallel"):
-        alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]]}, outputs),
-                                run=CLONE, seed=0, eval={})
+        check_params(alignment.alignment_job, dict(run=CLONE, seed=0, parallel_min_len=10, parallel_max_len=16,
+                                                   clone_parallel="parallel"), "study_b_alignment")

@@ -7,7 +7,6 @@ first job that reads it. Either way the message names the key, file or column, a
 results of an earlier successful run are left untouched.
 """
 import copy
-import json
 import os
 import subprocess
 import sys

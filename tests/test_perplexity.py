@@ -96,15 +96,15 @@ CLONE = {"id": "c", "kind": "clone", "size": "tiny", "scale": 1.0, "steps": 10, 
 REAL = {**CLONE, "id": "r", "kind": "real", "base_languages": ["en", "fr"], "vocab_mode": "disjoint"}
 
 
-#: The job's eval params (keys of study_b.eval; the alignment job test uses them too).
-EVAL = {"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4, "n_parallel": 3, "parallel_min_len": 12,
-        "parallel_max_len": 12, "clone_parallel": "heldout"}
+#: The evaluation jobs' params (keys of study_b.eval).
+PERPLEXITY = {"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4}
+ALIGNMENT = {"n_parallel": 3, "parallel_min_len": 12, "parallel_max_len": 12, "clone_parallel": "heldout"}
 
 
 def test_perplexity_job(tmp_path, tokens):
     model = tiny_gpt(vocab=40)
     save_model(model, tmp_path / "model")
-    params = dict(run=CLONE, seed=0, eval=EVAL)
+    params = dict(run=CLONE, seed=0, **PERPLEXITY)
     out = tmp_path / "ppl.json"
     result = perplexity.perplexity_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]]}, [str(out)]),
                                        **params)

@@ -107,7 +107,7 @@ def test_prefetch_then_offline_jobs(hub_folders, tmp_path):
     assert any("amazon" in str(p).lower() for p in prepared)  # the split the job will ask for is prepared
 
     offline = {**login, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    _snakemake("--cores", "1", *conf, "--until", "prepare_dataset", "study_b_corpus", "study_b_parallel_corpus",
+    _snakemake("--cores", "1", *conf, "--until", "study_a_dataset", "study_b_corpus", "study_b_parallel_corpus",
                env=offline)
     test = pd.read_parquet(tmp_path / "results" / "study_a" / "data" / "amazon_hub" / "test.parquet")
     assert len(test) == 24 and test["label"].max() == 4

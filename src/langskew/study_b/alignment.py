@@ -21,7 +21,7 @@ from tqdm import tqdm
 from langskew.errors import LangskewError
 from langskew.io import write_csv
 from langskew.study_b.model import GPT
-from langskew.study_b.perplexity import eval_settings, load_run
+from langskew.study_b.perplexity import load_run
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
@@ -152,31 +152,31 @@ def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]
     return pd.concat([table, summary], ignore_index=True)
 
 
-def alignment_job(job: Job, *, run: dict, eval: dict, seed: int) -> None:
+def alignment_job(job: Job, *, run: dict, n_parallel: int, parallel_min_len: int, parallel_max_len: int,
+                  clone_parallel: str, seed: int) -> None:
     """Rule ``study_b_alignment``: representation (per layer) and gradient (per tensor) alignment of L1/L2
     -> output.representation, output.gradient.
 
-    ``eval``: ``n_parallel`` (the first n parallel sequences), ``parallel_min_len`` and
+    The keys of ``study_b.eval``: ``n_parallel`` (the first n parallel sequences), ``parallel_min_len`` and
     ``parallel_max_len`` (tokens per packed parallel sequence; at most the model context),
     ``clone_parallel`` (``parallel``: clones use the packed parallel sentences of their base
     language, as the authors; ``heldout``: windows of held-out text). Parallel sentences:
     input.parallel, when the rule gives it.
     """
-    settings = eval_settings(eval, ("n_parallel", "parallel_min_len", "parallel_max_len"))
     run = dict(run)
     if run["kind"] == "mono":
         raise LangskewError(f"alignment: run {run['id']!r} is monolingual")
     model, mixture, device = load_run(job, run, seed, getattr(job.input, "parallel", None))
-    min_len, max_len = int(settings["parallel_min_len"]), int(settings["parallel_max_len"])
+    min_len, max_len = int(parallel_min_len), int(parallel_max_len)
     if max_len > model.cfg.context:
         raise LangskewError(f"alignment: study_b.eval.parallel_max_len={max_len} exceeds the model context "
                             f"{model.cfg.context}")
-    source = "parallel" if run["kind"] == "real" else str(settings.get("clone_parallel") or "parallel")
-    pairs = mixture.parallel(int(settings["n_parallel"]), min_len, max_len, source=source)
+    source = "parallel" if run["kind"] == "real" else str(clone_parallel or "parallel")
+    pairs = mixture.parallel(int(n_parallel), min_len, max_len, source=source)
     pairs = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
-    if len(pairs) < int(settings["n_parallel"]):
+    if len(pairs) < int(n_parallel):
         logger.warning("alignment of %s: %d parallel sequences instead of n_parallel=%d",
-                       run["id"], len(pairs), int(settings["n_parallel"]))
+                       run["id"], len(pairs), int(n_parallel))
     match = run["kind"] == "real"
     write_csv(representation_alignment(model, pairs, match, device), job.output.representation)
     write_csv(gradient_alignment(model, pairs, device), job.output.gradient)

@@ -9,16 +9,14 @@ only targets not yet scored (the authors pad it instead; the scored targets are 
 A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
 PPL = exp(mean NLL over the scored targets).
 
-Also the pieces both evaluation stages of a run share (:mod:`alignment` imports them): the
-``study_b.eval`` keys a stage needs (:func:`eval_settings`) and the run's model and token
-streams (:func:`load_run`).
+Also what both evaluation stages of a run share (:mod:`alignment` imports it): the run's
+model and token streams (:func:`load_run`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -91,15 +89,6 @@ def sliding_window_perplexity(model: GPT, ids: np.ndarray, window: int = 512, st
 
 
 # -- shared by the evaluation stages of a run -------------------------------------------
-def eval_settings(settings: Mapping[str, Any], required: Sequence[str]) -> dict[str, Any]:
-    """The rule's ``eval`` param (keys of ``study_b.eval``) as a dict, with every ``required`` key."""
-    settings = dict(settings)
-    missing = [k for k in required if k not in settings]
-    if missing:
-        raise LangskewError(f"eval params: missing key(s) {missing}")
-    return settings
-
-
 def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
     """The trained model (``job.input.model``) and the run's token mixture (``job.input.tokens``),
     on the GPU when there is one; on the CPU the job's threads are used. Returns (model, mixture, device)."""
@@ -113,19 +102,18 @@ def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
     return model, mixture, device
 
 
-def perplexity_job(job: Job, *, run: dict, eval: dict, seed: int) -> dict[str, float]:
+def perplexity_job(job: Job, *, run: dict, window: int, stride: int, max_tokens: int | None, batch_size: int,
+                    seed: int) -> dict[str, float]:
     """Rule ``study_b_perplexity``: {language name: held-out perplexity} of one trained run -> output[0].
 
-    ``eval``: ``window``, ``stride``, ``batch_size`` and ``max_tokens`` (held-out tokens per
-    language; None for all).
+    ``window``, ``stride``, ``batch_size``, ``max_tokens`` (held-out tokens per language; None for
+    all): the keys of ``study_b.eval``.
     """
-    settings = eval_settings(eval, ("window", "stride", "batch_size"))
     model, mixture, device = load_run(job, run, seed)
     result = {}
     for i, name in enumerate(mixture.language_names):
-        ids = mixture.heldout(i, settings.get("max_tokens"))
-        result[name] = sliding_window_perplexity(model, ids, int(settings["window"]), int(settings["stride"]),
-                                                 int(settings["batch_size"]), device)
+        ids = mixture.heldout(i, max_tokens)
+        result[name] = sliding_window_perplexity(model, ids, int(window), int(stride), int(batch_size), device)
         logger.info("%s: %s perplexity %.3f over %d tokens", run["id"], name, result[name], len(ids))
     write_json(result, job.output[0])
     return result
