@@ -7,4 +7,4 @@ Shared helpers: ``langskew.io`` (atomic outputs, tables), ``langskew.checkpointi
 (thin glue for Snakemake scripts).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
