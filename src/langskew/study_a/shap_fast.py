@@ -202,6 +202,49 @@ class Explained:
     evals: int
 
 
+def _pop_batch(heap: list, clustering: np.ndarray, m: int, indptr: np.ndarray, indices: np.ndarray,
+               dvalues: np.ndarray, batch_size: int, evals_left: int) -> list[tuple]:
+    """Pop the most promising nodes (at most ``batch_size`` masks, within ``evals_left``).
+
+    A leaf gives its credit to ``dvalues`` at once; an inner node becomes one entry
+    (m00, m10, m01, f00, f11, ind, lind, rind, weight) whose masks m10 / m01 turn its left /
+    right child on.
+    """
+    batch: list[tuple] = []
+    while heap and 2 * len(batch) < batch_size and 2 * len(batch) < evals_left:
+        m00, f00, f11, ind, weight = heapq.heappop(heap)[3]
+        lind = int(clustering[ind - m, 0]) if ind >= m else -1
+        rind = int(clustering[ind - m, 1]) if ind >= m else -1
+        if ind < m:
+            distance = -1
+        else:
+            distance = clustering[ind - m, 2] if clustering.shape[1] >= 3 else 1
+        if distance < 0:
+            dvalues[ind] += (f11 - f00) * weight
+            continue
+        m10 = m00.copy()
+        m10[indices[indptr[lind]:indptr[lind + 1]]] = True
+        m01 = m00.copy()
+        m01[indices[indptr[rind]:indptr[rind + 1]]] = True
+        batch.append((m00, m10, m01, f00, f11, ind, lind, rind, weight))
+    return batch
+
+
+def _push_children(heap: list, batch: list[tuple], fout: np.ndarray, rng: np.random.RandomState,
+                   counter: int) -> int:
+    """Push the four half-weight sub-problems of every evaluated node (shap's order); return the counter."""
+    for i, (m00, m10, m01, f00, f11, ind, lind, rind, weight) in enumerate(batch):
+        f10, f01 = fout[2 * i], fout[2 * i + 1]
+        new_weight = weight / 2
+        for priority_diff, args in ((f10 - f00, (m00, f00, f10, lind, new_weight)),
+                                    (f01 - f00, (m00, f00, f01, rind, new_weight)),
+                                    (f11 - f01, (m01, f01, f11, lind, new_weight)),
+                                    (f11 - f10, (m10, f10, f11, rind, new_weight))):
+            counter += 1
+            heapq.heappush(heap, (-np.max(np.abs(priority_diff)) * new_weight, rng.randn(), counter, args))
+    return counter
+
+
 def partition_walk(clustering: np.ndarray, n_features: int, max_evals: int, batch_size: int,
                    rng: np.random.RandomState) -> Iterator[np.ndarray]:
     """shap's ``PartitionExplainer.explain_row`` + ``owen`` (``fixed_context=None``) as a generator.
@@ -215,59 +258,31 @@ def partition_walk(clustering: np.ndarray, n_features: int, max_evals: int, batc
 
     m = n_features
     m00 = np.zeros(m, dtype=bool)
-    f00 = np.asarray((yield m00[None, :]))[0]
-    f11 = np.asarray((yield ~m00[None, :]))[0]
+    f00 = np.asarray((yield m00[None, :]))[0]  # nothing kept
+    f11 = np.asarray((yield ~m00[None, :]))[0]  # everything kept
     mask_matrix = make_masks(clustering)
-    indptr, indices = mask_matrix.indptr, mask_matrix.indices
     n_nodes = 2 * clustering.shape[0] + 1
     dvalues = np.zeros((n_nodes, len(f00)))
     budget = max_evals - 2
-    base = f00
-
     heap: list = []
     counter = 0  # keeps heap entries comparable without comparing arrays (never reached in practice)
     heapq.heappush(heap, (0, 0, counter, (m00, f00, f11, n_nodes - 1, 1.0)))
     eval_count = 0
     while heap:
-        if eval_count >= budget:
+        if eval_count >= budget:  # out of evaluations: every open node keeps its whole difference
             while heap:
-                m00_, f00_, f11_, ind, weight = heapq.heappop(heap)[3]
+                _, f00_, f11_, ind, weight = heapq.heappop(heap)[3]
                 dvalues[ind] += (f11_ - f00_) * weight
             break
-        batch_args, batch_masks = [], []
-        while heap and len(batch_masks) < batch_size and eval_count + len(batch_masks) < budget:
-            m00_, f00_, f11_, ind, weight = heapq.heappop(heap)[3]
-            lind = int(clustering[ind - m, 0]) if ind >= m else -1
-            rind = int(clustering[ind - m, 1]) if ind >= m else -1
-            if ind < m:
-                distance = -1
-            else:
-                distance = clustering[ind - m, 2] if clustering.shape[1] >= 3 else 1
-            if distance < 0:
-                dvalues[ind] += (f11_ - f00_) * weight
-                continue
-            m10 = m00_.copy()
-            m10[indices[indptr[lind]:indptr[lind + 1]]] = True
-            m01 = m00_.copy()
-            m01[indices[indptr[rind]:indptr[rind + 1]]] = True
-            batch_args.append((m00_, m10, m01, f00_, f11_, ind, lind, rind, weight))
-            batch_masks.append(m10)
-            batch_masks.append(m01)
-        if batch_args:
-            fout = np.asarray((yield np.array(batch_masks)))
-            eval_count += len(batch_masks)
-        for i, (m00_, m10, m01, f00_, f11_, ind, lind, rind, weight) in enumerate(batch_args):
-            f10, f01 = fout[2 * i], fout[2 * i + 1]
-            new_weight = weight / 2
-            for priority_diff, args in ((f10 - f00_, (m00_, f00_, f10, lind, new_weight)),
-                                        (f01 - f00_, (m00_, f00_, f01, rind, new_weight)),
-                                        (f11_ - f01, (m01, f01, f11_, lind, new_weight)),
-                                        (f11_ - f10, (m10, f10, f11_, rind, new_weight))):
-                counter += 1
-                heapq.heappush(heap, (-np.max(np.abs(priority_diff)) * new_weight, rng.randn(), counter, args))
+        batch = _pop_batch(heap, clustering, m, mask_matrix.indptr, mask_matrix.indices, dvalues, batch_size,
+                           budget - eval_count)
+        if batch:
+            fout = np.asarray((yield np.array([mask for b in batch for mask in (b[1], b[2])])))
+            eval_count += 2 * len(batch)
+            counter = _push_children(heap, batch, fout, rng, counter)
     values = dvalues.copy()
     lower_credit(len(dvalues) - 1, 0, m, values, clustering)
-    return values[:m].copy(), np.asarray(base, dtype=np.float64), eval_count + 2
+    return values[:m].copy(), np.asarray(f00, dtype=np.float64), eval_count + 2
 
 
 # --------------------------------------------------------------------------------------
