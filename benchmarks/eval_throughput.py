@@ -22,23 +22,19 @@ No downloads, random weights (throughput does not depend on them).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from langskew.study_a.modeling import train_wordpiece
+from langskew.study_a.probe import sentence_representations
+from langskew.study_b.alignment import gradient_alignment, representation_alignment
+from langskew.study_b.perplexity import sliding_window_nll
+from langskew.study_b.model import GPT, SIZES, GPTConfig
 
-from langskew.study_a.modeling import train_wordpiece  # noqa: E402
-from langskew.study_a.probe import sentence_representations  # noqa: E402
-from langskew.study_b.alignment import gradient_alignment, representation_alignment  # noqa: E402
-from langskew.study_b.perplexity import sliding_window_nll  # noqa: E402
-from langskew.study_b.model import GPT, SIZES, GPTConfig  # noqa: E402
+from common import add_machine_options, machine_device, machine_name, write_results
 
 WORDS = ("the a cat dog house tree water runs walks sees good bad blue red green happy sad old new big small "
          "le la chat chien maison arbre eau court marche voit bon mauvais bleu rouge vert heureux triste").split()
@@ -130,7 +126,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["all", *FIGURES], default="all")
     ap.add_argument("--tiny", action="store_true", help="CPU-sized models and inputs (smoke run)")
-    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--size", choices=sorted(SIZES), default="small", help="GPT size (perplexity, alignment)")
     ap.add_argument("--vocab", type=int, default=32768, help="GPT vocabulary (two cloned 16,384-piece languages)")
     ap.add_argument("--sentences", type=int, default=4096, help="probe: sentence pairs encoded")
@@ -139,17 +134,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--batch", type=int, default=32, help="perplexity: windows per forward pass")
     ap.add_argument("--pairs-timed", type=int, default=50, help="alignment: pairs timed")
     ap.add_argument("--pairs", type=int, default=500, help="alignment: pairs to project")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
+    add_machine_options(ap)
     args = ap.parse_args(argv)
     if args.tiny:
         args.sentences = min(args.sentences, 256)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    device = machine_device(args)
+    machine = machine_name(device)
     print(f"device {device} ({machine}), torch {torch.__version__}, {'tiny' if args.tiny else 'paper'} sizes")
     rows = []
     for mode in (FIGURES if args.mode == "all" else [args.mode]):
@@ -157,8 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         extra = "".join(f", {k.replace('_', ' ')} {v:.1f}" for k, v in r.items() if k.startswith("minutes"))
         print(f"{mode:>10}: {r['figure']:12,.1f} {r['unit']}  ({r['detail']}; {r['seconds']:.1f} s{extra})")
         rows.append(r)
-    if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "machine": machine, "results": rows}, indent=2) + "\n")
+    write_results(args, {"device": str(device), "machine": machine, "results": rows})
     return rows
 
 

@@ -25,16 +25,17 @@ supports it, no scaler). ``--size mbert`` sets an mBERT-sized model (12 layers, 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.devices import amp_dtype, autocast
 from langskew.study_a.finetune import (collate, length_grouped_batches, make_optimizer, random_batches,
                                        weighted_cross_entropy)
+
+from common import add_machine_options, machine_device, machine_name, write_results
 
 
 def synthetic_features(n: int, max_length: int, vocab: int, median: int, seed: int) -> list[dict]:
@@ -83,9 +84,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--steps", type=int, default=30, help="timed batches per mode")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
@@ -99,16 +99,14 @@ def main() -> None:
     ap.add_argument("--size", choices=["custom", "mbert"], default="custom",
                     help="mbert: hidden 768, 12 layers, 12 heads, vocab 119547, max-length 512, batch 16, "
                          "mixed precision (overrides those flags)")
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    add_machine_options(ap)
+    args = ap.parse_args(argv)
     if args.size == "mbert":
         args.hidden, args.layers, args.heads, args.vocab = 768, 12, 12, 119547
         args.max_length, args.batch_size, args.mixed_precision = 512, 16, True
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
-    device = torch.device(args.device) if args.device else pick_device()
+    device = machine_device(args)
     dtype = amp_dtype(device, args.mixed_precision)
     authors_dtype = amp_dtype(device, "fp16" if args.mixed_precision else False)
     config = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
@@ -126,10 +124,11 @@ def main() -> None:
     grouped = length_grouped_batches(lengths, args.batch_size, args.seed, 0)[1:n_batches + 1]
     lr_hp = {"lr_encoder": 5e-5, "lr_head": 5e-4, "adam_eps": 1e-8, "weight_decay": 0.0}
 
-    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"threads={torch.get_num_threads()}, torch {torch.__version__}, amp: max_length={authors_dtype}, ours={dtype}")
+    machine = machine_name(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"device={device} ({machine}), torch {torch.__version__}, amp: max_length={authors_dtype}, ours={dtype}")
     print(f"model: BERT hidden={args.hidden} layers={args.layers} heads={args.heads} "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params); batch {args.batch_size}, "
+          f"({n_params / 1e6:.1f}M params); batch {args.batch_size}, "
           f"max_length {args.max_length}, lengths median {int(np.median(lengths))} / mean {np.mean(lengths):.0f} "
           f"/ max {max(lengths)}; {args.steps} timed steps per mode")
     modes = []
@@ -152,6 +151,19 @@ def main() -> None:
     for m in modes[1:]:
         print(f"speed-up {m.name} vs max_length: {m.examples / m.seconds / base_ex:.2f}x examples/s, "
               f"{m.tokens / m.seconds / base:.2f}x real tokens/s")
+    results = [{"mode": m.name, "examples_per_s": m.examples / m.seconds, "real_tokens_per_s": m.tokens / m.seconds,
+                "real_share": m.tokens / m.padded, "seconds": m.seconds,
+                "speedup_examples": m.examples / m.seconds / base_ex, "speedup_tokens": m.tokens / m.seconds / base}
+               for m in modes]
+    report = {"size": args.size, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+              "vocab": args.vocab, "params": n_params, "batch_size": args.batch_size, "max_length": args.max_length,
+              "steps": args.steps, "median_length": int(np.median(lengths)), "device": str(device), "machine": machine,
+              "torch": torch.__version__,
+              "amp": {"max_length": authors_dtype and str(authors_dtype), "ours": dtype and str(dtype)},
+              "results": results}
+    write_results(args, report)
+    return report
+
 
 if __name__ == "__main__":
     main()

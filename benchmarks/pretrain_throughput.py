@@ -22,16 +22,15 @@ fp32 (no autocast, no scaler) and without compilation unless ``--compile``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
-from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.devices import amp_dtype, autocast
 from langskew.study_b.model import GPT, SIZES, GPTConfig
 from langskew.study_b.pretrain import TrainHP, make_optimizer, train_step
+
+from common import add_machine_options, machine_device, machine_name, write_results
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets, SXM parts).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -119,25 +118,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, caches)")
-    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--compile-mode", default=None,
                     help="ours: torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs) "
                          "or 'none'; default: 'default' on CUDA, none on CPU")
     ap.add_argument("--steps-to-run", default="authors,ours", help="comma-separated: authors, ours")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_machine_options(ap)
     args = ap.parse_args(argv)
     if args.tiny:
         args.size, args.vocab, args.context, args.batch, args.steps, args.warmup = "tiny", 1024, 128, 4, 3, 1
 
-    device = pick_device() if args.device == "auto" else torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = machine_device(args)
     compile_mode = args.compile_mode or ("default" if device.type == "cuda" else "none")
     compile_mode = None if compile_mode == "none" else compile_mode
     cfg = GPTConfig(vocab_size=args.vocab, context=args.context, **SIZES[args.size])
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    machine = machine_name(device)
     hp = TrainHP(context=cfg.context, batch_size=args.batch, micro_batch_size=args.batch,
                  precision="bf16" if device.type == "cuda" else "fp32", compile=bool(compile_mode))
     gen = torch.Generator().manual_seed(0)
@@ -169,8 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(rows) == 2:
         report["speedup"] = rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]
         print(f"speed-up {rows[1]['step']} / {rows[0]['step']}: {report['speedup']:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args, report)
     return report
 
 

@@ -28,22 +28,17 @@ rare words split into pieces; log-normal lengths). ``--size tiny`` is a 2-layer 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from langskew.study_a import shap_values as sv
+from langskew.study_a.modeling import train_wordpiece
+from langskew.study_a.shap_fast import text_masker
 
-from langskew.devices import pick_device  # noqa: E402
-from langskew.study_a import shap_values as sv  # noqa: E402
-from langskew.study_a.modeling import train_wordpiece  # noqa: E402
-from langskew.study_a.shap_fast import text_masker  # noqa: E402
+from common import add_machine_options, machine_device, machine_name, write_results
 
 SIZES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
@@ -130,7 +125,6 @@ def largest_difference(a, b) -> float:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--examples", type=int, default=16, help="examples explained by every route")
     ap.add_argument("--max-evals", type=int, default=500, help="shap max_evals (the studies: 500)")
     ap.add_argument("--max-length", type=int, default=512, help="truncation (and the pipeline's padding) length")
@@ -144,14 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--routes", default="authors,ours", help="comma-separated: authors, shap_batched, ours")
     ap.add_argument("--init", type=float, default=None,
                     help="initializer_range (default 0.3 tiny, 0.05 otherwise; BERT's 0.02 gives near-constant outputs)")
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_machine_options(ap)
     args = ap.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device() if args.device == "auto" else torch.device(args.device)
+    device = machine_device(args)
     precisions = (args.precision or ("fp32,auto" if device.type == "cuda" else "fp32")).split(",")
     routes = args.routes.split(",")
     if "authors" not in routes:
@@ -166,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     texts, _ = sv.joined_inputs(tokenizer, frame, args.max_length)  # what every route explains
     frame["text"] = texts
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    machine = machine_name(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.size} ({n_params / 1e6:.1f}M params, vocab {model.config.vocab_size}), device {device} "
           f"({machine}), torch {torch.__version__}; {args.examples} examples, tokens median "
@@ -207,8 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
               "examples": args.examples, "max_evals": args.max_evals, "max_length": args.max_length,
               "median_tokens": int(np.median(lengths)), "batch_size": args.batch_size, "results": results,
               "largest_abs_value": float(scale)}
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args, report)
     return report
 
 
