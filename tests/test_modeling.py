@@ -67,3 +67,31 @@ def test_bad_arch_names_the_key(tmp_path):
         build_tiny_model(["a b c"], tmp_path / "m", {"hidden_sise": 8}, 0)
     with pytest.raises(LangskewError, match="num_attention_heads"):
         build_tiny_model(["a b c"], tmp_path / "m", {"hidden_size": 30, "num_attention_heads": 4}, 0)
+
+
+_VOCAB_OF_A_FRESH_PROCESS = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from helpers import make_tiny_classification_frames
+from langskew.study_a.modeling import texts_of, train_wordpiece
+frames = make_tiny_classification_frames(sizes={{"train": 80, "validation": 10, "test": 10}})
+print(json.dumps(sorted(train_wordpiece(texts_of(frames.values()), 300, 48).get_vocab().items())))
+"""
+
+
+def test_tiny_tokenizer_is_the_same_in_every_process():
+    # the tokenizers WordPiece trainer breaks ties in hash-map order, which changes per process
+    import json
+    import subprocess
+    import sys
+
+    code = _VOCAB_OF_A_FRESH_PROCESS.format(tests=str(Path(__file__).parent))
+    vocabs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+              for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    vocab = dict(json.loads(vocabs[0]))
+    assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                                              "[MASK]"]
+    # subwords inside a word carry the ## prefix; every character exists in both forms
+    assert any(t.startswith("##") and len(t) > 3 for t in vocab) and any(len(t) > 2 and "#" not in t for t in vocab)
+    assert all(f"##{t}" in vocab for t in vocab if len(t) == 1)

@@ -46,21 +46,57 @@ def _arch(arch: Mapping[str, Any] | None) -> dict[str, int]:
     return merged
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int, model_max_length: int):
-    """Train a cased WordPiece tokenizer on ``texts`` and wrap it as a BERT tokenizer.
+def wordpiece_vocab(words: Mapping[str, int], vocab_size: int) -> list[str]:
+    """A WordPiece vocabulary of about ``vocab_size`` entries for words with their counts.
 
-    The post-processor adds ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]`` (with token type
-    ids 0/1), like bert-base-multilingual-cased.
+    The subwords are learned by SentencePiece BPE on the words (weighted by count, in sorted
+    order), which gives the same vocabulary on every run: the ``tokenizers`` WordPiece trainer
+    breaks ties between equally frequent pairs in hash-map order, which changes from one
+    process to the next (huggingface/tokenizers#1794). A piece that starts a word is kept as
+    it is, one inside a word gets the ``##`` prefix; every character is added in both forms, so
+    every word of the texts can be segmented. Order: special tokens, characters, ``##``
+    characters, then the pieces as SentencePiece ranks them.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+
+    chars = sorted({c for w in words for c in w})
+    head = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "words.tsv"
+        table.write_text("".join(f"{w}\t{words[w]}\n" for w in sorted(words)), encoding="utf-8")
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            input=str(table), input_format="tsv", model_writer=model, model_type="bpe",
+            vocab_size=max(vocab_size - len(head), len(chars) + 4), hard_vocab_limit=False,
+            character_coverage=1.0, normalization_rule_name="identity", unk_id=0, bos_id=-1, eos_id=-1,
+            num_threads=1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i))]
+    subwords = [p[1:] if p.startswith("\u2581") else f"##{p}" for p in pieces]
+    return list(dict.fromkeys(head + [t for t in subwords if t and t != "##"]))
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, model_max_length: int):
+    """A cased WordPiece tokenizer learned from ``texts``, wrapped as a BERT tokenizer.
+
+    The same normalisation and word splitting as bert-base-multilingual-cased; the vocabulary
+    from :func:`wordpiece_vocab` (the same on every run). The post-processor adds
+    ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]`` (with token type ids 0/1).
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tok.train_from_iterator(texts, trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for text in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    vocab = wordpiece_vocab(words, vocab_size)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
