@@ -174,7 +174,7 @@ def test_resume_after_sigkill_and_sigterm_gives_the_uninterrupted_result(tmp_pat
     assert not Path(args["output"]["metrics"]).exists()
     termed_at = max(_steps_saved(ckpt))
     assert killed_at < termed_at < RUN["steps"]
-    assert "resuming from checkpoint" in Path(args["log"]).read_text()
+    assert "resuming from checkpoint at step" in Path(args["log"]).read_text()
 
     assert _start(args, tmp_path, 0.0).wait(timeout=120) == 0
     curve, weights, metrics = _outputs(args)

@@ -25,6 +25,7 @@ written by :class:`langskew.checkpointing.Checkpointer`; the fields must be valu
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -36,6 +37,8 @@ from tqdm import tqdm
 from langskew.checkpointing import Checkpointer, rng_state, set_rng_state
 from langskew.curves import TensorBoardLog
 from langskew.errors import LangskewError
+
+logger = logging.getLogger(__name__)
 
 DECAYS = ("linear", "cosine")
 
@@ -129,6 +132,7 @@ class TrainingLoop:
         if saved is not None:
             self.load_state_dict(saved)
             self.resumed_from = self.state.step
+            logger.info("resuming from checkpoint at step %d of %d", self.state.step, self.total_steps)
         start = self.state.step
         # a resumed run hides the events an interrupted attempt wrote after its last checkpoint
         self.tb = TensorBoardLog(self.tensorboard_dir if self.is_main else None, purge_step=start)
