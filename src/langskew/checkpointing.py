@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _CKPT_PREFIX = "step-"
 _CKPT_SUFFIX = ".pt"
@@ -99,7 +99,7 @@ class Checkpointer:
         """On SIGTERM / SIGUSR1 (SLURM's time-limit and preemption warnings) ask the loop to stop."""
 
         def _handler(signum, _frame):
-            log.warning("received signal %s: will save a checkpoint and stop", signal.Signals(signum).name)
+            logger.warning("received signal %s: will save a checkpoint and stop", signal.Signals(signum).name)
             self.stop_signal = signum
 
         for s in signals:
@@ -111,7 +111,7 @@ class Checkpointer:
 
     def exit_if_requested(self) -> None:
         if self.stop_signal is not None:
-            log.warning("stopping after checkpoint (signal %s); rerun the target to resume", self.stop_signal)
+            logger.warning("stopping after checkpoint (signal %s); rerun the target to resume", self.stop_signal)
             logging.shutdown()
             sys.exit(128 + int(self.stop_signal))
 
@@ -140,7 +140,7 @@ class Checkpointer:
         os.replace(tmp, final)
         for old in self._paths()[:-self.keep]:
             old.unlink(missing_ok=True)
-        log.info("checkpoint saved at step %d: %s", step, final)
+        logger.info("checkpoint saved at step %d: %s", step, final)
         return final
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
@@ -150,11 +150,11 @@ class Checkpointer:
             try:
                 state = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as err:  # a torn file from a crash outside our atomic rename
-                log.warning("skipping unreadable checkpoint %s: %s", path, err)
+                logger.warning("skipping unreadable checkpoint %s: %s", path, err)
                 continue
             self.resumed_from = int(state.get("step", -1))
             self.loaded_path = path
-            log.info("resuming from checkpoint %s (step %d)", path, self.resumed_from)
+            logger.info("resuming from checkpoint %s (step %d)", path, self.resumed_from)
             return state
         return None
 

@@ -42,7 +42,7 @@ from langskew.study_a.weights import SCHEMES, class_weights, example_weights
 from langskew.training import TrainingLoop, TrainState, warmup_decay
 from langskew.workflow import Job
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("id", "language", "text", "text_pair", "label")
 MEGA_BATCH_MULT = 50
@@ -320,7 +320,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     train_feats = encode(tokenizer, train_df, max_len, w_train)
     val_feats = encode(tokenizer, val_df, max_len, w_val)
     ckpt = Checkpointer(ckpt_dir, every_steps=int(hp["checkpoint_every"] or 0), keep_after_finish=keep_checkpoints)
-    log.info("fine-tuning %s with %s class weights on %s", model_path, weighting, device)
+    logger.info("fine-tuning %s with %s class weights on %s", model_path, weighting, device)
     state, loop = train(model, tokenizer.pad_token_id, train_feats, val_feats, hp, seed, device, dtype, ckpt,
                         tensorboard_dir)
 
@@ -361,9 +361,9 @@ def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp
                       desc="finetune") as loop:
         start = loop.resume()
         if loop.resumed_from is not None:
-            log.info("resumed: epoch %d, accumulation group %d, global step %d, best val loss %.4f",
+            logger.info("resumed: epoch %d, accumulation group %d, global step %d, best val loss %.4f",
                      state.epoch, state.group_pos, state.step, state.best_val_loss)
-        log.info("%d train rows, %d steps/epoch x %d epochs, eval every %d steps%s",
+        logger.info("%d train rows, %d steps/epoch x %d epochs, eval every %d steps%s",
                  len(train_feats), steps_per_epoch, hp["epochs"], eval_interval,
                  f", resumed at step {start}" if loop.resumed_from is not None else "")
         for epoch in range(state.epoch, int(hp["epochs"])):
@@ -421,7 +421,7 @@ def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epo
     if val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step = val_loss, state.step
         state.best_state = _cpu_state(parts.model)
-    log.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", state.step, epoch,
+    logger.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", state.step, epoch,
              train_loss, val_loss, " (best)" if state.best_step == state.step else "")
 
 

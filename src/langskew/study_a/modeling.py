@@ -54,8 +54,9 @@ def wordpiece_vocab(words: Mapping[str, int], vocab_size: int) -> list[str]:
     breaks ties between equally frequent pairs in hash-map order, which changes from one
     process to the next (huggingface/tokenizers#1794). A piece that starts a word is kept as
     it is, one inside a word gets the ``##`` prefix; every character is added in both forms, so
-    every word of the texts can be segmented. Order: special tokens, characters, ``##``
-    characters, then the pieces as SentencePiece ranks them.
+    every word of the texts can be segmented. Like WordPiece, a piece may join letters and
+    digits or characters of two scripts. Order: special tokens, characters, ``##`` characters,
+    then the pieces as SentencePiece ranks them.
     """
     import io
     import tempfile
@@ -71,7 +72,8 @@ def wordpiece_vocab(words: Mapping[str, int], vocab_size: int) -> list[str]:
         spm.SentencePieceTrainer.train(
             input=str(table), input_format="tsv", model_writer=model, model_type="bpe",
             vocab_size=max(vocab_size - len(head), len(chars) + 4), hard_vocab_limit=False,
-            character_coverage=1.0, normalization_rule_name="identity", unk_id=0, bos_id=-1, eos_id=-1,
+            character_coverage=1.0, normalization_rule_name="identity", split_by_number=False,
+            split_by_unicode_script=False, unk_id=0, bos_id=-1, eos_id=-1,
             num_threads=1, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i))]

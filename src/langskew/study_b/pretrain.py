@@ -54,7 +54,7 @@ from langskew.study_b.model import GPT, GPTConfig, save_model
 from langskew.training import TrainingLoop, TrainState, warmup_decay
 from langskew.workflow import Job, setup_logging
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MODEL_KEYS = ("n_layer", "d_model", "n_head")
 
@@ -399,7 +399,7 @@ def pretrain_job(job: Job, *, run: dict[str, Any], model: dict[str, Any], train:
     mixture = build_mixture(dict(run), list(job.input.tokens), int(seed))
     cfg = model_config(dict(model), int(mixture.vocab_size), hp.context)
     ckpt = Checkpointer(ckpt_dir, every_steps=hp.checkpoint_every, keep_after_finish=bool(keep_checkpoints))
-    log.info("pretraining %s: %s, %d steps, world size %d", run.get("id"), cfg, int(run["steps"]), info.world_size)
+    logger.info("pretraining %s: %s, %d steps, world size %d", run.get("id"), cfg, int(run["steps"]), info.world_size)
     result = pretrain(mixture, cfg, hp, int(run["steps"]), seed=int(seed), checkpointer=ckpt,
                       tensorboard_dir=job.tensorboard)
     if info.is_main:
@@ -450,7 +450,7 @@ def launch_torchrun(job: Job, params: dict[str, Any]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "langskew.study_b.pretrain", spec_path]
-    log.info("launching %d processes: %s", nproc, " ".join(cmd))
+    logger.info("launching %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
     previous = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGTERM))
                 for s in (signal.SIGTERM, signal.SIGUSR1)}
