@@ -174,9 +174,19 @@ def test_signal_saves_a_checkpoint_off_schedule_and_exits_for_a_requeue(tmp_path
     with pytest.raises(SystemExit) as stopped:
         loop.checkpoint_if_due()
     assert stopped.value.code == 128 + sig
+    loop.close()
     state = Checkpointer(tmp_path / "ckpt").load_latest()
     assert state["step"] == 3 and len(state["curve"]) == 3
     assert torch.equal(state["model"]["weight"], model.weight.detach())
+
+
+def test_the_signals_get_their_handlers_back_when_training_ends(tmp_path):
+    # in a notebook or a test process, a SIGTERM after training must end the process again
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    with TrainingLoop(CountingState(), 10, Checkpointer(tmp_path / "ckpt", every_steps=100), progress=False) as loop:
+        loop.resume()
+        assert all(signal.getsignal(s) is not h for s, h in before.items())  # ours while training
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_a_stop_agreed_by_all_ranks_saves_even_where_no_signal_arrived(tmp_path):

@@ -91,6 +91,7 @@ class Checkpointer:
         self.keep_after_finish = keep_after_finish
         self.enabled = enabled and self.directory is not None
         self.loaded_path: Path | None = None  # the checkpoint load_latest restored
+        self._previous_handlers: dict[int, Any] = {}  # signal -> handler before install_signal_handlers
         self.stop_signal: int | None = None
         self.resumed_from: int | None = None
 
@@ -103,7 +104,13 @@ class Checkpointer:
             self.stop_signal = signum
 
         for s in signals:
-            signal.signal(s, _handler)
+            self._previous_handlers.setdefault(s, signal.signal(s, _handler))
+
+    def restore_signal_handlers(self) -> None:
+        """Give the signals back to the handlers they had before (training is over)."""
+        while self._previous_handlers:
+            s, handler = self._previous_handlers.popitem()
+            signal.signal(s, handler)
 
     @property
     def stop_requested(self) -> bool:

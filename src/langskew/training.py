@@ -199,6 +199,8 @@ class TrainingLoop:
         if self.bar is not None:
             self.bar.close()
         self.tb.close()
+        if self.checkpointer is not None:
+            self.checkpointer.restore_signal_handlers()  # a later SIGTERM ends the process again
 
     def __enter__(self) -> "TrainingLoop":
         return self
