@@ -147,9 +147,7 @@ rule study_a_finetune:
         labels=dataset_key("labels"),
         test_variants=TEST_VARIANTS,
         hp=finetune_hp,
-        weighting=lookup(
-            dpath="study_a/conditions/{condition}/weighting", within=config
-        ),
+        weighting=condition_weighting,
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],

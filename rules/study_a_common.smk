@@ -69,8 +69,19 @@ def dataset_cfg(w):
 
 
 def dataset_key(key):
-    """A params function: one key of the job's dataset config."""
-    return lookup(dpath=f"datasets/{{dataset}}/{key}", within=config)
+    """A params function: one key of the job's dataset config. (A plain function rather than
+    Snakemake's `lookup`, whose dpath search walks the whole config for every job and made
+    the paper grid's dry run a quarter slower.)"""
+
+    def get(w):
+        return dataset_cfg(w)[key]
+
+    return get
+
+
+def condition_weighting(w):
+    """The loss weighting of the job's condition (study_a.conditions.<condition>.weighting)."""
+    return SA["conditions"][w.condition]["weighting"]
 
 
 def dataset_spec(w):
