@@ -14,6 +14,11 @@ def pick_device(index: int | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def set_threads(threads: int | None, processes: int = 1) -> None:
+    """Let torch use the job's CPU threads, shared by ``processes`` processes (at least one each)."""
+    torch.set_num_threads(max(1, int(threads or 1) // max(1, int(processes))))
+
+
 def amp_dtype(device: torch.device, precision: str | bool | None) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device; None means full precision.
 

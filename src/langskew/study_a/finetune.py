@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from langskew.checkpointing import Checkpointer, seed_everything
-from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.devices import amp_dtype, autocast, pick_device, set_threads
 from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json, write_parquet
 from langskew.study_a.modeling import load_classifier
@@ -473,7 +473,7 @@ def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_var
     model the workflow builds: its local directory). ``model``: {path, revision,
     trust_remote_code} of the pretrained model. output: model, metrics, predictions, curve.
     """
-    torch.set_num_threads(max(1, int(job.threads or 1)))
+    set_threads(job.threads)
     tests = [job.input.tests] if isinstance(job.input.tests, (str, os.PathLike)) else list(job.input.tests)
     variants = list(test_variants)
     if len(tests) != len(variants):

@@ -78,9 +78,3 @@ def load_for_inference(path: str, model_spec: Mapping[str, Any] | None = None,
     model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     return tokenizer, model.to(pick_device()).eval()
 
-
-def set_threads(threads: int | None) -> None:
-    """Let torch use the job's threads (at least one)."""
-    import torch
-
-    torch.set_num_threads(max(1, int(threads or 1)))

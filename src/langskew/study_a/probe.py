@@ -27,7 +27,7 @@ import pandas as pd
 from langskew.errors import LangskewError
 from langskew.io import write_csv
 from langskew.study_a.inference import (REQUIRED_COLUMNS, check_frame, load_for_inference, model_source,
-                                        read_examples, set_threads)
+                                        read_examples)
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ def probe_table(reps: Mapping[str, np.ndarray], languages: Sequence[str], C: flo
 def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping[str, Any],
                 num_labels: int | None) -> None:
     """The LID probe of the model at ``path`` on ``job.input.data``, written to ``job.output[0]``."""
+    from langskew.devices import set_threads
+
     set_threads(job.threads)
     seed = int(settings["seed"])
     df = read_examples(job.input.data, REQUIRED_COLUMNS, settings["max_examples"], seed)

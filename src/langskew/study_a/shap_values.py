@@ -29,7 +29,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_parquet
-from langskew.study_a.inference import check_frame, load_for_inference, read_examples, set_threads
+from langskew.study_a.inference import check_frame, load_for_inference, read_examples
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,8 @@ def shap_values_job(job: Job, *, settings: Mapping[str, Any], labels: Sequence[s
     together, ``max_evals``, ``max_length``, ``precision``: auto/fp32/bf16/fp16, CUDA only),
     ``labels`` (class names). output[0]: values parquet (see module docstring).
     """
+    from langskew.devices import set_threads
+
     set_threads(job.threads)
     seed = int(settings["random_state"])
     df = read_examples(job.input.data, EXAMPLE_COLUMNS, settings["n_examples"], seed)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.devices import amp_dtype, autocast, pick_device, set_threads
 from langskew.errors import LangskewError
 from langskew.io import write_json
 from langskew.study_b.model import GPT, load_model
@@ -95,7 +95,7 @@ def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
     from langskew.study_b.languages import build_mixture
 
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, int(job.threads or 1)))
+        set_threads(job.threads)
     device = pick_device()
     model = load_model(job.input.model, device=device)
     mixture = build_mixture(dict(run), list(job.input.tokens), int(seed), parallel_path=parallel_path)

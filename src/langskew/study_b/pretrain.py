@@ -47,7 +47,7 @@ import torch
 import torch.distributed as dist
 
 from langskew.checkpointing import Checkpointer, seed_everything
-from langskew.devices import amp_dtype, autocast, pick_device
+from langskew.devices import amp_dtype, autocast, pick_device, set_threads
 from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json
 from langskew.study_b.model import GPT, GPTConfig, save_model
@@ -395,7 +395,7 @@ def pretrain_job(job: Job, *, run: dict[str, Any], model: dict[str, Any], train:
 
     info = init_distributed_from_env()
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, int(job.threads or 1) // info.world_size))
+        set_threads(job.threads, info.world_size)
     mixture = build_mixture(dict(run), list(job.input.tokens), int(seed))
     cfg = model_config(dict(model), int(mixture.vocab_size), hp.context)
     ckpt = Checkpointer(ckpt_dir, every_steps=hp.checkpoint_every, keep_after_finish=bool(keep_checkpoints))
