@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from langskew import devices
 from langskew.curves import tensorboard_dir
 from langskew.errors import LangskewError
 
@@ -75,13 +76,27 @@ def job_params(smk: Any) -> dict[str, Any]:
     return params
 
 
+def requested_gpus(resources: Any) -> int | None:
+    """The rule's ``gpu`` resource as an int, or None when the rule sets none."""
+    if resources is None:
+        return None
+    value = dict(resources.items()).get("gpu") if hasattr(resources, "items") else getattr(resources, "gpu", None)
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
 def run(smk: Any, func: Callable[..., Any]) -> Any:
     """Call ``func(Job(...), **params)`` for a Snakemake job."""
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
     logger = logging.getLogger("langskew")
+    gpus = requested_gpus(getattr(smk, "resources", None))
+    devices.use_gpus(gpus)
+    logger.info("%s", devices.environment_line(gpus))
     logger.info("rule %s: %s", smk.rule, func.__module__ + "." + func.__name__)
     try:
+        devices.require_gpus(gpus)
         params = job_params(smk)
         check_params(func, params, smk.rule)
         job = Job(input=smk.input, output=smk.output, threads=int(smk.threads), log_file=log_path,
