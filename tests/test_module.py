@@ -1,6 +1,6 @@
-"""The workflow is deployable: it runs as a Snakemake `module` from another folder, finds the
-package through the installed distribution (no `sys.path` edits), and its rule environments
-install that package."""
+"""The workflow is deployable: it runs as a Snakemake `module` from another folder and finds the
+package through the installed distribution (no `sys.path` edits). The rule environments:
+tests/test_envs.py."""
 import os
 import re
 import subprocess
@@ -74,28 +74,3 @@ def test_no_sys_path_edits_in_rules_or_scripts():
     files = [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk"), *(ROOT / "scripts").glob("*.py")]
     offenders = [str(p.relative_to(ROOT)) for p in files if "sys.path" in p.read_text()]
     assert not offenders
-
-
-def _pins(env_file: Path) -> tuple[dict[str, str], list[str]]:
-    deps = yaml.safe_load(env_file.read_text())["dependencies"]
-    conda = dict(d.split("=", 1) for d in deps if isinstance(d, str) and d != "pip")
-    pip = next(d["pip"] for d in deps if isinstance(d, dict))
-    return conda, pip
-
-
-def test_rule_environments_pin_versions_and_install_the_package():
-    conda_names = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
-    with open(ROOT / "pyproject.toml", "rb") as fh:
-        import tomllib
-
-        deps = tomllib.load(fh)["project"]["dependencies"]
-    required = {conda_names.get(n, n) for n in (re.split(r"[<>=~! \[]", d)[0].lower() for d in deps)}
-    envs = {p.name: _pins(p) for p in (ROOT / "envs").glob("*.yaml")}
-    assert set(envs) == {"data.yaml", "torch.yaml"}
-    for name, (conda, pip) in envs.items():
-        assert all(re.fullmatch(r"\d+(\.\d+)*", v) for v in conda.values()), (name, conda)
-        assert pip == ["-e ${LANGSKEW_SOURCE}"], name
-    torch_env = envs["torch.yaml"][0]
-    assert required <= set(torch_env), required - set(torch_env)
-    shared = set(envs["data.yaml"][0]) & set(torch_env)
-    assert all(envs["data.yaml"][0][p] == torch_env[p] for p in shared)  # one resolution for both
