@@ -129,3 +129,22 @@ def test_environment_line_without_torch(monkeypatch):
     line = devices.environment_line(None)
     assert "torch not installed" in line and line.endswith("device cpu")
     assert "torch" not in sys.modules
+
+
+def test_package_from_another_checkout_stops(tmp_path, monkeypatch):
+    """A conda prefix shared by two checkouts gives the second one the first one's editable
+    install: the job stops, naming both, instead of running the other checkout's code."""
+    other = tmp_path / "other_checkout"
+    (other / "scripts").mkdir(parents=True)
+    (other / "src" / "langskew").mkdir(parents=True)
+    (other / "src" / "langskew" / "__init__.py").write_text("")
+    smk, _ = fake_smk(tmp_path, {"mem_mb": 100})
+    smk.scriptdir = str(other / "scripts")
+    func, calls = recording_job()
+    with pytest.raises(LangskewError, match="another checkout") as err:
+        run(smk, func)
+    assert str(Path(langskew.__file__).resolve().parent) in str(err.value) and str(other / "src") in str(err.value)
+    assert calls == []
+    smk.scriptdir = str(Path(langskew.__file__).resolve().parents[2] / "scripts")  # this checkout
+    run(smk, func)
+    assert len(calls) == 1

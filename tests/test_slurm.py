@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,11 +82,14 @@ def _snakemake(args: list[str], cwd: Path, timeout: float = TIMEOUT_S) -> subpro
 
 
 def _slurm_args(logdir: Path) -> list[str]:
-    """The real profile, plus only what a throwaway cluster needs: fast status polling."""
+    """The real profile, plus only what a throwaway cluster needs: fast status polling, and the
+    test's own Python environment instead of the profile's conda environments, built from the
+    network (`--sdm env-modules` replaces the profile's `conda`; no rule names modules)."""
     args = ["--profile", str(PROFILE)]
     if not _accounting_works():
         args += ["--profile", str(NO_ACCOUNTING)]
     return args + [
+        "--sdm", "env-modules",
         "--slurm-logdir", str(logdir),
         "--slurm-init-seconds-before-status-checks", "2",
         "--seconds-between-status-checks", "2",

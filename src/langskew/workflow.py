@@ -19,6 +19,7 @@ import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from langskew import devices
@@ -86,6 +87,26 @@ def requested_gpus(resources: Any) -> int | None:
     return int(value)
 
 
+def check_package_source(scriptdir: str | None) -> None:
+    """The imported package is the workflow's own (``<workflow>/src/langskew`` beside
+    ``scripts/``), or a LangskewError names both: an environment built for another checkout
+    (a conda prefix shared by two checkouts, a venv with another checkout installed) would
+    otherwise run that checkout's code."""
+    if not scriptdir or "://" in str(scriptdir):
+        return
+    own = Path(scriptdir).resolve().parent / "src" / "langskew"
+    if not (own / "__init__.py").is_file():
+        return  # the workflow is used without its sources (e.g. the package installed from a URL)
+    import langskew
+
+    imported = Path(langskew.__file__).resolve().parent
+    if imported != own.resolve():
+        raise LangskewError(
+            f"this job imported langskew from {imported}, but the workflow's own package is {own}: "
+            f"the environment was built for another checkout. Give each checkout its own conda "
+            f"prefix (--conda-prefix, docs/cluster.md) or install this one (pip install -e {own.parent.parent})")
+
+
 def run(smk: Any, func: Callable[..., Any]) -> Any:
     """Call ``func(Job(...), **params)`` for a Snakemake job."""
     log_path = smk.log[0] if len(smk.log) else None
@@ -96,6 +117,7 @@ def run(smk: Any, func: Callable[..., Any]) -> Any:
     logger.info("%s", devices.environment_line(gpus))
     logger.info("rule %s: %s", smk.rule, func.__module__ + "." + func.__name__)
     try:
+        check_package_source(getattr(smk, "scriptdir", None))
         devices.require_gpus(gpus)
         params = job_params(smk)
         check_params(func, params, smk.rule)
