@@ -35,6 +35,7 @@ except lsconfig.ConfigError as err:
 OUT = config["outdir"].rstrip("/")
 CKPT = config["checkpoint_dir"].rstrip("/")
 LOGS = f"{OUT}/logs"
+SA_CPU = (config["study_a"].get("resources") or {}).get("cpu", {})  # Study A's CPU jobs
 
 
 def script_path(rule_name):
@@ -42,14 +43,18 @@ def script_path(rule_name):
     return f"../scripts/{rule_name}.py"
 
 
-# --- resources -----------------------------------------------------------------------------
-def gpu_resources(settings, mem_mb, runtime, scale=None):
+# --- resources ---------------------------------------------------------------------------
+# Runtime (minutes) and memory (MB) of every submitted job grow with the attempt: a job
+# retried after a timeout or an out-of-memory kill gets k times both on attempt k.
+def gpu_resources(settings, mem_mb, runtime, scale=None, stage=None):
     """The SLURM resources of a GPU rule, for `resources: **gpu_resources(...)`.
 
     `settings(wildcards)` is the job's resources mapping from the config (a model's or a
     model size's); a key it leaves out gets the default (gpu 1, no gpu_model, cpus_per_gpu 8,
-    and `mem_mb` / `runtime` as given). The runtime (minutes) grows with the attempt, so a
-    retried job (timeout) gets more time, and with `scale(wildcards)` where given.
+    and `mem_mb` / `runtime` as given). With `stage` (e.g. "probe"), `mem_mb` and `runtime`
+    come from the mapping's `stage` entry instead (an evaluation sized for its own work, not
+    the training's). Runtime and memory grow with the attempt; the runtime also with
+    `scale(wildcards)` where given.
     """
 
     def value(key, default):
@@ -59,16 +64,23 @@ def gpu_resources(settings, mem_mb, runtime, scale=None):
 
         return get
 
+    def sized(wildcards):
+        found = settings(wildcards)
+        return (found.get(stage) or {}) if stage else found
+
     def runtime_minutes(wildcards, attempt=1):
         factor = scale(wildcards) if scale else 1.0
-        minutes = int(settings(wildcards).get("runtime", runtime))
+        minutes = int(sized(wildcards).get("runtime", runtime))
         return int(math.ceil(minutes * factor * attempt))
+
+    def memory(wildcards, attempt=1):
+        return int(sized(wildcards).get("mem_mb", mem_mb)) * attempt
 
     return dict(
         gpu=value("gpu", 1),
         gpu_model=value("gpu_model", None),
         cpus_per_gpu=value("cpus_per_gpu", 8),
-        mem_mb=value("mem_mb", mem_mb),
+        mem_mb=memory,
         runtime=runtime_minutes,
     )
 
@@ -80,14 +92,21 @@ def gpu_threads(settings):
 
 def cpu_resources(settings):
     """The SLURM resources of a CPU rule, for `resources: **cpu_resources(...)`: mem_mb and
-    runtime of the `settings` mapping; the runtime (minutes) grows with the attempt."""
+    runtime of the `settings` mapping, both growing with the attempt."""
 
     def runtime_minutes(wildcards, attempt=1):
         return int(settings.get("runtime")) * attempt
 
-    return dict(
-        mem_mb=lambda wildcards: settings.get("mem_mb"), runtime=runtime_minutes
-    )
+    def memory(wildcards, attempt=1):
+        return int(settings.get("mem_mb")) * attempt
+
+    return dict(mem_mb=memory, runtime=runtime_minutes)
+
+
+def benchmark_file(rule_name, pattern):
+    """The benchmark TSV of a job (wall time, peak memory), read by `langskew budget`:
+    {outdir}/benchmarks/<rule>/<pattern>.tsv, `pattern` holding the job's wildcards."""
+    return f"{OUT}/benchmarks/{rule_name}/{pattern}.tsv"
 
 
 # --- local files as inputs: editing one reruns the jobs that read it, and only those ---------

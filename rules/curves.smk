@@ -1,5 +1,11 @@
 # Training curves of both studies for the report: train and validation loss per run, one panel
 # per run (langskew.curves.training_curves_job). Targets: curve_targets() in rules/common.smk.
+# Seconds each: run on the submitting machine.
+
+
+localrules:
+    study_a_training_curves,
+    study_b_training_curves,
 
 
 rule study_a_training_curves:
@@ -13,6 +19,8 @@ rule study_a_training_curves:
         ),
     log:
         f"{LOGS}/study_a/training_curves.log",
+    benchmark:
+        benchmark_file("study_a_training_curves", "all")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -36,11 +44,11 @@ rule study_b_training_curves:
         ),
     log:
         f"{LOGS}/study_b/training_curves.log",
+    benchmark:
+        benchmark_file("study_b_training_curves", "all")
     conda:
         "../envs/data.yaml"
     threads: 1
-    resources:
-        **cpu_resources(SB_CPU),
     params:
         labels=[SB_RUNS[r].get("label") or r for r in SB_RUNS],
         title="Study B: pretraining loss per run",

@@ -14,6 +14,8 @@ rule prefetch:
         md=f"{OUT}/prefetch/hub.md",
     log:
         f"{LOGS}/prefetch.log",
+    benchmark:
+        benchmark_file("prefetch", "all")
     conda:
         "../envs/torch.yaml"
     threads: 1

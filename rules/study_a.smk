@@ -1,6 +1,15 @@
 # Study A: class skew per language in multilingual fine-tuning.
 # dataset -> subsets -> (tiny model) -> finetune -> evaluate / probe / SHAP -> report
 # Helpers: rules/study_a_common.smk.
+# Jobs of seconds that read a few tables run on the submitting machine, not as cluster jobs:
+
+
+localrules:
+    study_a_diagnose,
+    study_a_diagnose_report,
+    study_a_evaluate,
+    study_a_shap_compare,
+    study_a_report,
 
 
 wildcard_constraints:
@@ -21,9 +30,13 @@ rule study_a_dataset:
         meta=f"{SA_DIR}/data/{{dataset}}/meta.json",
     log:
         f"{LOGS}/study_a/dataset/{{dataset}}.log",
+    benchmark:
+        benchmark_file("study_a_dataset", "{dataset}")
     conda:
         "../envs/data.yaml"
     threads: 1
+    resources:
+        **cpu_resources(SA_CPU),
     params:
         name="{dataset}",
         spec=dataset_spec,
@@ -44,9 +57,13 @@ rule study_a_subsets:
         class_weights=f"{SA_DIR}/subsets/{{dataset}}/class_weights.csv",
     log:
         f"{LOGS}/study_a/subsets/{{dataset}}.log",
+    benchmark:
+        benchmark_file("study_a_subsets", "{dataset}")
     conda:
         "../envs/data.yaml"
     threads: 1
+    resources:
+        **cpu_resources(SA_CPU),
     params:
         languages=dataset_key("languages"),
         labels=dataset_key("labels"),
@@ -71,6 +88,8 @@ rule study_a_diagnose:
         ),
     log:
         f"{LOGS}/study_a/diagnose/{{dataset}}/{{stage}}.log",
+    benchmark:
+        benchmark_file("study_a_diagnose", "{dataset}/{stage}")
     wildcard_constraints:
         stage="data|subsets",
     conda:
@@ -100,6 +119,8 @@ rule study_a_diagnose_report:
         ),
     log:
         f"{LOGS}/study_a/diagnose_report.log",
+    benchmark:
+        benchmark_file("study_a_diagnose_report", "all")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -116,9 +137,13 @@ rule study_a_tiny_model:
         directory(f"{OUT}/models/{{model}}"),
     log:
         f"{LOGS}/study_a/tiny_model/{{model}}.log",
+    benchmark:
+        benchmark_file("study_a_tiny_model", "{model}")
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        **cpu_resources(SA_CPU),
     params:
         arch=lookup(dpath="models/{model}/tiny", within=config),
         seed=lookup(dpath="models/{model}/tiny/seed", within=config),
@@ -137,6 +162,8 @@ rule study_a_finetune:
         curve=f"{run_dir(f'{SA_DIR}/finetune')}/curve.csv",
     log:
         f"{run_dir(f'{LOGS}/study_a/finetune')}.log",
+    benchmark:
+        benchmark_file("study_a_finetune", "{dataset}/{model}/{condition}/seed{seed}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(model_settings)
@@ -168,6 +195,8 @@ rule study_a_evaluate:
         reliance=f"{run_dir(f'{SA_DIR}/eval')}/reliance.csv",
     log:
         f"{run_dir(f'{LOGS}/study_a/evaluate')}.log",
+    benchmark:
+        benchmark_file("study_a_evaluate", "{dataset}/{model}/{condition}/seed{seed}")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -188,11 +217,13 @@ rule study_a_probe:
         f"{run_dir(f'{SA_DIR}/probe')}.csv",
     log:
         f"{run_dir(f'{LOGS}/study_a/probe')}.log",
+    benchmark:
+        benchmark_file("study_a_probe", "{dataset}/{model}/{condition}/seed{seed}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(model_settings)
     resources:
-        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
+        **gpu_resources(model_settings, mem_mb=16000, runtime=60, stage="probe"),
     params:
         settings=probe_settings,
         model=model_spec,
@@ -208,11 +239,13 @@ rule study_a_probe_base:
         f"{SA_DIR}/probe/{{dataset}}/{{model}}/base.csv",
     log:
         f"{LOGS}/study_a/probe/{{dataset}}/{{model}}/base.log",
+    benchmark:
+        benchmark_file("study_a_probe_base", "{dataset}/{model}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(model_settings)
     resources:
-        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
+        **gpu_resources(model_settings, mem_mb=16000, runtime=60, stage="probe"),
     params:
         settings=probe_settings,
         model=model_spec,
@@ -230,11 +263,15 @@ rule study_a_shap_values:
         shap_values_file("{dataset}", "{model}", "{condition}", "{seed}"),
     log:
         f"{run_dir(f'{LOGS}/study_a/shap_values')}.log",
+    benchmark:
+        benchmark_file(
+            "study_a_shap_values", "{dataset}/{model}/{condition}/seed{seed}"
+        )
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(model_settings)
     resources:
-        **gpu_resources(model_settings, mem_mb=32000, runtime=720),
+        **gpu_resources(model_settings, mem_mb=16000, runtime=240, stage="shap"),
     params:
         settings=shap_settings,
         labels=dataset_key("labels"),
@@ -257,6 +294,8 @@ rule study_a_shap_compare:
         ),
     log:
         f"{LOGS}/study_a/shap_compare/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        benchmark_file("study_a_shap_compare", "{dataset}/{model}/seed{seed}")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -305,6 +344,8 @@ rule study_a_report:
         reliance_md=f"{REP_A}/language_reliance.md",
     log:
         f"{LOGS}/study_a/report.log",
+    benchmark:
+        benchmark_file("study_a_report", "all")
     conda:
         "../envs/data.yaml"
     threads: 1

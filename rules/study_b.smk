@@ -2,6 +2,13 @@
 # corpus -> tokenizer -> tokens (+ parallel) -> pretrain (one job per run id)
 #   -> perplexity / alignment -> scaling fits (per size) -> report
 # Helpers: rules/study_b_common.smk.
+# Jobs of seconds that read a few tables run on the submitting machine, not as cluster jobs:
+
+
+localrules:
+    study_b_parallel_tokens,
+    study_b_fit,
+    study_b_report,
 
 
 wildcard_constraints:
@@ -20,6 +27,8 @@ rule study_b_corpus:
         test=f"{SB_DIR}/corpus/{{lang}}/test.parquet",
     log:
         f"{LOGS}/study_b/corpus/{{lang}}.log",
+    benchmark:
+        benchmark_file("study_b_corpus", "{lang}")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -40,6 +49,8 @@ rule study_b_parallel_corpus:
         f"{SB_DIR}/corpus/parallel.parquet",
     log:
         f"{LOGS}/study_b/corpus/parallel.log",
+    benchmark:
+        benchmark_file("study_b_parallel_corpus", "parallel")
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -60,6 +71,8 @@ rule study_b_tokenizer:
         f"{SB_DIR}/tokenizer/{{lang}}.model",
     log:
         f"{LOGS}/study_b/tokenizer/{{lang}}.log",
+    benchmark:
+        benchmark_file("study_b_tokenizer", "{lang}")
     conda:
         "../envs/data.yaml"
     threads: SB_CPUS
@@ -84,6 +97,8 @@ rule study_b_tokens:
         meta=f"{SB_DIR}/tokens/{{lang}}/meta.json",
     log:
         f"{LOGS}/study_b/tokens/{{lang}}.log",
+    benchmark:
+        benchmark_file("study_b_tokens", "{lang}")
     conda:
         "../envs/data.yaml"
     threads: SB_CPUS
@@ -104,11 +119,11 @@ rule study_b_parallel_tokens:
         f"{SB_DIR}/tokens/parallel.npz",
     log:
         f"{LOGS}/study_b/tokens/parallel.log",
+    benchmark:
+        benchmark_file("study_b_parallel_tokens", "parallel")
     conda:
         "../envs/data.yaml"
     threads: 1
-    resources:
-        **cpu_resources(SB_CPU),
     params:
         languages=SB_PARALLEL.get("languages"),
     script:
@@ -126,6 +141,8 @@ rule study_b_pretrain:
         metrics=f"{sb_run_dir()}/metrics.json",
     log:
         f"{LOGS}/study_b/pretrain/{{run}}.log",
+    benchmark:
+        benchmark_file("study_b_pretrain", "{run}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(size_settings)
@@ -152,11 +169,13 @@ rule study_b_perplexity:
         perplexity_file("{run}"),
     log:
         f"{LOGS}/study_b/perplexity/{{run}}.log",
+    benchmark:
+        benchmark_file("study_b_perplexity", "{run}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(size_settings)
     resources:
-        **gpu_resources(size_settings, mem_mb=64000, runtime=90),
+        **gpu_resources(size_settings, mem_mb=16000, runtime=60, stage="perplexity"),
     params:
         **eval_params("window", "stride", "max_tokens", "batch_size"),
         run=sb_run,
@@ -174,11 +193,13 @@ rule study_b_alignment:
         gradient=f"{sb_run_dir()}/alignment_gradient.csv",
     log:
         f"{LOGS}/study_b/alignment/{{run}}.log",
+    benchmark:
+        benchmark_file("study_b_alignment", "{run}")
     conda:
         "../envs/torch.yaml"
     threads: gpu_threads(size_settings)
     resources:
-        **gpu_resources(size_settings, mem_mb=64000, runtime=90),
+        **gpu_resources(size_settings, mem_mb=16000, runtime=30, stage="alignment"),
     params:
         **eval_params(
             "n_parallel", "parallel_min_len", "parallel_max_len", "clone_parallel"
@@ -201,11 +222,11 @@ rule study_b_fit:
         points=f"{SB_DIR}/fits/{{size}}_points.csv",
     log:
         f"{LOGS}/study_b/fit/{{size}}.log",
+    benchmark:
+        benchmark_file("study_b_fit", "{size}")
     conda:
         "../envs/data.yaml"
     threads: 1
-    resources:
-        **cpu_resources(SB_CPU),
     params:
         mono_ids=fit_mono_runs,
         target_runs=fit_target_runs,
@@ -232,11 +253,11 @@ rule study_b_report:
         **{f: report(f"{REP_B}/{f}.png", **sb_report_category(f)) for f in SB_FIGURES},
     log:
         f"{LOGS}/study_b/report.log",
+    benchmark:
+        benchmark_file("study_b_report", "all")
     conda:
         "../envs/data.yaml"
     threads: 1
-    resources:
-        **cpu_resources(SB_CPU),
     params:
         runs=[SB_RUNS[r] for r in SB_RUNS],
         bilingual=sb_bilingual(),
