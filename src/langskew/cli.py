@@ -6,6 +6,14 @@ workflow's ``study_a_diagnose`` rule, see :mod:`langskew.study_a.diagnose`) with
 workflow. FILE is CSV, TSV, JSON Lines or Parquet (by extension). Output: Markdown on
 stdout (default), or ``--format csv`` (one summary row per split) or ``--format json``
 (summary and per-(language, label) cells).
+
+``langskew budget [RESULTS] [--configfile FILE ...]``, run in the workflow folder after any
+run (complete or not), reads the benchmark file every job wrote below ``RESULTS/benchmarks``
+(default: the config's ``outdir``) and prints the GPU-hours per rule, the runtime and memory
+each config resources key should request (longest job and peak memory x ``--margin``,
+rounded up) and the training tokens of the configured Study B grid
+(:mod:`langskew.budget`). ``config.yaml`` of the current folder is read first and the
+``--configfile`` files overlay it, as with Snakemake.
 """
 
 from __future__ import annotations
@@ -170,11 +178,45 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--languages", help="comma-separated languages that must be present (and their order)")
     d.add_argument("--labels", help="comma-separated labels in class order; any other label is an error")
     d.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default: md)")
+    b = sub.add_parser("budget", help="GPU-hours and runtimes measured by a run's benchmark files",
+                       description="GPU-hours per rule, the runtime and mem_mb each config resources key should "
+                                   "request, and the training tokens of the configured Study B grid.")
+    b.add_argument("results", nargs="?", help="the run's outdir (default: outdir of the config)")
+    b.add_argument("--configfile", nargs="+", default=[],
+                   help="config overlays, as given to snakemake (config.yaml of this folder is read first)")
+    b.add_argument("--margin", type=float, default=1.5, help="factor on the longest job and peak memory (default 1.5)")
+    b.add_argument("--tokens-only", action="store_true", help="only the training tokens of the grid (no run needed)")
     return parser
+
+
+def budget_main(args: argparse.Namespace) -> int:
+    from langskew import budget
+    from langskew.config import load_config
+    from langskew.study_b.grid import expand_runs
+
+    try:
+        paths = ([Path("config.yaml")] if Path("config.yaml").is_file() else []) + [Path(p) for p in args.configfile]
+        if not paths:
+            raise LangskewError("no config.yaml here and no --configfile: run in the workflow folder")
+        cfg = load_config(*paths)
+        sb = cfg.get("study_b") or {}
+        runs = expand_runs(sb) if sb.get("enabled", False) else {}
+        records = None
+        if not args.tokens_only:
+            results = Path(args.results or cfg.get("outdir", "results"))
+            records = budget.read_benchmarks(results / "benchmarks")
+        text = budget.report(records, cfg, runs, margin=args.margin)
+    except LangskewError as err:
+        print(f"langskew budget: error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "budget":
+        return budget_main(args)
     try:
         summary, cells = diagnose_file(args.file, args.text_col, args.label_col, args.language_col,
                                        split_col=args.split_col, languages=_split_list(args.languages),
