@@ -110,3 +110,17 @@ def test_cli_prints_the_tables(tmp_path, monkeypatch, capsys):
     assert "| medium | 6 | 35,158 | 4,608,229,376 |" in out
     assert main(["budget", str(tmp_path / "empty")]) == 2
     assert "no benchmark folder" in capsys.readouterr().err
+
+
+def test_cli_demo_tokens_by_hand(tmp_path, monkeypatch, capsys):
+    """The demo grid: 1x = 1,000 steps of 16 x 64 tokens; five bilingual runs at 1x and, per
+    language, monolingual runs of 0.25, 0.5, 0.75, 1 and 2x (4,500 steps): 14,000 steps."""
+    b = tmp_path / "r" / "benchmarks"
+    write(b, "study_a_dataset/synth_nli", 30.0, 500.0)
+    monkeypatch.chdir(ROOT)
+    assert main(["budget", str(tmp_path / "r"), "--configfile", "presets/demo.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny | 15 | 14,000 | 14,336,000 |" in out
+    assert "| study_a.resources.cpu | study_a_dataset | 1 | 0.50 | 10 | 500.00 | 1,000 |" in out
+    assert main(["budget", "--configfile", "missing.yaml", "--tokens-only"]) == 2
+    assert "missing.yaml: no such config file" in capsys.readouterr().err

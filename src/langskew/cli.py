@@ -7,7 +7,7 @@ workflow. FILE is CSV, TSV, JSON Lines or Parquet (by extension). Output: Markdo
 stdout (default), or ``--format csv`` (one summary row per split) or ``--format json``
 (summary and per-(language, label) cells).
 
-``langskew budget [RESULTS] [--configfile FILE ...]``, run in the workflow folder after any
+``langskew budget [RESULTS] [--configfile FILE]...``, run in the workflow folder after any
 run (complete or not), reads the benchmark file every job wrote below ``RESULTS/benchmarks``
 (default: the config's ``outdir``) and prints the GPU-hours per rule, the runtime and memory
 each config resources key should request (longest job and peak memory x ``--margin``,
@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="GPU-hours per rule, the runtime and mem_mb each config resources key should "
                                    "request, and the training tokens of the configured Study B grid.")
     b.add_argument("results", nargs="?", help="the run's outdir (default: outdir of the config)")
-    b.add_argument("--configfile", nargs="+", default=[],
-                   help="config overlays, as given to snakemake (config.yaml of this folder is read first)")
+    b.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                   help="a config overlay given to snakemake (repeat for several; config.yaml of this folder "
+                        "is read first)")
     b.add_argument("--margin", type=float, default=1.5, help="factor on the longest job and peak memory (default 1.5)")
     b.add_argument("--tokens-only", action="store_true", help="only the training tokens of the grid (no run needed)")
     return parser
@@ -198,6 +199,9 @@ def budget_main(args: argparse.Namespace) -> int:
         paths = ([Path("config.yaml")] if Path("config.yaml").is_file() else []) + [Path(p) for p in args.configfile]
         if not paths:
             raise LangskewError("no config.yaml here and no --configfile: run in the workflow folder")
+        for path in paths:
+            if not path.is_file():
+                raise LangskewError(f"{path}: no such config file")
         cfg = load_config(*paths)
         sb = cfg.get("study_b") or {}
         runs = expand_runs(sb) if sb.get("enabled", False) else {}

@@ -119,7 +119,7 @@ def _torch_line(load: bool) -> tuple[str, object | None]:
         version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         return "torch not installed", None
-    return f"torch {version} (installed, not loaded by this job)", None
+    return f"torch {version} (installed; build not checked: the rule asks for no GPU)", None
 
 
 def _device_line(gpus: int | None, torch) -> str:
