@@ -1,6 +1,6 @@
 # Shared by both studies: config validation, the output folders, script paths, resources of GPU
 # and CPU rules, local files as inputs, and the training-curve targets.
-# The package `langskew` must be installed (pip install ., or the envs/*.yaml environments);
+# The package `langskew` must be installed (pip install ".[torch]", or the envs/*.yaml environments);
 # paths of the workflow's own files are taken relative to this file, so that the workflow also
 # runs as a Snakemake `module` from another folder.
 import math
