@@ -3,15 +3,13 @@
 #   make test   installs into .venv and runs the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch 2.13, installed before the package so that the build is chosen here: PyPI's Linux
-# x86_64 wheel is the CUDA build (several GB of CUDA libraries), the CPU wheel (2.13.0+cpu)
-# comes from the PyTorch CPU index. On Linux without an NVIDIA driver (no nvidia-smi) make
-# takes the CPU wheel; with one, PyPI's CUDA build; elsewhere (macOS) PyPI's wheel, which is
-# the CPU/MPS build. Override: make TORCH_INDEX=https://download.pytorch.org/whl/cu126, or
-# TORCH_INDEX= for PyPI. docs/cluster.md, "Software environments".
+# torch 2.13, installed before the package so that the build is chosen here. By default pip's
+# configured indexes decide: PyPI's Linux x86_64 wheel is the CUDA build (several GB of CUDA
+# libraries, runs on a CPU too), macOS gets the CPU/MPS build. For the small CPU wheel on a
+# Linux machine without a GPU: make TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (docs/cluster.md, "Software environments").
 TORCH_SPEC ?= torch==2.13.0
-TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
-TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),$(if $(shell command -v nvidia-smi 2>/dev/null),,$(TORCH_CPU_INDEX)))
+TORCH_INDEX ?=
 CORES ?= all
 
 .PHONY: install demo test test-fast dryrun report clean-demo
