@@ -4,6 +4,14 @@ A strongly L2-regularised logistic regression (C = 1e-4) predicts an example's l
 from its sentence representation; the mean 5-fold cross-validated accuracy measures how
 separated the languages are in the model's latent space (higher = more separated).
 
+The regression is the authors' *multinomial* one for any number of languages: one weight
+vector per language, all of them penalised, minimising
+``C * sum_i -log softmax(W x_i + b)[y_i] + ||W||^2 / 2`` (intercepts unpenalised).
+scikit-learn fits that model for three or more languages; for two it fits the binary model
+(one vector v), whose penalty is ``||v||^2 / 2``. The multinomial optimum has
+``w_1 = -w_0 = v / 2``, so its penalty is ``||v||^2 / 4`` and the two models are the same
+at binary C = 2 x multinomial C (:func:`lid_classifier`).
+
 Sentence representation (docs/studies.md): the last layer's *pooler output* when the encoder has
 a pooler (mBERT), else the first-token vector of the last layer (XLM-R, whose
 classification head has no pooler). Integer layers (0 = embeddings) and ``"all"`` give the
@@ -116,10 +124,22 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     return {str(name): np.concatenate(parts)[inverse] for name, parts in chunks.items()}
 
 
+def lid_classifier(C: float, n_languages: int):
+    """The authors' multinomial L2 logistic regression of strength ``C`` on ``n_languages`` classes.
+
+    scikit-learn's ``LogisticRegression`` is multinomial for three or more classes; for two
+    it is binary, which equals the multinomial model at ``2 * C`` (module docstring).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if n_languages < 2:
+        raise LangskewError(f"lid_probe: needs at least two languages, got {n_languages}")
+    return LogisticRegression(C=2 * C if n_languages == 2 else C, max_iter=2000)  # L2 penalty (the default)
+
+
 def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: int = 5,
               seed: int = 0) -> dict[str, Any]:
-    """Mean/sd (ddof=1) of stratified k-fold accuracy of an L2 logistic regression on raw ``X``."""
-    from sklearn.linear_model import LogisticRegression
+    """Mean/sd (ddof=1) of stratified k-fold accuracy of the multinomial L2 logistic regression on raw ``X``."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     y = np.asarray(languages)
@@ -132,7 +152,7 @@ def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: i
         raise LangskewError(f"lid_probe: language {names[counts.argmin()]!r} has {counts.min()} examples, "
                             f"fewer than folds={folds}")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    clf = LogisticRegression(C=C, max_iter=2000)  # L2 penalty (the default)
+    clf = lid_classifier(C, len(names))
     scores = cross_val_score(clf, np.asarray(X, dtype=np.float64), y, cv=cv, scoring="accuracy")
     return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if folds > 1 else 0.0,
             "folds": [float(s) for s in scores]}
