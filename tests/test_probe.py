@@ -50,6 +50,17 @@ def test_two_language_probe_is_the_authors_multinomial_model_by_hand():
     assert probe.lid_classifier(1e-4, 6).C == pytest.approx(1e-4)
 
 
+def test_paper_config_probes_fp32_representations():
+    import torch
+
+    from langskew.config import load_config
+    from langskew.devices import amp_dtype
+
+    cfg = load_config(Path(__file__).parents[1] / "config.yaml")
+    assert cfg["study_a"]["probe"]["precision"] == "fp32"
+    assert amp_dtype(torch.device("cuda"), cfg["study_a"]["probe"]["precision"]) is None  # no autocast on a GPU
+
+
 def _multinomial_by_scipy(X, y, C):
     """Class probabilities of C * sum -log softmax(W x + b)[y] + ||W||^2 / 2, minimised by scipy."""
     from scipy.optimize import minimize
@@ -121,13 +132,16 @@ def test_bad_layer_is_rejected(tiny_models):
     tokenizer, model = inference.load_for_inference(tiny_models["bert"])
     with pytest.raises(LangskewError, match="layer 7"):
         probe.sentence_representations(model, tokenizer, tiny_frame(2), [7])
+    with pytest.raises(LangskewError, match="probe precision 'half'"):
+        probe.sentence_representations(model, tokenizer, tiny_frame(2), precision="half")
 
 
 def test_probe_job_with_base_model_path(tiny_models, tmp_path):
     data = tmp_path / "test.parquet"
     tiny_frame(10).to_parquet(data)
     out = tmp_path / "probe.csv"
-    settings = dict(layers=["last", 0], C=1e-4, folds=5, max_examples=16, batch_size=8, max_length=32, seed=0)
+    settings = dict(layers=["last", 0], C=1e-4, folds=5, max_examples=16, batch_size=8, max_length=32, seed=0,
+                    precision="fp32")
     probe.probe_base_job(job({"data": str(data)}, [str(out)]), settings=settings,
                          model={"path": str(tiny_models["roberta"])}, num_labels=3)
     table = pd.read_csv(out)

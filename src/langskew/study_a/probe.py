@@ -41,6 +41,7 @@ from langskew.workflow import Job
 logger = logging.getLogger(__name__)
 
 LayerSpec = str | int
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def encoder_of(model: Any) -> Any:
@@ -87,12 +88,13 @@ def length_order(df: pd.DataFrame) -> np.ndarray:
 
 def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
                              layers: Sequence[LayerSpec] = ("last",), batch_size: int = 64,
-                             max_length: int = 512) -> dict[str, np.ndarray]:
+                             max_length: int = 512, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Sentence vectors per layer, keyed by layer name (``"last"``, ``"0"``, ``"1"``, ...).
 
     Each array has one row per row of ``df`` (same order) and ``hidden_size`` columns.
     Runs the encoder in eval mode without gradients, in length-sorted batches with dynamic
-    padding (autocast fp16 on CUDA).
+    padding, in ``precision``: "fp32" (the authors': their feature pipeline ran the model in
+    full precision), or "fp16" / "bf16" autocast on CUDA (the CPU always runs fp32).
     """
     import torch
     from tqdm.auto import tqdm
@@ -100,6 +102,8 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     from langskew.devices import amp_dtype, autocast
 
     check_frame(df)
+    if precision not in PRECISIONS:
+        raise LangskewError(f"probe precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if len(df) == 0:
         raise LangskewError("sentence_representations: empty data frame")
     encoder = encoder_of(model)
@@ -110,7 +114,7 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     order = length_order(df)
     chunks: dict[LayerSpec, list[np.ndarray]] = {name: [] for name in names}
     has_pooler = getattr(encoder, "pooler", None) is not None
-    with torch.no_grad(), autocast(device, amp_dtype(device, "fp16")):
+    with torch.no_grad(), autocast(device, amp_dtype(device, precision)):
         for start in tqdm(range(0, len(df), batch_size), desc="representations", unit="batch"):
             batch = df.iloc[order[start:start + batch_size]]
             out = encoder(**encode_batch(tokenizer, batch, max_length, device), output_hidden_states=True)
@@ -180,7 +184,7 @@ def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping
     df = read_examples(job.input.data, REQUIRED_COLUMNS, settings["max_examples"], seed)
     tokenizer, classifier = load_for_inference(path, model, num_labels)
     reps = sentence_representations(classifier, tokenizer, df, settings["layers"], int(settings["batch_size"]),
-                                    int(settings["max_length"]))
+                                    int(settings["max_length"]), str(settings["precision"]))
     table = probe_table(reps, df["language"].astype(str).tolist(), float(settings["C"]), int(settings["folds"]), seed)
     write_csv(table, job.output[0])
 
@@ -190,7 +194,7 @@ def probe_job(job: Job, *, settings: Mapping[str, Any], model: Mapping[str, Any]
 
     input: ``model`` (the fine-tuned model folder), ``data`` (test parquet). params:
     ``settings`` (``layers``, ``C``, ``folds``, ``max_examples``, ``batch_size``,
-    ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
+    ``precision``, ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
     ``trust_remote_code``). output[0]: CSV (layer, accuracy_mean, accuracy_sd, n_examples,
     n_languages).
     """
