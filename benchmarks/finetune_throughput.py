@@ -1,22 +1,24 @@
-"""Fine-tuning throughput: length-grouped dynamic padding vs padding every batch to max_length.
+"""Fine-tuning throughput: the paper configuration's batches (uniformly shuffled, dynamic padding) vs padding to max_length.
 
 Builds a randomly initialised BERT-style classifier and a synthetic dataset whose token
 lengths follow a long-tailed (log-normal) distribution like XNLI pairs or Amazon reviews,
 then times the Study A training step (forward, weighted loss, backward, RAdam step) for
-the same model, data and number of batches under three batchings:
+the same model, data, precision and number of batches under three batchings:
 
-- ``max_length``: random batches, every batch padded to ``--max-length`` (the naive way);
-- ``dynamic``:    random batches, padded to their longest example;
-- ``grouped``:    length-grouped batches (langskew.study_a.finetune), padded to their longest.
+- ``max_length``: uniformly shuffled batches, every batch padded to ``--max-length`` (512
+  for ``--size mbert``: what padding every example to the model's length costs);
+- ``dynamic``:    the same uniformly shuffled batches, padded to their longest example (the
+  paper configuration's default, ``length_grouped: false``, the authors' shuffling);
+- ``grouped``:    length-grouped batches (``length_grouped: true``), padded to their longest.
 
 Prints examples/s and real (non-pad) tokens/s per mode and the speed-up over ``max_length``.
 No downloads; runs on CPU in under two minutes with the defaults.
 
-On CUDA with ``--mixed-precision`` the ``max_length`` mode is the authors'-style step: fp16
-autocast with a ``GradScaler`` (scaled backward, unscale, scaled step), every batch padded
-to ``--max-length``; ``dynamic`` and ``grouped`` run our step (bf16 autocast where the GPU
-supports it, no scaler). ``--size mbert`` sets an mBERT-sized model (12 layers, d 768,
-119,547-token vocabulary) at ``--max-length 512``, batch 16 (the paper configuration's), mixed precision.
+``--precision`` is the fine-tuning precision (``study_a.finetune.precision``): ``fp16``
+(default, the paper configuration's: fp16 autocast with a ``GradScaler``), ``bf16`` (autocast,
+no scaler) or ``fp32``; mixed precision is a CUDA setting, the CPU runs fp32. ``--size
+mbert`` sets an mBERT-sized model (12 layers, d 768, 119,547-token vocabulary) at
+``--max-length 512``, batch 16 (the paper configuration's).
 
     python benchmarks/finetune_throughput.py --threads 1                  # CPU, tiny model
     python benchmarks/finetune_throughput.py --size mbert --steps 50      # GPU
@@ -53,7 +55,7 @@ class Mode:
         self.name, self.model, self.batches, self.pad_to = name, model, batches, pad_to
         self.feats, self.device, self.dtype = feats, device, dtype
         self.optimizer = make_optimizer(model, lr_hp)
-        # fp16 needs loss scaling (the authors'-style step); bf16 and fp32 do not
+        # fp16 needs loss scaling (as in langskew.study_a.finetune); bf16 and fp32 do not
         self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         self.seconds, self.examples, self.tokens, self.padded = 0.0, 0, 0, 0
 
@@ -94,21 +96,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=8000)
-    ap.add_argument("--mixed-precision", action="store_true",
-                    help="CUDA only: fp16 + GradScaler for max_length (authors' style), bf16 for ours")
+    ap.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16",
+                    help="fine-tuning precision of every mode (CUDA only; the CPU runs fp32): fp16 + GradScaler "
+                         "(the paper configuration's), bf16, fp32")
     ap.add_argument("--size", choices=["custom", "mbert"], default="custom",
-                    help="mbert: hidden 768, 12 layers, 12 heads, vocab 119547, max-length 512, batch 16, "
-                         "mixed precision (overrides those flags)")
+                    help="mbert: hidden 768, 12 layers, 12 heads, vocab 119547, max-length 512, batch 16 "
+                         "(overrides those flags)")
     ap.add_argument("--seed", type=int, default=0)
     add_machine_options(ap)
     args = ap.parse_args(argv)
     if args.size == "mbert":
         args.hidden, args.layers, args.heads, args.vocab = 768, 12, 12, 119547
-        args.max_length, args.batch_size, args.mixed_precision = 512, 16, True
+        args.max_length, args.batch_size = 512, 16
 
     device = machine_device(args)
-    dtype = amp_dtype(device, args.mixed_precision)
-    authors_dtype = amp_dtype(device, "fp16" if args.mixed_precision else False)
+    dtype = amp_dtype(device, args.precision)
     config = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
                         num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
                         max_position_embeddings=max(512, args.max_length), num_labels=3)
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     machine = machine_name(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"device={device} ({machine}), torch {torch.__version__}, amp: max_length={authors_dtype}, ours={dtype}")
+    print(f"device={device} ({machine}), torch {torch.__version__}, precision {args.precision} "
+          f"(autocast dtype {dtype}, GradScaler {dtype == torch.float16})")
     print(f"model: BERT hidden={args.hidden} layers={args.layers} heads={args.heads} "
           f"({n_params / 1e6:.1f}M params); batch {args.batch_size}, "
           f"max_length {args.max_length}, lengths median {int(np.median(lengths))} / mean {np.mean(lengths):.0f} "
@@ -136,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   ("grouped", grouped, None)):
         copy = BertForSequenceClassification(config).to(device)
         copy.load_state_dict(model.state_dict())
-        modes.append(Mode(name, copy, batches, pad_to, feats, device, authors_dtype if name == "max_length" else dtype,
-                          lr_hp))
+        modes.append(Mode(name, copy, batches, pad_to, feats, device, dtype, lr_hp))
     for mode in modes:
         mode.step(0, timed=False)  # warm-up: allocations, kernel selection
     for i in range(1, n_batches):  # interleaved, so load changes on the machine hit all modes alike
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = modes[0].tokens / modes[0].seconds
     base_ex = modes[0].examples / modes[0].seconds
     for m in modes:
-        print(f"{m.name:>10}: {m.examples / m.seconds:9.1f} examples/s {m.tokens / m.seconds:11.0f} real tokens/s"
+        label = f"{m.name} (default)" if m.name == "dynamic" else m.name
+        print(f"{label:>18}: {m.examples / m.seconds:9.1f} examples/s {m.tokens / m.seconds:11.0f} real tokens/s"
               f"  real/padded tokens {m.tokens / m.padded:5.1%}  ({m.seconds:.1f} s)")
     for m in modes[1:]:
         print(f"speed-up {m.name} vs max_length: {m.examples / m.seconds / base_ex:.2f}x examples/s, "
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
               "vocab": args.vocab, "params": n_params, "batch_size": args.batch_size, "max_length": args.max_length,
               "steps": args.steps, "median_length": int(np.median(lengths)), "device": str(device), "machine": machine,
               "torch": torch.__version__,
-              "amp": {"max_length": authors_dtype and str(authors_dtype), "ours": dtype and str(dtype)},
+              "precision": args.precision, "autocast": dtype and str(dtype), "default_mode": "dynamic",
               "results": results}
     write_results(args, report)
     return report

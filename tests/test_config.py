@@ -60,6 +60,19 @@ def test_wrong_type_is_named(raw):
     assert "study_a.finetune.lr_head" in msg
 
 
+def test_bad_study_a_choices_are_named_at_parse_time(raw):
+    msg = _err(raw, lambda c: c["study_a"]["finetune"].update(precision="half"))
+    assert "study_a.finetune.precision" in msg and "half" in msg
+    msg = _err(raw, lambda c: c["study_a"]["shap"].update(pair_input="joined"))
+    assert "study_a.shap.pair_input" in msg
+    msg = _err(raw, lambda c: c["study_a"]["probe"].update(precision="fp8"))
+    assert "study_a.probe.precision" in msg
+    msg = _err(raw, lambda c: c["datasets"]["amazon"].update(strip_title=""))
+    assert "datasets.amazon.strip_title" in msg
+    msg = _err(raw, lambda c: c["study_a"]["finetune"].update(mixed_precision=True))  # the former key
+    assert "mixed_precision" in msg
+
+
 def test_unknown_source_is_named(raw):
     msg = _err(raw, lambda c: c["datasets"]["xnli"].update(source="ftp"))
     assert "datasets.xnli.source" in msg

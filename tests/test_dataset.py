@@ -1,6 +1,7 @@
 """Dataset sources -> the normalised contract: hub (offline, hub-style folders), local, synthetic."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -215,6 +216,45 @@ def test_amazon_parquet_copy_with_per_language_configs(tmp_path):
     prepare_dataset("amazon", _amazon_spec(root, streaming=True, data_files={
         s: f"{{language}}/{s}-*.parquet" for s in SPLITS}, name="{language}"), tmp_path / "streamed")
     pd.testing.assert_frame_equal(test, pd.read_parquet(tmp_path / "streamed" / "test.parquet"))
+
+
+def test_amazon_review_body_alone_from_the_parquet_copy(tmp_path):
+    """The copy's text is title + blank line + body; strip_title keeps the body (the authors' review_body)."""
+    langs = ["de", "en", "es", "fr", "ja", "zh"]
+    frames = {lang: {s: _marc_frame(lang, 10) for s in SPLITS} for lang in langs}
+    frames["en"]["test"].loc[1, "text"] = "Great!\n\nWorks well.\n\nWould buy again."  # a body with a blank line
+    frames["en"]["test"].loc[2, "text"] = "\n\nNo title here"  # an empty title
+    root = per_language_parquet_repo(tmp_path / "AmazonReviewsClassification", frames)
+    spec = dict(_amazon_spec(root), strip_title="\n\n")
+    prepare_dataset("amazon", spec, tmp_path / "out")
+    test = pd.read_parquet(tmp_path / "out" / "test.parquet").set_index("id")
+    assert test.loc["de-test-0", "text"] == "de body 0"
+    assert test.loc["en-test-1", "text"] == "Works well.\n\nWould buy again."
+    assert test.loc["en-test-2", "text"] == "No title here"
+    assert test.loc["zh-test-9", "text"] == "zh body 9"
+
+
+def test_strip_title_without_a_separator_is_a_named_error(tmp_path):
+    frames = {lang: {s: _marc_frame(lang, 4) for s in SPLITS} for lang in ("de", "en", "es", "fr", "ja", "zh")}
+    frames["fr"]["validation"].loc[[1, 3], "text"] = ["just a body", "another body"]
+    root = per_language_parquet_repo(tmp_path / "AmazonReviewsClassification", frames)
+    with pytest.raises(LangskewError, match=r"config 'fr', split 'validation'.*strip_title: 2 of 4 texts have no "
+                                            r"title separator '\\n\\n' \(first: 'just a body'\)"):
+        prepare_dataset("amazon", dict(_amazon_spec(root), strip_title="\n\n"), tmp_path / "out")
+    with pytest.raises(LangskewError, match="strip_title '' must be a non-empty"):
+        prepare_dataset("amazon", dict(_amazon_spec(root), strip_title=""), tmp_path / "out")
+    spec = _amazon_spec(root, name="{language}")
+    spec.update(strip_title="\n\n", columns=dict(spec["columns"], text="review_body"))
+    with pytest.raises(LangskewError, match="column 'review_body' missing"):
+        prepare_dataset("amazon", spec, tmp_path / "out")
+
+
+def test_paper_config_reads_the_amazon_review_body():
+    from langskew.config import dataset_source_spec, load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "config.yaml")
+    assert dataset_source_spec(cfg, "amazon")["strip_title"] == "\n\n"
+    assert dataset_source_spec(cfg, "xnli")["strip_title"] is None
 
 
 def test_script_only_repo_names_the_dataset_and_the_parquet_copy(tmp_path):

@@ -17,8 +17,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from langskew.errors import LangskewError
 from langskew.io import read_json
-from langskew.study_a.finetune import (finetune, finetune_job, length_grouped_batches, make_optimizer,
-                                       padding_stats, random_batches, weighted_cross_entropy)
+from langskew.study_a.finetune import (epoch_batches, finetune, finetune_job, length_grouped_batches,
+                                       make_optimizer, merge_hp, padding_stats, random_batches,
+                                       weighted_cross_entropy)
 from langskew.study_a.modeling import build_tiny_model, load_classifier, texts_of
 from langskew.training import warmup_decay
 
@@ -86,6 +87,35 @@ def test_length_grouped_batches_cover_once_and_pad_less():
         assert lengths[grouped[0]].max() == lengths.max()  # longest batch first
     assert length_grouped_batches(lengths, 16, 7, 0) == length_grouped_batches(lengths, 16, 7, 0)
     assert length_grouped_batches(lengths, 16, 7, 0) != length_grouped_batches(lengths, 16, 7, 1)
+
+
+def test_default_batches_are_uniformly_shuffled_whatever_the_lengths():
+    """The authors' loader shuffles uniformly: which examples share a batch cannot depend on their lengths."""
+    rng = np.random.default_rng(3)
+    short_first, long_first = np.arange(5, 505), np.arange(505, 5, -1)
+    random_lengths = rng.integers(5, 300, size=500)
+    uniform = [epoch_batches(lengths, 16, seed=7, epoch=0, length_grouped=False)
+               for lengths in (short_first, long_first, random_lengths)]
+    assert uniform[0] == uniform[1] == uniform[2]
+    assert sorted(np.concatenate(uniform[0]).tolist()) == list(range(500))
+    grouped = [epoch_batches(lengths, 16, seed=7, epoch=0, length_grouped=True) for lengths in (short_first, long_first)]
+    assert grouped[0] != grouped[1]  # grouping reads the lengths
+
+
+def test_paper_config_fine_tunes_in_fp16_with_uniform_batches():
+    from langskew.config import finetune_hp, load_config
+    from langskew.devices import amp_dtype
+
+    cfg = load_config(Path(__file__).parents[1] / "config.yaml")
+    for dataset in ("xnli", "amazon"):
+        hp = merge_hp(finetune_hp(cfg, dataset))
+        assert hp["precision"] == "fp16" and hp["length_grouped"] is False
+        # fp16 autocast on CUDA (with a GradScaler: finetune.train enables it for float16); fp32 on the CPU
+        assert amp_dtype(torch.device("cuda"), hp["precision"]) is torch.float16
+        assert amp_dtype(torch.device("cpu"), hp["precision"]) is None
+    assert merge_hp({})["precision"] == "fp16" and merge_hp({})["length_grouped"] is False
+    with pytest.raises(LangskewError, match="precision 'half'"):
+        merge_hp({"precision": "half"})
 
 
 def test_lr_schedule_decays_linearly_to_final_fraction():

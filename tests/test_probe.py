@@ -39,6 +39,58 @@ def test_probe_is_at_chance_on_identical_distributions():
     assert res["mean"] < 0.5  # chance is 1/3
 
 
+def test_two_language_probe_is_the_authors_multinomial_model_by_hand():
+    """x = +1 (fr) and x = -1 (en). Multinomial, weights w_en, w_fr, v = w_fr - w_en, intercepts 0 by symmetry:
+    minimise 2C log(1 + e^-v) + (w_en^2 + w_fr^2) / 2, whose optimum splits v evenly (penalty v^2 / 4), so
+    v / 2 = 2C sigma(-v). With C = ln 3 the root is v = ln 3 (sigma(-ln 3) = 1/4): P(fr | x = 1) = 3/4.
+    (The binary model at C = ln 3 solves w = 2C sigma(-w) instead: w = 0.75, P = 0.68.)"""
+    clf = probe.lid_classifier(np.log(3), 2).fit(np.array([[1.0], [-1.0]]), np.array(["fr", "en"]))
+    assert clf.predict_proba(np.array([[1.0]]))[0] == pytest.approx([0.25, 0.75], abs=1e-3)
+    assert probe.lid_classifier(1e-4, 2).C == pytest.approx(2e-4)  # the paper's C on two languages
+    assert probe.lid_classifier(1e-4, 6).C == pytest.approx(1e-4)
+
+
+def test_paper_config_probes_fp32_representations():
+    import torch
+
+    from langskew.config import load_config
+    from langskew.devices import amp_dtype
+
+    cfg = load_config(Path(__file__).parents[1] / "config.yaml")
+    assert cfg["study_a"]["probe"]["precision"] == "fp32"
+    assert amp_dtype(torch.device("cuda"), cfg["study_a"]["probe"]["precision"]) is None  # no autocast on a GPU
+
+
+def _multinomial_by_scipy(X, y, C):
+    """Class probabilities of C * sum -log softmax(W x + b)[y] + ||W||^2 / 2, minimised by scipy."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    classes = np.unique(y)
+    k, d = len(classes), X.shape[1]
+    onehot = (y[:, None] == classes[None, :]).astype(float)
+
+    def objective(theta):
+        W, b = theta[:k * d].reshape(k, d), theta[k * d:]
+        return -C * (onehot * log_softmax(X @ W.T + b, axis=1)).sum() + 0.5 * (W ** 2).sum()
+
+    theta = minimize(objective, np.zeros(k * d + k), method="BFGS", options={"gtol": 1e-10}).x
+    W, b = theta[:k * d].reshape(k, d), theta[k * d:]
+    return np.exp(log_softmax(X @ W.T + b, axis=1))
+
+
+@pytest.mark.parametrize("n_languages", [2, 3])
+def test_probe_classifier_equals_an_independent_multinomial_fit(n_languages):
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(0.7 * k, 1.0, size=(15, 3)) for k in range(n_languages)])
+    y = np.repeat(["de", "en", "fr"][:n_languages], 15)
+    C = 0.05
+    expected = _multinomial_by_scipy(X, y, C)
+    clf = probe.lid_classifier(C, n_languages).set_params(tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-5)
+    assert np.ptp(expected) > 0.2  # a fit that moves the probabilities, not a flat one
+
+
 def test_probe_rejects_too_few_examples():
     X, langs = _clusters(shift=1.0, n=3)
     with pytest.raises(LangskewError, match="fewer than folds"):
@@ -80,13 +132,16 @@ def test_bad_layer_is_rejected(tiny_models):
     tokenizer, model = inference.load_for_inference(tiny_models["bert"])
     with pytest.raises(LangskewError, match="layer 7"):
         probe.sentence_representations(model, tokenizer, tiny_frame(2), [7])
+    with pytest.raises(LangskewError, match="probe precision 'half'"):
+        probe.sentence_representations(model, tokenizer, tiny_frame(2), precision="half")
 
 
 def test_probe_job_with_base_model_path(tiny_models, tmp_path):
     data = tmp_path / "test.parquet"
     tiny_frame(10).to_parquet(data)
     out = tmp_path / "probe.csv"
-    settings = dict(layers=["last", 0], C=1e-4, folds=5, max_examples=16, batch_size=8, max_length=32, seed=0)
+    settings = dict(layers=["last", 0], C=1e-4, folds=5, max_examples=16, batch_size=8, max_length=32, seed=0,
+                    precision="fp32")
     probe.probe_base_job(job({"data": str(data)}, [str(out)]), settings=settings,
                          model={"path": str(tiny_models["roberta"])}, num_labels=3)
     table = pd.read_csv(out)

@@ -154,7 +154,7 @@ def test_shap_jobs_end_to_end(tiny, tmp_path):
     ref_out = tmp_path / "balanced.parquet"
     sv.shap_values_job(job({"model": str(path), "data": str(data)}, [str(ref_out)]),
                        settings=dict(n_examples=4, random_state=0, batch_size=16, max_evals=20, max_length=32,
-                                     precision="auto"), labels=["a", "b", "c"])
+                                     precision="auto", pair_input="authors"), labels=["a", "b", "c"])
     ref = pd.read_parquet(ref_out)
     assert ref["id"].nunique() == 4
     other = ref.assign(value=ref["value"] + np.where(ref["token_index"] < 0, 0.1, 0.0))
@@ -180,3 +180,94 @@ def test_shap_jobs_end_to_end(tiny, tmp_path):
     assert set(inf["condition"]) == {"balanced", "imbalanced"}
     assert inf["share_informative"].between(0, 1).all()
     assert Path(outputs.figure).stat().st_size > 1000
+
+
+# --- the authors' pair input (pair_input: authors) -------------------------------------------
+
+def test_paper_config_explains_in_fp32_with_the_authors_pair_input():
+    import torch
+
+    from langskew.config import load_config, shap_settings
+    from langskew.study_a.shap_fast import autocast_dtype
+
+    from conftest import ROOT
+
+    cfg = load_config(ROOT / "config.yaml")
+    for dataset in ("xnli", "amazon"):
+        settings = shap_settings(cfg, dataset)
+        assert settings["precision"] == "fp32" and settings["pair_input"] == "authors"
+        # fp32 means no autocast, on a GPU too
+        assert autocast_dtype(torch.device("cuda"), settings["precision"]) is None
+
+
+def test_authors_string_and_its_masks(tiny):
+    """premise, a space, [SEP], the hypothesis; shap's masker keeps a token that is exactly the separator."""
+    import shap
+
+    from langskew.study_a.shap_fast import MaskedStrings, text_masker
+
+    _, tokenizer, _ = tiny
+    df = pd.DataFrame({"id": ["en-0"], "language": ["en"], "label": [0], "text": ["the cat runs"],
+                       "text_pair": ["le chat"]})
+    (text,), pair = sv.joined_inputs(tokenizer, df, 64)
+    assert pair and text == "the cat runs [SEP]le chat"
+    masker = shap.maskers.Text(tokenizer)  # what shap.Explainer(f, tokenizer) builds
+    assert list(masker.data_transform(text)[0]) == ["", "the ", "cat ", "runs ", "[SEP]", "le ", "chat", ""]
+    ours = MaskedStrings(text_masker(tokenizer, pair=False), text)
+    # positions: [CLS] the cat runs [SEP] le chat [SEP]; [CLS] and the final [SEP] are kept by shap
+    nothing, no_sep = np.zeros(8, bool), np.array([1, 1, 1, 1, 0, 1, 1, 1], bool)
+    expected = ["[MASK] [MASK] [MASK][SEP] [MASK] [MASK]", "the cat runs [SEP]le chat"]
+    assert [str(masker(m, text)[0][0]) for m in (nothing, no_sep)] == expected
+    assert ours(np.stack([nothing, no_sep])) == expected
+
+
+def _typed_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def test_sep_token_types_by_hand():
+    from langskew.study_a.shap_fast import sep_token_types
+
+    assert sep_token_types([2, 7, 8, 3, 9, 3], 3) == [0, 0, 0, 0, 1, 1]  # [CLS] a a [SEP] b [SEP]
+    assert sep_token_types([2, 7, 3], 3) == [0, 0, 0]  # the final separator only: no second text
+    assert sep_token_types([2, 7], 3) == [0, 0]
+
+
+def test_authors_input_is_one_sequence(tiny, tmp_path):
+    """BERT: the authors' sequence has the ids and token types of the true pair; XLM-R: one </s> between the
+    texts where the pair template puts two."""
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizerFast
+
+    from helpers import TINY_WORDS
+    from langskew.study_a.shap_fast import ProbabilityModel
+
+    path, plain, model = tiny
+    bert = _typed_tokenizer(path)  # makes token type ids, as mBERT's does
+    ids, types = ProbabilityModel(model, bert, 64, pair=True, pair_input="authors").encode(["the cat runs [SEP]le chat"])
+    pair = bert("the cat runs", "le chat")
+    assert ids[0] == pair["input_ids"] and types[0] == pair["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1, 1]
+    # a tokenizer without token type ids (the model was fine-tuned without them) gets none here either
+    ids, types = ProbabilityModel(model, plain, 64, pair=True, pair_input="authors").encode(["the cat runs [SEP]le chat"])
+    assert ids[0] == pair["input_ids"] and types is None
+
+    rng = np.random.default_rng(0)
+    words = sum(TINY_WORDS.values(), [])
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(rng.choice(words, size=8)) for _ in range(300)))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=50, model_type="unigram", character_coverage=1.0, bos_id=0,
+                                   pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
+    xlmr = XLMRobertaTokenizerFast(vocab_file=str(tmp_path / "sp.model"))
+    text = "the cat runs </s>le chat"
+    ids, types = ProbabilityModel(model, xlmr, 64, pair=True, pair_input="authors").encode([text])
+    assert ids[0][0] == xlmr.bos_token_id and ids[0].count(xlmr.eos_token_id) == 2 and types is None
+    ids, _ = ProbabilityModel(model, xlmr, 64, pair=True, pair_input="pair").encode([text])
+    assert ids[0].count(xlmr.eos_token_id) == 3  # <s> a </s></s> b </s>
+
+
+def test_unknown_pair_input_is_named(tiny):
+    _, tokenizer, model = tiny
+    with pytest.raises(LangskewError, match="pair_input 'joined'"):
+        sv.explain(model, tokenizer, tiny_frame(1, pair=True), pair_input="joined", max_length=32)

@@ -57,7 +57,7 @@ def test_subword_tokenizer_splits_the_compounds(tiny):
 def test_masked_strings_equal_shaps_text_masker(tiny, pair):
     tokenizer, _ = tiny
     df = _frame(2, pair=pair)
-    texts, is_pair = sv.joined_inputs(tokenizer, df, 64)
+    texts, is_pair = sv.joined_inputs(tokenizer, df, 64, pair_input="pair")
     assert is_pair == pair
     rng = np.random.default_rng(0)
     for text in texts:
@@ -138,10 +138,10 @@ def test_pair_values_agree_with_shap_one_example_at_a_time(tiny):
 
     tokenizer, model = tiny
     df = _frame(2, pair=True)
-    texts, _ = sv.joined_inputs(tokenizer, df, 64)
-    f = sv.probability_function(model, tokenizer, 64, 64, pair=True)
+    texts, _ = sv.joined_inputs(tokenizer, df, 64, pair_input="pair")
+    f = sv.probability_function(model, tokenizer, 64, 64, pair=True, pair_input="pair")
     explainer = shap.Explainer(f, shap_fast.text_masker(tokenizer, pair=True), algorithm="partition")
-    ours = sv.explain(model, tokenizer, df, batch_size=3, max_evals=50, seed=7, max_length=64)
+    ours = sv.explain(model, tokenizer, df, batch_size=3, max_evals=50, seed=7, max_length=64, pair_input="pair")
     for i, (ex, text) in enumerate(zip(df["id"], texts)):
         np.random.seed(7)  # our per-example tie-breaking generator starts from the same seed
         reference = explainer([text], max_evals=50, silent=True)
@@ -164,3 +164,46 @@ def test_precision_checked(tiny):
         sv.explain(model, tokenizer, _frame(1), precision="half", max_length=64)
     # mixed precision is a CUDA setting: on CPU the model runs in fp32
     assert shap_fast.autocast_dtype(next(model.parameters()).device, "bf16") is None
+
+
+def _authors_function(model, tokenizer):
+    """The authors' model function, written out: one string at a time, encoded as one sequence,
+    token type ids 1 from the token after the first separator on."""
+    import torch
+
+    def f(strings):
+        rows = []
+        for s in strings:
+            ids = tokenizer(str(s))["input_ids"]
+            first = ids.index(tokenizer.sep_token_id)
+            types = [0] * (first + 1) + [1] * (len(ids) - first - 1)
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits
+            rows.append(torch.softmax(logits, -1)[0].numpy())
+        return np.array(rows)
+
+    return f
+
+
+def test_authors_pair_values_agree_with_shap_on_the_authors_function(tiny):
+    """pair_input authors: ours equals shap.Explainer(authors' function, shap's plain text masker)."""
+    import shap
+    from transformers import AutoTokenizer
+
+    _, model = tiny
+    tokenizer = AutoTokenizer.from_pretrained(tiny[0].name_or_path,  # with token type ids, as mBERT's
+                                              model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    df = _frame(2, pair=True)
+    texts = [f"{a} [SEP]{b}" for a, b in zip(df["text"], df["text_pair"])]  # the authors' string, by hand
+    assert sv.joined_inputs(tokenizer, df, 64) == (texts, True)
+    explainer = shap.Explainer(_authors_function(model, tokenizer), shap.maskers.Text(tokenizer),
+                               algorithm="partition")
+    ours = sv.explain(model, tokenizer, df, batch_size=3, max_evals=50, seed=7, max_length=64)
+    for ex, text in zip(df["id"], texts):
+        np.random.seed(7)
+        reference = explainer([text], max_evals=50, silent=True)
+        rows = ours[(ours["id"] == ex) & (ours["token_index"] >= 0)]
+        assert list(rows[rows["class_index"] == 0]["token"]) == list(reference.data[0])
+        values = rows.pivot(index="token_index", columns="class_index", values="value").to_numpy()
+        np.testing.assert_allclose(values, reference.values[0], atol=1e-6)
+        assert np.abs(values).max() > 1e-3  # far above the tolerance

@@ -328,8 +328,8 @@ def shap_settings(cfg: dict, dataset: str) -> dict:
 def dataset_source_spec(cfg: dict, dataset: str) -> dict:
     """The parts of a dataset entry that determine its normalised files (not ratios etc.)."""
     ds = cfg["datasets"][dataset]
-    keep = ["source", "task", "languages", "labels", "columns", "label_map", "drop_unknown_labels", "seed",
-            ds["source"]]
+    keep = ["source", "task", "languages", "labels", "columns", "strip_title", "label_map", "drop_unknown_labels",
+            "seed", ds["source"]]
     return {k: copy.deepcopy(ds[k]) for k in keep if k in ds}
 
 

@@ -10,7 +10,11 @@ Labels may be class indices, class names from ``labels`` or keys of ``label_map`
 Hub datasets are loaded through :func:`langskew.hub.load_hub_dataset`, so a repo that ships
 only a loading script, a missing repo/config/split or an unreachable hub is an error naming
 the dataset. ``mteb/AmazonReviewsClassification`` (the paper's Amazon source) has one
-parquet config per language with ``text`` (review title and body) and ``label`` (0..4).
+parquet config per language with ``text`` and ``label`` (0..4); its ``text`` is the review
+title, a blank line and the review body (``title + "\n\n" + body``, as the copy was made from
+``amazon_reviews_multi``). The authors read the body alone (``review_body``):
+``strip_title: "\n\n"`` keeps what follows the first blank line of each text, and a text
+without that separator is an error naming the rows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
             raise LangskewError(f"dataset {name!r}: key {key!r} is missing")
     if spec["task"] not in TASKS:
         raise LangskewError(f"dataset {name!r}: task {spec['task']!r} must be one of {', '.join(TASKS)}")
+    sep = spec.get("strip_title")
+    if sep is not None and (not isinstance(sep, str) or not sep):
+        raise LangskewError(f"dataset {name!r}: strip_title {sep!r} must be a non-empty separator string or null")
     if len(set(spec["languages"])) != len(spec["languages"]):
         raise LangskewError(f"dataset {name!r}: languages {list(spec['languages'])} has duplicates")
     if spec["source"] in ("hub", "local"):
@@ -129,12 +136,27 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> No
             raise LangskewError(f"{where}: column {col!r} missing (has {list(df.columns)})")
 
 
+def strip_titles(texts: pd.Series, separator: str, where: str) -> pd.Series:
+    """The body of each ``title<separator>body`` text: what follows the separator's first occurrence.
+
+    A text without the separator is an error naming how many rows lack it and the first one.
+    """
+    missing = ~texts.str.contains(separator, regex=False)
+    if missing.any():
+        first = texts[missing].iloc[0]
+        raise LangskewError(f"{where}: strip_title: {int(missing.sum())} of {len(texts)} texts have no title "
+                            f"separator {separator!r} (first: {first[:60]!r}); the text column must hold "
+                            f"'title{separator}body', or set strip_title: null to keep the texts whole")
+    return texts.str.split(separator, n=1, regex=False).str[1]
+
+
 def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, where: str,
                     language: str | None = None) -> pd.DataFrame:
     """Map a raw table to the normalised schema; keep configured languages, in original order.
 
     ``language`` fixes the language of every row (one hub config or file per language);
     otherwise it is read from ``columns.language`` (or is the single configured language).
+    With ``strip_title`` (a separator) the text is the part after the title (:func:`strip_titles`).
     """
     columns = spec.get("columns") or {}
     languages = list(spec["languages"])
@@ -150,9 +172,12 @@ def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, wher
     label, known = label_indices(raw[columns["label"]], list(spec["labels"]), spec.get("label_map"), where,
                                  bool(spec.get("drop_unknown_labels", False)))
     raw, lang = raw.loc[known], lang.loc[known]
+    text = raw[columns["text"]].fillna("").astype(str)
+    if spec.get("strip_title"):
+        text = strip_titles(text, str(spec["strip_title"]), where)
     out = pd.DataFrame({
         "language": lang.to_numpy(dtype=object),
-        "text": raw[columns["text"]].fillna("").astype(str).to_numpy(dtype=object),
+        "text": text.to_numpy(dtype=object),
         "text_pair": (raw[columns["text_pair"]].fillna("").astype(str).to_numpy(dtype=object)
                       if spec["task"] == "pair" else np.full(len(raw), None, dtype=object)),
         "label": label,

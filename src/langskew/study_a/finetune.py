@@ -7,10 +7,17 @@ accumulation, validation every ``eval_every`` of an epoch, and the weights with 
 validation loss are the ones evaluated. The loss is cross-entropy weighted per example by
 w[language, label] (none / global / per-language class weights from the training set).
 
-Batches are padded dynamically. With ``length_grouped`` the examples are shuffled (seeded
-by seed and epoch), cut into mega-batches of ``MEGA_BATCH_MULT`` batches, each sorted by
-length and split into batches, so a batch holds examples of similar length (as HF's
-``LengthGroupedSampler``); the batch order is then shuffled.
+Batches are padded dynamically. By default every epoch shuffles the examples uniformly
+(seeded by seed and epoch) and cuts them into batches, as the authors' shuffling loader
+did. With ``length_grouped`` the shuffled examples are cut into mega-batches of
+``MEGA_BATCH_MULT`` batches, each sorted by length and split into batches, so a batch holds
+examples of similar length (as HF's ``LengthGroupedSampler``; faster, but a batch's
+lengths then correlate with its languages and labels); the batch order is then shuffled.
+
+``precision``: ``fp16`` (the authors' 16-bit mixed precision: fp16 autocast with a
+``GradScaler``) for training, validation and test predictions, ``bf16`` (autocast, no
+scaler) or ``fp32``. Mixed precision is a CUDA setting: the CPU always runs fp32
+(:func:`langskew.devices.amp_dtype`).
 
 The loop runs on :class:`langskew.training.TrainingLoop`, so it is resumable: the model,
 optimiser, scheduler, grad scaler, RNG states and :class:`FinetuneState` (position in the
@@ -46,11 +53,12 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ("id", "language", "text", "text_pair", "label")
 MEGA_BATCH_MULT = 50
+PRECISIONS = ("fp16", "bf16", "fp32")
 HP_DEFAULTS: dict[str, Any] = {
     "epochs": 3, "batch_size": 16, "grad_accum": 8, "max_length": 512,
     "lr_encoder": 5e-5, "lr_head": 5e-4, "final_lr_fraction": 0.01, "warmup_fraction": 0.0,
     "adam_eps": 1e-8, "weight_decay": 0.0, "eval_every": 0.1, "eval_batch_size": 64,
-    "mixed_precision": True, "length_grouped": True, "max_train_examples": None,
+    "precision": "fp16", "length_grouped": False, "max_train_examples": None,
     "checkpoint_every": 500, "num_workers": 0,
 }
 
@@ -63,6 +71,8 @@ def merge_hp(hp: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise LangskewError(f"finetune hp: unknown key {unknown[0]!r}; known: {', '.join(HP_DEFAULTS)}")
     merged = {**HP_DEFAULTS, **hp}
+    if merged["precision"] not in PRECISIONS:
+        raise LangskewError(f"finetune hp: precision {merged['precision']!r}; expected one of {', '.join(PRECISIONS)}")
     require_positive("finetune hp", {key: merged[key] for key in
                                      ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size")})
     return merged
@@ -311,7 +321,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     hp = merge_hp(hp)
     train_df, table, w_train, w_val = _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting)
     device = torch.device(device) if device else pick_device()
-    dtype = amp_dtype(device, hp["mixed_precision"])
+    dtype = amp_dtype(device, hp["precision"])
     seed_everything(seed)
     tokenizer, model = load_classifier(model_path, len(labels), dict(enumerate(labels)),
                                        revision=revision, trust_remote_code=trust_remote_code)

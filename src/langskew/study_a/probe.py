@@ -4,6 +4,14 @@ A strongly L2-regularised logistic regression (C = 1e-4) predicts an example's l
 from its sentence representation; the mean 5-fold cross-validated accuracy measures how
 separated the languages are in the model's latent space (higher = more separated).
 
+The regression is the authors' *multinomial* one for any number of languages: one weight
+vector per language, all of them penalised, minimising
+``C * sum_i -log softmax(W x_i + b)[y_i] + ||W||^2 / 2`` (intercepts unpenalised).
+scikit-learn fits that model for three or more languages; for two it fits the binary model
+(one vector v), whose penalty is ``||v||^2 / 2``. The multinomial optimum has
+``w_1 = -w_0 = v / 2``, so its penalty is ``||v||^2 / 4`` and the two models are the same
+at binary C = 2 x multinomial C (:func:`lid_classifier`).
+
 Sentence representation (docs/studies.md): the last layer's *pooler output* when the encoder has
 a pooler (mBERT), else the first-token vector of the last layer (XLM-R, whose
 classification head has no pooler). Integer layers (0 = embeddings) and ``"all"`` give the
@@ -33,6 +41,7 @@ from langskew.workflow import Job
 logger = logging.getLogger(__name__)
 
 LayerSpec = str | int
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def encoder_of(model: Any) -> Any:
@@ -79,12 +88,13 @@ def length_order(df: pd.DataFrame) -> np.ndarray:
 
 def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
                              layers: Sequence[LayerSpec] = ("last",), batch_size: int = 64,
-                             max_length: int = 512) -> dict[str, np.ndarray]:
+                             max_length: int = 512, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Sentence vectors per layer, keyed by layer name (``"last"``, ``"0"``, ``"1"``, ...).
 
     Each array has one row per row of ``df`` (same order) and ``hidden_size`` columns.
     Runs the encoder in eval mode without gradients, in length-sorted batches with dynamic
-    padding (autocast fp16 on CUDA).
+    padding, in ``precision``: "fp32" (the authors': their feature pipeline ran the model in
+    full precision), or "fp16" / "bf16" autocast on CUDA (the CPU always runs fp32).
     """
     import torch
     from tqdm.auto import tqdm
@@ -92,6 +102,8 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     from langskew.devices import amp_dtype, autocast
 
     check_frame(df)
+    if precision not in PRECISIONS:
+        raise LangskewError(f"probe precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if len(df) == 0:
         raise LangskewError("sentence_representations: empty data frame")
     encoder = encoder_of(model)
@@ -102,7 +114,7 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     order = length_order(df)
     chunks: dict[LayerSpec, list[np.ndarray]] = {name: [] for name in names}
     has_pooler = getattr(encoder, "pooler", None) is not None
-    with torch.no_grad(), autocast(device, amp_dtype(device, "fp16")):
+    with torch.no_grad(), autocast(device, amp_dtype(device, precision)):
         for start in tqdm(range(0, len(df), batch_size), desc="representations", unit="batch"):
             batch = df.iloc[order[start:start + batch_size]]
             out = encoder(**encode_batch(tokenizer, batch, max_length, device), output_hidden_states=True)
@@ -116,10 +128,22 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     return {str(name): np.concatenate(parts)[inverse] for name, parts in chunks.items()}
 
 
+def lid_classifier(C: float, n_languages: int):
+    """The authors' multinomial L2 logistic regression of strength ``C`` on ``n_languages`` classes.
+
+    scikit-learn's ``LogisticRegression`` is multinomial for three or more classes; for two
+    it is binary, which equals the multinomial model at ``2 * C`` (module docstring).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if n_languages < 2:
+        raise LangskewError(f"lid_probe: needs at least two languages, got {n_languages}")
+    return LogisticRegression(C=2 * C if n_languages == 2 else C, max_iter=2000)  # L2 penalty (the default)
+
+
 def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: int = 5,
               seed: int = 0) -> dict[str, Any]:
-    """Mean/sd (ddof=1) of stratified k-fold accuracy of an L2 logistic regression on raw ``X``."""
-    from sklearn.linear_model import LogisticRegression
+    """Mean/sd (ddof=1) of stratified k-fold accuracy of the multinomial L2 logistic regression on raw ``X``."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     y = np.asarray(languages)
@@ -132,7 +156,7 @@ def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: i
         raise LangskewError(f"lid_probe: language {names[counts.argmin()]!r} has {counts.min()} examples, "
                             f"fewer than folds={folds}")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    clf = LogisticRegression(C=C, max_iter=2000)  # L2 penalty (the default)
+    clf = lid_classifier(C, len(names))
     scores = cross_val_score(clf, np.asarray(X, dtype=np.float64), y, cv=cv, scoring="accuracy")
     return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if folds > 1 else 0.0,
             "folds": [float(s) for s in scores]}
@@ -160,7 +184,7 @@ def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping
     df = read_examples(job.input.data, REQUIRED_COLUMNS, settings["max_examples"], seed)
     tokenizer, classifier = load_for_inference(path, model, num_labels)
     reps = sentence_representations(classifier, tokenizer, df, settings["layers"], int(settings["batch_size"]),
-                                    int(settings["max_length"]))
+                                    int(settings["max_length"]), str(settings["precision"]))
     table = probe_table(reps, df["language"].astype(str).tolist(), float(settings["C"]), int(settings["folds"]), seed)
     write_csv(table, job.output[0])
 
@@ -170,7 +194,7 @@ def probe_job(job: Job, *, settings: Mapping[str, Any], model: Mapping[str, Any]
 
     input: ``model`` (the fine-tuned model folder), ``data`` (test parquet). params:
     ``settings`` (``layers``, ``C``, ``folds``, ``max_examples``, ``batch_size``,
-    ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
+    ``precision``, ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
     ``trust_remote_code``). output[0]: CSV (layer, accuracy_mean, accuracy_sd, n_examples,
     n_languages).
     """

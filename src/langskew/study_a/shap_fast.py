@@ -23,8 +23,8 @@ the model is evaluated changes:
   only the two pairs a merge changes.
 - **Model calls.** Identical strings in a call are evaluated once; sequences are sorted by
   length and packed into batches under a token budget (dynamic padding), under
-  ``torch.inference_mode`` and bf16 autocast where the GPU supports it (fp16 otherwise;
-  fp32 on CPU or on request).
+  ``torch.inference_mode``, in fp32 (the authors' precision; bf16 or fp16 autocast on CUDA
+  on request).
 
 The priority queue breaks exact ties with a random draw; shap draws from numpy's global
 generator, here each example draws from its own generator seeded with ``seed`` (so the
@@ -46,6 +46,9 @@ from langskew.errors import LangskewError
 #: shap's ``batch_size="auto"`` for the text masker (``maskers.Text.default_batch_size``).
 SHAP_TEXT_BATCH = 5
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: How a pair task's two texts reach the model (:class:`ProbabilityModel`):
+#: ``authors`` one sequence ``premise <sep>hypothesis``, ``pair`` a true pair split at the separator.
+PAIR_INPUTS = ("authors", "pair")
 _SPACES = re.compile(r"[\s]+")
 
 
@@ -292,7 +295,8 @@ def partition_walk(clustering: np.ndarray, n_features: int, max_evals: int, batc
 def autocast_dtype(device: Any, precision: str):
     """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast; always on CPU).
 
-    "auto" is bf16 where the GPU supports it, else fp16 (see :func:`langskew.devices.amp_dtype`).
+    "fp32" (the authors' precision) gives None; "auto" is bf16 where the GPU supports it, else
+    fp16 (see :func:`langskew.devices.amp_dtype`).
     """
     from langskew.devices import amp_dtype
 
@@ -301,20 +305,40 @@ def autocast_dtype(device: Any, precision: str):
     return amp_dtype(device, "bf16" if precision == "auto" else precision)
 
 
+def sep_token_types(input_ids: Sequence[int], sep_id: int) -> list[int]:
+    """Token type ids of one sequence in the authors' pair input: 1 after its first separator, else 0.
+
+    ``[CLS] a [SEP] b [SEP]`` gives ``0 0 0 1 1`` (as BERT's pair template does); a sequence
+    whose only separator is the final one is all 0.
+    """
+    ids = list(input_ids)
+    first = ids.index(sep_id) + 1 if sep_id in ids else len(ids)
+    return [0] * first + [1] * (len(ids) - first)
+
+
 class ProbabilityModel:
     """``strings -> (n, C)`` class probabilities of a sequence classifier, batched for throughput.
 
-    Each string is tokenised as the studies' model function does it (pairs split at the
-    first separator and encoded as a real pair; truncation at ``max_length``), in one
-    batched tokenizer call; duplicates are evaluated once; sequences are sorted by length
-    and cut into batches of at most ``max_batch_tokens`` padded tokens.
+    Each string is tokenised as the studies' model function does it, truncated at
+    ``max_length``, in one batched tokenizer call. Pair tasks (``pair``) read their string in
+    one of two ways (``pair_input``): ``"authors"`` encodes ``premise <sep>hypothesis`` as
+    one sequence, the separator a token of it (XLM-R: one ``</s>`` between the texts), with
+    token type ids 1 after the first separator when the tokenizer makes token type ids
+    (BERT); ``"pair"`` splits the string at its first separator and encodes the halves as a
+    true pair (the pair template, as in fine-tuning). Duplicates are evaluated once;
+    sequences are sorted by length and cut into batches of at most ``max_batch_tokens``
+    padded tokens.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_length: int, pair: bool, precision: str = "auto",
-                 max_batch_tokens: int | None = None):
+    def __init__(self, model: Any, tokenizer: Any, max_length: int, pair: bool, precision: str = "fp32",
+                 max_batch_tokens: int | None = None, pair_input: str = "authors"):
         import torch
 
-        self.model, self.tokenizer, self.max_length, self.pair = model, tokenizer, int(max_length), pair
+        if pair_input not in PAIR_INPUTS:
+            raise LangskewError(f"shap pair_input {pair_input!r}: expected one of {', '.join(PAIR_INPUTS)}")
+        self.model, self.tokenizer, self.max_length = model, tokenizer, int(max_length)
+        self.pair = pair and pair_input == "pair"  # split into a true pair
+        self.sep_types = pair and pair_input == "authors"  # one sequence, token types from the separator
         self.device = next(model.parameters()).device
         self.dtype = autocast_dtype(self.device, precision)
         self.max_batch_tokens = int(max_batch_tokens or (65536 if self.device.type == "cuda" else 8192))
@@ -336,7 +360,10 @@ class ProbabilityModel:
         else:
             firsts, seconds = list(texts), None
         enc = self.tokenizer(firsts, seconds, truncation=True, max_length=self.max_length)
-        return enc["input_ids"], enc.get("token_type_ids")
+        types = enc.get("token_type_ids")
+        if self.sep_types and types is not None:
+            types = [sep_token_types(ids, self.tokenizer.sep_token_id) for ids in enc["input_ids"]]
+        return enc["input_ids"], types
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         from langskew.devices import autocast

@@ -11,11 +11,20 @@ value of each example and class is stored in the same frame as a row with
 ``token_index = -1`` and ``token = "<base>"``, so one file holds everything and the
 efficiency property reads ``sum(value) == f(x)`` per (id, class).
 
-Pair tasks (XNLI): premise and hypothesis are joined as ``premise <sep> hypothesis`` (the
-tokenizer's sep token) so that one text masker sees both; the masker is told to never mask
-that separator, and the model function splits each masked string on it and encodes the
-two halves as a real pair (token type ids, the pair template), exactly as in fine-tuning.
-The separator's own SHAP value is therefore always 0.
+Pair tasks (XNLI) are explained as one string, in one of two ways (``pair_input``):
+
+- ``authors`` (the paper configuration): the authors' string ``premise <sep>hypothesis``
+  (premise, a space, the tokenizer's separator, the hypothesis) explained with shap's own
+  text masker and encoded by the model function as *one* sequence: token type ids 1 after
+  the first separator where the tokenizer makes them (mBERT: the same ids as a true pair),
+  else none (XLM-R: ``<s> premise </s>hypothesis </s>``, one ``</s>`` between the texts, not
+  the pair template's two). The separator is a token of the explanation like any other;
+  shap's masker leaves a token whose text is exactly the separator unmasked, which in this
+  string it is, so its value is 0.
+- ``pair``: ``premise <sep> hypothesis``; the masker is told to never mask the separator,
+  and the model function splits each masked string on it and encodes the two halves as a
+  real pair (token type ids, the pair template), exactly as in fine-tuning. The
+  separator's value is 0 as well.
 """
 
 from __future__ import annotations
@@ -44,17 +53,18 @@ EXAMPLE_COLUMNS = ("id", "language", "label", "text", "text_pair")
 # Explaining one model
 # --------------------------------------------------------------------------------------
 
-def probability_function(model: Any, tokenizer: Any, batch_size: int, max_length: int, pair: bool):
+def probability_function(model: Any, tokenizer: Any, batch_size: int, max_length: int, pair: bool,
+                         pair_input: str = "authors"):
     """The plain model function: ``f(list of str) -> (n, C)`` class probabilities, ``batch_size`` strings a call.
 
-    Pairs are split at the first separator token and encoded as a pair. This is the
+    Pairs are read as ``pair_input`` says (module docstring). This is the
     function a one-example-at-a-time ``shap.Explainer`` would call; :func:`explain` uses
     the batched :class:`langskew.study_a.shap_fast.ProbabilityModel`, which computes the same
     probabilities (kept for comparisons).
     """
     from langskew.study_a.shap_fast import ProbabilityModel
 
-    fast = ProbabilityModel(model, tokenizer, max_length, pair, precision="fp32")
+    fast = ProbabilityModel(model, tokenizer, max_length, pair, precision="fp32", pair_input=pair_input)
 
     def f(texts) -> np.ndarray:
         texts = [str(t) for t in texts]
@@ -79,13 +89,32 @@ def truncate_texts(tokenizer: Any, text: str, text_pair: str | None, max_length:
     return text[:ends[0]], (None if text_pair is None else text_pair[:ends[1]])
 
 
-def joined_inputs(tokenizer: Any, df: pd.DataFrame, max_length: int) -> tuple[list[str], bool]:
-    """Strings handed to the explainer (pairs joined with the sep token) and whether it is a pair task."""
+def authors_pair_string(premise: str, hypothesis: str, sep_token: str) -> str:
+    """The authors' SHAP input of a pair: premise, a space, the separator, then the hypothesis."""
+    return f"{premise} {sep_token}{hypothesis}"
+
+
+def joined_inputs(tokenizer: Any, df: pd.DataFrame, max_length: int,
+                  pair_input: str = "authors") -> tuple[list[str], bool]:
+    """Strings handed to the explainer and whether it is a pair task.
+
+    Pairs are joined as ``pair_input`` says: ``authors`` ``premise <sep>hypothesis``, cut to
+    what the model sees of it as one sequence; ``pair`` ``premise <sep> hypothesis``, each
+    text cut to what the model sees of the true pair.
+    """
+    from langskew.study_a.shap_fast import PAIR_INPUTS
+
+    if pair_input not in PAIR_INPUTS:
+        raise LangskewError(f"shap pair_input {pair_input!r}: expected one of {', '.join(PAIR_INPUTS)}")
     pair = bool(df["text_pair"].notna().any())
     if pair and tokenizer.sep_token is None:
         raise LangskewError("pair task but the tokenizer has no sep_token to join premise and hypothesis")
     out = []
     for text, text_pair in zip(df["text"].astype(str), df["text_pair"]):
+        if pair and pair_input == "authors":
+            out.append(truncate_texts(tokenizer, authors_pair_string(text, str(text_pair), tokenizer.sep_token),
+                                      None, max_length)[0])
+            continue
         a, b = truncate_texts(tokenizer, text, str(text_pair) if pair else None, max_length)
         out.append(f"{a} {tokenizer.sep_token} {b}" if pair else a)
     return out, pair
@@ -105,16 +134,18 @@ def explanation_rows(row: pd.Series, tokens: Sequence[str], values: np.ndarray, 
 
 def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, max_evals: int = 500,
             seed: int = 0, max_length: int = 512, labels: Sequence[str] | None = None,
-            precision: str = "auto", max_batch_tokens: int | None = None) -> pd.DataFrame:
+            precision: str = "fp32", max_batch_tokens: int | None = None,
+            pair_input: str = "authors") -> pd.DataFrame:
     """SHAP values (Partition explainer, text masker) of class probabilities for every row of ``df``.
 
     Returns the long frame described in the module docstring (base values as
     ``token_index = -1`` rows). The values are those of ``shap.Explainer`` with shap's
     text masker, ``max_evals`` and its default explainer batch, one example at a time;
     ``batch_size`` examples are explained together so that one model call evaluates all
-    their masked inputs (see :mod:`langskew.study_a.shap_fast`). ``precision``: "auto" (bf16
-    autocast on GPUs that support it, else fp16; fp32 on CPU), "fp32", "bf16" or "fp16".
-    ``seed`` seeds the explainer's tie-breaking draws.
+    their masked inputs (see :mod:`langskew.study_a.shap_fast`). ``precision``: "fp32" (the
+    authors'), "bf16" or "fp16" autocast on CUDA, or "auto" (bf16 where the GPU supports it,
+    else fp16); the CPU always runs fp32. ``pair_input``: how a pair task is read
+    (``authors`` or ``pair``, module docstring). ``seed`` seeds the explainer's tie-breaking draws.
     """
     import torch
     from tqdm.auto import tqdm
@@ -128,12 +159,14 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
         raise LangskewError(f"labels {names} do not match the model's num_labels={n_classes}")
     torch.manual_seed(seed)
     model.eval()
-    inputs, pair = joined_inputs(tokenizer, df, max_length)
-    f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens)
+    inputs, pair = joined_inputs(tokenizer, df, max_length, pair_input)
+    f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens,
+                         pair_input=pair_input)
+    keep_sep = pair and pair_input == "pair"  # the pair masker never masks the separator
     start = time.perf_counter()
     with tqdm(total=len(df), desc="shap", unit="example") as bar:
-        explained = explain_texts(f, text_masker(tokenizer, pair), inputs, max_evals=max_evals,
-                                  n_parallel=batch_size, seed=seed, pair=pair, progress=bar.update)
+        explained = explain_texts(f, text_masker(tokenizer, keep_sep), inputs, max_evals=max_evals,
+                                  n_parallel=batch_size, seed=seed, pair=keep_sep, progress=bar.update)
     if len(df):
         logger.info("shap: %d examples in %.1f s (%.2f examples/s); %d distinct masked inputs, %d tokens, "
                  "%.0f%% of computed positions real (precision %s)", len(df), time.perf_counter() - start,
@@ -154,8 +187,9 @@ def shap_values_job(job: Job, *, settings: Mapping[str, Any], labels: Sequence[s
 
     input: ``model`` (model dir), ``data`` (test parquet). params: ``settings``
     (``n_examples``: None = all, ``random_state``, ``batch_size``: examples explained
-    together, ``max_evals``, ``max_length``, ``precision``: auto/fp32/bf16/fp16, CUDA only),
-    ``labels`` (class names). output[0]: values parquet (see module docstring).
+    together, ``max_evals``, ``max_length``, ``precision``: fp32/bf16/fp16/auto, CUDA only,
+    ``pair_input``: authors/pair), ``labels`` (class names). output[0]: values parquet (see
+    module docstring).
     """
     from langskew.devices import set_threads
 
@@ -165,5 +199,5 @@ def shap_values_job(job: Job, *, settings: Mapping[str, Any], labels: Sequence[s
     tokenizer, model = load_for_inference(str(job.input.model))
     values = explain(model, tokenizer, df, batch_size=int(settings["batch_size"]),
                      max_evals=int(settings["max_evals"]), seed=seed, max_length=int(settings["max_length"]),
-                     labels=labels, precision=str(settings["precision"]))
+                     labels=labels, precision=str(settings["precision"]), pair_input=str(settings["pair_input"]))
     write_parquet(values, job.output[0])
