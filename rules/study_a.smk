@@ -28,6 +28,7 @@ rule study_a_dataset:
         name="{dataset}",
         spec=dataset_spec,
         seed=dataset_key("seed"),
+        code_digest=code_digest("study_a_dataset"),
     script:
         script_path("study_a_dataset")
 
@@ -53,6 +54,7 @@ rule study_a_subsets:
         n_classes=n_labels,
         ratios=dataset_key("ratios"),
         split_sizes=dataset_key("split_sizes"),
+        code_digest=code_digest("study_a_subsets"),
     script:
         script_path("study_a_subsets")
 
@@ -80,6 +82,7 @@ rule study_a_diagnose:
         dataset="{dataset}",
         languages=dataset_key("languages"),
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_diagnose"),
     script:
         script_path("study_a_diagnose")
 
@@ -103,6 +106,8 @@ rule study_a_diagnose_report:
     conda:
         "../envs/data.yaml"
     threads: 1
+    params:
+        code_digest=code_digest("study_a_diagnose_report"),
     script:
         script_path("study_a_diagnose_report")
 
@@ -122,6 +127,7 @@ rule study_a_tiny_model:
     params:
         arch=lookup(dpath="models/{model}/tiny", within=config),
         seed=lookup(dpath="models/{model}/tiny/seed", within=config),
+        code_digest=code_digest("study_a_tiny_model"),
     script:
         script_path("study_a_tiny_model")
 
@@ -151,6 +157,7 @@ rule study_a_finetune:
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],
+        code_digest=code_digest("study_a_finetune"),
     script:
         script_path("study_a_finetune")
 
@@ -175,6 +182,7 @@ rule study_a_evaluate:
         labels=dataset_key("labels"),
         reliance_test="balanced",
         reliance_reference="imbalanced",
+        code_digest=code_digest("study_a_evaluate"),
     script:
         script_path("study_a_evaluate")
 
@@ -196,6 +204,7 @@ rule study_a_probe:
     params:
         settings=probe_settings,
         model=model_spec,
+        code_digest=code_digest("study_a_probe"),
     script:
         script_path("study_a_probe")
 
@@ -217,6 +226,7 @@ rule study_a_probe_base:
         settings=probe_settings,
         model=model_spec,
         num_labels=n_labels,
+        code_digest=code_digest("study_a_probe_base"),
     script:
         script_path("study_a_probe_base")
 
@@ -238,6 +248,7 @@ rule study_a_shap_values:
     params:
         settings=shap_settings,
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_shap_values"),
     script:
         script_path("study_a_shap_values")
 
@@ -266,6 +277,7 @@ rule study_a_shap_compare:
         classes=shap_classes,
         ratio_groups=dataset_key("ratios"),
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_shap_compare"),
     script:
         script_path("study_a_shap_compare")
 
@@ -311,5 +323,6 @@ rule study_a_report:
     params:
         **report_ids(),
         figure_test_variants=report_figure_tests(),
+        code_digest=code_digest("study_a_report"),
     script:
         script_path("study_a_report")

@@ -28,6 +28,7 @@ rule study_b_corpus:
     params:
         language="{lang}",
         spec=lookup(dpath="study_b/languages/{lang}", within=config),
+        code_digest=code_digest("study_b_corpus"),
     script:
         script_path("study_b_corpus")
 
@@ -48,6 +49,7 @@ rule study_b_parallel_corpus:
     params:
         spec=parallel_spec,
         languages=SB_PARALLEL.get("languages"),
+        code_digest=code_digest("study_b_parallel_corpus"),
     script:
         script_path("study_b_parallel_corpus")
 
@@ -68,6 +70,7 @@ rule study_b_tokenizer:
     params:
         tokenizer=SB.get("tokenizer"),
         seed=SB_SEED,
+        code_digest=code_digest("study_b_tokenizer"),
     script:
         script_path("study_b_tokenizer")
 
@@ -91,6 +94,7 @@ rule study_b_tokens:
         **cpu_resources(SB_CPU),
     params:
         language="{lang}",
+        code_digest=code_digest("study_b_tokens"),
     script:
         script_path("study_b_tokens")
 
@@ -111,6 +115,7 @@ rule study_b_parallel_tokens:
         **cpu_resources(SB_CPU),
     params:
         languages=SB_PARALLEL.get("languages"),
+        code_digest=code_digest("study_b_parallel_tokens"),
     script:
         script_path("study_b_parallel_tokens")
 
@@ -139,6 +144,7 @@ rule study_b_pretrain:
         ckpt_dir=f"{CKPT}/study_b/{{run}}",
         keep_checkpoints=config["keep_checkpoints"],
         num_gpus=num_gpus,
+        code_digest=code_digest("study_b_pretrain"),
     script:
         script_path("study_b_pretrain")
 
@@ -161,6 +167,7 @@ rule study_b_perplexity:
         **eval_params("window", "stride", "max_tokens", "batch_size"),
         run=sb_run,
         seed=SB_SEED,
+        code_digest=code_digest("study_b_perplexity"),
     script:
         script_path("study_b_perplexity")
 
@@ -185,6 +192,7 @@ rule study_b_alignment:
         ),
         run=sb_run,
         seed=SB_SEED,
+        code_digest=code_digest("study_b_alignment"),
     script:
         script_path("study_b_alignment")
 
@@ -211,6 +219,7 @@ rule study_b_fit:
         target_runs=fit_target_runs,
         train=fit_train,
         fit=fit_settings,
+        code_digest=code_digest("study_b_fit"),
     script:
         script_path("study_b_fit")
 
@@ -240,5 +249,6 @@ rule study_b_report:
     params:
         runs=[SB_RUNS[r] for r in SB_RUNS],
         bilingual=sb_bilingual(),
+        code_digest=code_digest("study_b_report"),
     script:
         script_path("study_b_report")

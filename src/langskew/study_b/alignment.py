@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import write_csv
-from langskew.study_b.model import GPT
-from langskew.study_b.perplexity import load_run
+from langskew.study_b.model import GPT, load_run
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
