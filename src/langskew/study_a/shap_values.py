@@ -29,6 +29,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_parquet
+from langskew.progress import progress
 from langskew.study_a.inference import check_frame, load_for_inference, read_examples
 from langskew.workflow import Job
 
@@ -117,7 +118,6 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
     ``seed`` seeds the explainer's tie-breaking draws.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from langskew.study_a.shap_fast import ProbabilityModel, explain_texts, text_masker
 
@@ -131,7 +131,7 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
     inputs, pair = joined_inputs(tokenizer, df, max_length)
     f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens)
     start = time.perf_counter()
-    with tqdm(total=len(df), desc="shap", unit="example") as bar:
+    with progress(total=len(df), desc="shap", unit="example") as bar:
         explained = explain_texts(f, text_masker(tokenizer, pair), inputs, max_evals=max_evals,
                                   n_parallel=batch_size, seed=seed, pair=pair, progress=bar.update)
     if len(df):
