@@ -54,7 +54,7 @@ def explain_hub_error(exc: Exception, where: str, path: str) -> LangskewError:
     if "OfflineModeIsEnabled" in text or "offline" in text.lower():
         return LangskewError(f"{where}: {path!r} is not in the local cache and HF_HUB_OFFLINE / "
                              f"HF_DATASETS_OFFLINE is set; run `snakemake prefetch` with network access "
-                             f"first (README, 'Running the paper configuration') ({text})")
+                             f"first (docs/paper-config.md) ({text})")
     if isinstance(exc, ConnectionError) or "Couldn't reach" in text:
         return LangskewError(f"{where}: the hub cannot be reached for {path!r}; on a machine without internet "
                              f"run `snakemake prefetch` where there is network, then set HF_HUB_OFFLINE=1 "
