@@ -46,7 +46,7 @@ def script_path(rule_name):
 
 def code_digest(rule_name):
     """The rule's `code_digest` param: a digest of the package code its script runs (the job
-    module and every package module that imports), so that editing that code reruns its jobs."""
+    module and every package module that imports): editing that code reruns its jobs."""
     return lsdigest.script_digest(workflow.source_path(script_path(rule_name)))
 
 
