@@ -3,6 +3,8 @@
 
 The digests are computed in copies of the package or of the whole workflow (tmp folders), edited
 there, never in this checkout."""
+import ast
+import json
 import os
 import re
 import shutil
@@ -31,7 +33,6 @@ def digests(src: Path, modules: list[str]) -> dict[str, str]:
             "print(json.dumps({m: digest.digest([m]) for m in sys.argv[1:]}))")
     proc = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(src)})
-    import json
     return json.loads(proc.stdout)
 
 
@@ -71,17 +72,9 @@ def test_parsing_the_digests_imports_nothing_heavy():
 def test_code_edits_change_the_digests_of_the_modules_that_import_them(tmp_path):
     pkg = copy_package(tmp_path)
     modules = ["langskew.study_b.perplexity", "langskew.study_b.alignment", "langskew.study_b.pretrain",
-               "langskew.study_a.finetune"]
+               "langskew.study_a.finetune", "langskew.study_a.probe"]
     before = digests(tmp_path, modules)
     assert len(set(before.values())) == len(modules)
-
-    # comments, docstrings and blank lines are not code
-    text = (pkg / "study_b" / "perplexity.py").read_text()
-    edited = text.replace('"""Study B held-out perplexity', '"""Study B held-out (sliding-window) perplexity', 1)
-    assert edited != text
-    (pkg / "study_b" / "perplexity.py").write_text(edited + "\n\n# a comment\n")
-    append(pkg / "devices.py", "\n# another comment\n")
-    assert digests(tmp_path, modules) == before
 
     append(pkg / "study_b" / "perplexity.py", "\nDEFAULT_WINDOW = 512\n")
     after = digests(tmp_path, modules)
@@ -93,7 +86,38 @@ def test_code_edits_change_the_digests_of_the_modules_that_import_them(tmp_path)
     append(pkg / "study_b" / "languages.py", "\nLANGUAGE_SEPARATOR = '_'\n")
     after = digests(tmp_path, modules)
     assert all(after[m] != before[m] for m in modules[:3])
-    assert after["langskew.study_a.finetune"] == before["langskew.study_a.finetune"]
+    assert {m: after[m] for m in modules[3:]} == {m: before[m] for m in modules[3:]}
+
+    # ... and one named in a parenthesised import over several lines (probe: `from ...inference import (`)
+    before = after
+    append(pkg / "study_a" / "inference.py", "\n# any edit counts, a comment too\n")
+    after = digests(tmp_path, modules)
+    assert after["langskew.study_a.probe"] != before["langskew.study_a.probe"]
+    assert {m: after[m] for m in modules[:4]} == {m: before[m] for m in modules[:4]}
+
+
+def _ast_imports(name: str) -> set[str]:
+    """The package modules a module imports, read with Python's own parser (the oracle)."""
+    path = digest.module_file(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            origin = ".".join(base + ([node.module] if node.module else []))
+            found |= {origin} | {f"{origin}.{a.name}" for a in node.names}
+    return {".".join(f.split(".")[:i]) for f in found for i in range(1, f.count(".") + 2)
+            if digest.module_file(".".join(f.split(".")[:i]))}
+
+
+def test_the_import_scan_finds_what_pythons_parser_finds():
+    root = ROOT / "src"
+    for path in sorted((root / "langskew").rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        assert digest._parsed(name)[1] == _ast_imports(name), name
 
 
 def test_every_rule_with_a_script_carries_its_code_digest():

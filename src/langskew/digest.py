@@ -7,16 +7,19 @@ inside functions included) together with the packages' ``__init__`` files, so th
 ``study_b/perplexity.py`` reruns the perplexity jobs and the jobs that read their outputs, and
 nothing else.
 
-The digest is computed when the workflow is parsed, from the source files alone: imports are
-read with :mod:`ast`, nothing is imported (no torch). It hashes each module's syntax tree
-without docstrings, so comments, docstrings and formatting change nothing, while any change of
-code does. Parsed modules are cached, so the rules of a workflow parse each file once.
+The digest is computed when the workflow is parsed, from the source files alone, nothing
+imported (no torch): import statements are found by a line scan (any indentation, parenthesised
+name lists), which parses no Python and so costs little on every dry run; a line inside a
+docstring that reads like an import can only add a module, never leave one out. The digest
+hashes the files' bytes, so any edit counts, comments included. Each file is read once per
+process.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,32 +40,41 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
+#: `from X import names` (names up to the line's end, or a parenthesised list over several
+#: lines) and `import X, Y as Z`, at any indentation.
+_IMPORT = re.compile(rb"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)"
+                     rb"|import[ \t]+([^\n]*))", re.M)
 
 
-def _imported(name: str, path: Path, tree: ast.AST) -> set[str]:
+def _names(text: bytes) -> list[str]:
+    """Module or attribute names of an import's name list (`a as b, c`; comments and
+    parentheses dropped)."""
+    text = text.split(b"#", 1)[0] if b"(" not in text else re.sub(rb"#[^\n]*", b"", text)
+    names = []
+    for part in text.strip(b"()\\ \t\n").split(b","):
+        words = part.split()
+        if words:
+            names.append(words[0].decode())
+    return names
+
+
+def _imported(name: str, path: Path, source: bytes) -> set[str]:
     """Names of the package's modules that a module's import statements reach, wherever they stand."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                origin = ".".join(base + ([node.module] if node.module else []))
-            else:
-                origin = node.module or ""
-            found.add(origin)
-            found.update(f"{origin}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    for origin, listed, plain in _IMPORT.findall(source):
+        if plain:
+            found.update(_names(plain))
+            continue
+        origin = origin.decode()
+        level = len(origin) - len(origin.lstrip("."))
+        if level:
+            base = package.split(".")
+            base = base[:len(base) - (level - 1)]
+            rest = origin.lstrip(".")
+            origin = ".".join(base + ([rest] if rest else []))
+        found.add(origin)
+        found.update(f"{origin}.{n}" for n in _names(listed))  # `from pkg import module`
     modules = set()
     for full in found:
         parts = full.split(".")
@@ -74,14 +86,13 @@ def _imported(name: str, path: Path, tree: ast.AST) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def _parsed(name: str) -> tuple[str, frozenset[str]]:
-    """(syntax tree without docstrings, as text; the package modules it imports) of one module."""
+def _parsed(name: str) -> tuple[bytes, frozenset[str]]:
+    """(source bytes; the package modules it imports) of one module."""
     path = module_file(name)
     if path is None:
         raise ValueError(f"{name!r} is not a module of {PACKAGE} (no file below {ROOT})")
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    imports = _imported(name, path, tree)
-    return ast.dump(_strip_docstrings(tree)), frozenset(imports)
+    source = path.read_bytes()
+    return source, frozenset(_imported(name, path, source))
 
 
 @lru_cache(maxsize=None)
@@ -103,7 +114,8 @@ def digest(names: tuple[str, ...] | list[str]) -> str:
     """Short hex digest of the code of the given modules and of every package module they import."""
     h = hashlib.sha256()
     for module in sorted({m for name in names for m in closure(name)}):
-        h.update(module.encode() + b"\0" + _parsed(module)[0].encode() + b"\0")
+        source = _parsed(module)[0]
+        h.update(b"%s\0%d\0" % (module.encode(), len(source)) + source)
     return h.hexdigest()[:DIGEST_CHARS]
 
 
