@@ -1,5 +1,6 @@
-# Shared by both studies: config validation, the output folders, script paths, resources of GPU
-# and CPU rules, local files as inputs, and the training-curve targets.
+# Shared by both studies: config validation, the output folders, script paths, the code digest of
+# a rule's params, resources of GPU and CPU rules, local files as inputs, and the training-curve
+# targets.
 # The package `langskew` must be installed (pip install ".[torch]", or the envs/*.yaml environments);
 # paths of the workflow's own files are taken relative to this file, so that the workflow also
 # runs as a Snakemake `module` from another folder.
@@ -11,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.sourcecache import LocalSourceFile
 
 from langskew import config as lsconfig
+from langskew import digest as lsdigest
 from langskew.paths import as_list, matching_files
 
 # envs/*.yaml install the package from ${LANGSKEW_SOURCE}: this workflow's folder when it is on
@@ -41,6 +43,12 @@ SA_CPU = (config["study_a"].get("resources") or {}).get("cpu", {})  # Study A's 
 def script_path(rule_name):
     """The script of a rule: scripts/<rule name>.py."""
     return f"../scripts/{rule_name}.py"
+
+
+def code_digest(rule_name):
+    """The rule's `code_digest` param: a digest of the package code its script runs (the job
+    module and every package module that imports): editing that code reruns its jobs."""
+    return lsdigest.script_digest(workflow.source_path(script_path(rule_name)))
 
 
 # --- resources ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ rule study_a_training_curves:
     params:
         labels=curve_labels(),
         title="Study A: fine-tuning loss per run",
+        code_digest=code_digest("study_a_training_curves"),
     script:
         script_path("study_a_training_curves")
 
@@ -52,5 +53,6 @@ rule study_b_training_curves:
     params:
         labels=[SB_RUNS[r].get("label") or r for r in SB_RUNS],
         title="Study B: pretraining loss per run",
+        code_digest=code_digest("study_b_training_curves"),
     script:
         script_path("study_b_training_curves")

@@ -21,5 +21,6 @@ rule prefetch:
     threads: 1
     params:
         config=lambda w: config,
+        code_digest=code_digest("prefetch"),
     script:
         script_path("prefetch")

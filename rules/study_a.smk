@@ -41,6 +41,7 @@ rule study_a_dataset:
         name="{dataset}",
         spec=dataset_spec,
         seed=dataset_key("seed"),
+        code_digest=code_digest("study_a_dataset"),
     script:
         script_path("study_a_dataset")
 
@@ -70,6 +71,7 @@ rule study_a_subsets:
         n_classes=n_labels,
         ratios=dataset_key("ratios"),
         split_sizes=dataset_key("split_sizes"),
+        code_digest=code_digest("study_a_subsets"),
     script:
         script_path("study_a_subsets")
 
@@ -99,6 +101,7 @@ rule study_a_diagnose:
         dataset="{dataset}",
         languages=dataset_key("languages"),
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_diagnose"),
     script:
         script_path("study_a_diagnose")
 
@@ -124,6 +127,8 @@ rule study_a_diagnose_report:
     conda:
         "../envs/data.yaml"
     threads: 1
+    params:
+        code_digest=code_digest("study_a_diagnose_report"),
     script:
         script_path("study_a_diagnose_report")
 
@@ -147,6 +152,7 @@ rule study_a_tiny_model:
     params:
         arch=lookup(dpath="models/{model}/tiny", within=config),
         seed=lookup(dpath="models/{model}/tiny/seed", within=config),
+        code_digest=code_digest("study_a_tiny_model"),
     script:
         script_path("study_a_tiny_model")
 
@@ -178,6 +184,7 @@ rule study_a_finetune:
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],
+        code_digest=code_digest("study_a_finetune"),
     script:
         script_path("study_a_finetune")
 
@@ -204,6 +211,7 @@ rule study_a_evaluate:
         labels=dataset_key("labels"),
         reliance_test="balanced",
         reliance_reference="imbalanced",
+        code_digest=code_digest("study_a_evaluate"),
     script:
         script_path("study_a_evaluate")
 
@@ -227,6 +235,7 @@ rule study_a_probe:
     params:
         settings=probe_settings,
         model=model_spec,
+        code_digest=code_digest("study_a_probe"),
     script:
         script_path("study_a_probe")
 
@@ -250,6 +259,7 @@ rule study_a_probe_base:
         settings=probe_settings,
         model=model_spec,
         num_labels=n_labels,
+        code_digest=code_digest("study_a_probe_base"),
     script:
         script_path("study_a_probe_base")
 
@@ -275,6 +285,7 @@ rule study_a_shap_values:
     params:
         settings=shap_settings,
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_shap_values"),
     script:
         script_path("study_a_shap_values")
 
@@ -305,6 +316,7 @@ rule study_a_shap_compare:
         classes=shap_classes,
         ratio_groups=dataset_key("ratios"),
         labels=dataset_key("labels"),
+        code_digest=code_digest("study_a_shap_compare"),
     script:
         script_path("study_a_shap_compare")
 
@@ -352,5 +364,6 @@ rule study_a_report:
     params:
         **report_ids(),
         figure_test_variants=report_figure_tests(),
+        code_digest=code_digest("study_a_report"),
     script:
         script_path("study_a_report")

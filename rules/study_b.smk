@@ -37,6 +37,7 @@ rule study_b_corpus:
     params:
         language="{lang}",
         spec=lookup(dpath="study_b/languages/{lang}", within=config),
+        code_digest=code_digest("study_b_corpus"),
     script:
         script_path("study_b_corpus")
 
@@ -59,6 +60,7 @@ rule study_b_parallel_corpus:
     params:
         spec=parallel_spec,
         languages=SB_PARALLEL.get("languages"),
+        code_digest=code_digest("study_b_parallel_corpus"),
     script:
         script_path("study_b_parallel_corpus")
 
@@ -81,6 +83,7 @@ rule study_b_tokenizer:
     params:
         tokenizer=SB.get("tokenizer"),
         seed=SB_SEED,
+        code_digest=code_digest("study_b_tokenizer"),
     script:
         script_path("study_b_tokenizer")
 
@@ -106,6 +109,7 @@ rule study_b_tokens:
         **cpu_resources(SB_CPU),
     params:
         language="{lang}",
+        code_digest=code_digest("study_b_tokens"),
     script:
         script_path("study_b_tokens")
 
@@ -126,6 +130,7 @@ rule study_b_parallel_tokens:
     threads: 1
     params:
         languages=SB_PARALLEL.get("languages"),
+        code_digest=code_digest("study_b_parallel_tokens"),
     script:
         script_path("study_b_parallel_tokens")
 
@@ -156,6 +161,7 @@ rule study_b_pretrain:
         ckpt_dir=f"{CKPT}/study_b/{{run}}",
         keep_checkpoints=config["keep_checkpoints"],
         num_gpus=num_gpus,
+        code_digest=code_digest("study_b_pretrain"),
     script:
         script_path("study_b_pretrain")
 
@@ -180,6 +186,7 @@ rule study_b_perplexity:
         **eval_params("window", "stride", "max_tokens", "batch_size"),
         run=sb_run,
         seed=SB_SEED,
+        code_digest=code_digest("study_b_perplexity"),
     script:
         script_path("study_b_perplexity")
 
@@ -206,6 +213,7 @@ rule study_b_alignment:
         ),
         run=sb_run,
         seed=SB_SEED,
+        code_digest=code_digest("study_b_alignment"),
     script:
         script_path("study_b_alignment")
 
@@ -232,6 +240,7 @@ rule study_b_fit:
         target_runs=fit_target_runs,
         train=fit_train,
         fit=fit_settings,
+        code_digest=code_digest("study_b_fit"),
     script:
         script_path("study_b_fit")
 
@@ -261,5 +270,6 @@ rule study_b_report:
     params:
         runs=[SB_RUNS[r] for r in SB_RUNS],
         bilingual=sb_bilingual(),
+        code_digest=code_digest("study_b_report"),
     script:
         script_path("study_b_report")

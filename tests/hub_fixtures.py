@@ -81,3 +81,45 @@ def script_only_repo(root, name: str) -> Path:
     (root / "en" / "train.jsonl").write_text('{"id": "en_0", "text": "Great", "label": 4, "label_text": "4"}\n')
     (root / "README.md").write_text("---\nlicense: other\n---\n")
     return root
+
+
+def hub_cache_repo(cache, repo_id: str, folder, repo_type: str = "dataset", downloaded=None,
+                   commit: str | None = None) -> str:
+    """Put a repo (the files of ``folder``) into a hub cache as ``snapshot_download`` leaves it.
+
+    The layout of ``huggingface_hub``'s cache: ``{type}s--{org}--{name}/blobs/<etag>`` holding the
+    contents, ``snapshots/<commit>/<path>`` symlinks to them, ``refs/main`` naming the commit, and
+    ``trees/<commit>.json`` listing every file of the repo at that commit. Only the files matching
+    ``downloaded`` (glob patterns; None: all) are in the snapshot, as after a download of chosen
+    shards. Returns the commit hash.
+    """
+    import fnmatch
+    import hashlib
+
+    from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache  # the writer snapshot_download uses
+
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    commit = commit or hashlib.sha1(f"{repo_id}:{files}".encode()).hexdigest()
+    storage = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    entries = {}
+    for rel in files:
+        data = (folder / rel).read_bytes()
+        git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        lfs = Path(rel).suffix in (".parquet", ".safetensors", ".bin")
+        sha256 = hashlib.sha256(data).hexdigest()
+        entries[rel] = TreeCacheEntry(size=len(data), blob_id=git_sha1, lfs_sha256=sha256 if lfs else None,
+                                      lfs_size=len(data) if lfs else None)
+        if downloaded is not None and not any(fnmatch.fnmatch(rel, p) for p in downloaded):
+            continue
+        etag = sha256 if lfs else git_sha1
+        blob = storage / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = storage / "snapshots" / commit / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * (rel.count("/") + 2)) / "blobs" / etag)
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / "main").write_text(commit)
+    write_tree_cache(str(storage), commit, entries)
+    return commit

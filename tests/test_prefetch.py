@@ -1,7 +1,9 @@
-"""`snakemake prefetch` against local hub-style folders, then the data jobs with the hub offline."""
+"""`snakemake prefetch` against local hub-style folders, then the data jobs with the hub offline;
+and the offline jobs reading hub ids from a hub cache laid out as huggingface_hub writes it."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import build_tiny_encoder
-from hub_fixtures import per_language_parquet_repo, sharded_parquet_repo, translation_repo
+from hub_fixtures import hub_cache_repo, per_language_parquet_repo, sharded_parquet_repo, translation_repo
 from langskew import prefetch
 
 SPLITS = ("train", "validation", "test")
@@ -115,3 +117,108 @@ def test_prefetch_then_offline_jobs(hub_folders, tmp_path):
     assert fr["text"].str.startswith(("Livre 0-", "Livre 1-")).all()  # only the two chosen shards
     pairs = pd.read_parquet(tmp_path / "results" / "study_b" / "corpus" / "parallel.parquet")
     assert len(pairs) == 16 and pairs.iloc[0].tolist() == ["Sentence 0.", "Phrase 0."]
+
+
+# --- offline, from a hub cache laid out as snapshot_download leaves it ------------------------
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """A hub cache holding what a prefetch of chosen shards leaves: 2 of 3 shards of 'org/books'
+    downloaded, the listing of all 3 cached; this process reads it offline."""
+    from huggingface_hub import constants
+
+    books = sharded_parquet_repo(tmp_path / "remote" / "books", [pd.DataFrame({
+        "complete_text": [f"Livre {s}-{i}." for i in range(5)]}) for s in range(3)])
+    cache = tmp_path / "hf-home" / "hub"
+    commit = hub_cache_repo(cache, "org/books", books, downloaded=["data/train-00000-*", "data/train-00001-*"])
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache, commit
+
+
+def test_the_cache_layout_is_the_one_huggingface_hub_reads(hub_cache):
+    from huggingface_hub import get_cached_repo_tree, scan_cache_dir
+
+    cache, commit = hub_cache
+    (repo,) = scan_cache_dir(cache).repos
+    assert (repo.repo_id, repo.repo_type, repo.nb_files) == ("org/books", "dataset", 2)
+    (revision,) = repo.revisions
+    assert revision.commit_hash == commit and revision.refs == {"main"}
+    assert len([f for f in get_cached_repo_tree("org/books", repo_type="dataset") if f.path.endswith(".parquet")]) == 3
+
+
+@pytest.mark.parametrize("revision", [None, "commit"])
+def test_offline_shards_are_chosen_from_the_cached_listing(hub_cache, revision):
+    from langskew import hub
+
+    cache, commit = hub_cache
+    files = hub.resolve_data_files("org/books", commit if revision else None, None, 2, "test corpus")
+    assert [Path(f).name for f in files] == ["train-00000-of-00003.parquet", "train-00001-of-00003.parquet"]
+    assert all(Path(f).is_relative_to(cache / "datasets--org--books" / "snapshots" / commit) for f in files)
+    assert pd.read_parquet(files[1])["complete_text"].iloc[0] == "Livre 1-0."
+
+
+def test_offline_shard_missing_from_the_cache_says_prefetch(hub_cache):
+    from langskew import hub
+    from langskew.errors import LangskewError
+
+    with pytest.raises(LangskewError, match="prefetch") as err:
+        hub.resolve_data_files("org/books", None, None, 3, "test corpus")
+    assert "test corpus" in str(err.value)
+
+
+def test_offline_jobs_read_the_hub_cache(tmp_path):
+    """The data and model jobs with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 and hub ids: Study B
+    corpora and parallel data through hub.resolve_data_files' cache branch, the Study A encoder
+    through from_pretrained; the ids exist only in the hub cache."""
+    remote = tmp_path / "remote"  # what the hub serves
+    stories = per_language_parquet_repo(remote / "stories", {"default": {
+        "train": pd.DataFrame({"text": [f"Story {i}. The end." for i in range(60)]}),
+        "validation": pd.DataFrame({"text": [f"Held-out story {i}." for i in range(10)]})}})
+    books = sharded_parquet_repo(remote / "books", [pd.DataFrame({
+        "complete_text": [f"Livre {s}-{i}. Il était une fois." for i in range(30)]}) for s in range(3)])
+    europarl = translation_repo(remote / "europarl", [[(f"Sentence {s}-{i}.", f"Phrase {s}-{i}.") for i in range(40)]
+                                                      for s in range(2)])
+    encoder = build_tiny_encoder(remote / "encoder", num_labels=3)
+    home = tmp_path / "hf-home"
+    cache = home / "hub"
+    stories_commit = hub_cache_repo(cache, "org/stories", stories, downloaded=["default/train-*"])
+    hub_cache_repo(cache, "org/books", books, downloaded=["data/train-00000-*", "data/train-00001-*"])
+    hub_cache_repo(cache, "org/europarl", europarl, downloaded=["en-fr/train-00000-*"])
+    hub_cache_repo(cache, "org/tiny-encoder", encoder, repo_type="model")
+    overlay = tmp_path / "overlay.yaml"
+    # en names its commit (a pinned revision); fr and the parallel data follow refs/main
+    overlay.write_text(f"""
+models:
+  enc: {{source: hub, path: org/tiny-encoder, resources: {{gpu: 0}}}}
+study_a:
+  datasets: [synth_nli]
+  models: [enc]
+study_b:
+  languages:
+    en: {{source: hub, test_fraction: 0.1, hub: {{path: org/stories, revision: {stories_commit},
+         data_files: "default/train-*.parquet", splits: {{train: train, test: null}}}}}}
+    fr: {{source: hub, test_fraction: 0.1, hub: {{path: org/books, revision: null, text_column: complete_text,
+         splits: {{train: train, test: null}}, shards: 2, streaming: true}}}}
+  parallel:
+    source: hub
+    n_pairs: 16
+    hub: {{path: org/europarl, revision: null, name: en-fr, columns: {{en: translation.en, fr: translation.fr}},
+          data_files: "en-fr/*.parquet", shards: 1, streaming: true}}
+""")
+    conf = ["--configfile", "presets/demo.yaml", str(overlay), "--config", f"outdir={tmp_path}/results",
+            f"checkpoint_dir={tmp_path}/ckpt"]
+    offline = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    for key in ("HF_HUB_CACHE", "HF_DATASETS_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
+        offline.pop(key, None)
+    _snakemake("--cores", "1", *conf, "--until", "study_a_probe_base", "study_b_corpus", "study_b_parallel_corpus",
+               env=offline)
+    res = tmp_path / "results"
+    en = pd.concat(pd.read_parquet(res / "study_b" / "corpus" / "en" / f"{s}.parquet") for s in ("train", "test"))
+    assert sorted(en["text"]) == sorted(f"Story {i}. The end." for i in range(60))  # train files only
+    fr = pd.read_parquet(res / "study_b" / "corpus" / "fr" / "train.parquet")
+    assert fr["text"].str.startswith(("Livre 0-", "Livre 1-")).all() and len(fr) > 30  # the two cached shards
+    pairs = pd.read_parquet(res / "study_b" / "corpus" / "parallel.parquet")
+    assert len(pairs) == 16 and pairs.iloc[0].tolist() == ["Sentence 0-0.", "Phrase 0-0."]
+    base = pd.read_csv(res / "study_a" / "probe" / "synth_nli" / "enc" / "base.csv")
+    assert len(base) and base.filter(like="acc").notna().all().all()

@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator, validators
 
 from .errors import LangskewError
 from .paths import as_list, matching_files
-from .study_a.ratios import parse_ratio
+from .study_a.ratios import parse_ratio, subset_sizes
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -95,7 +95,10 @@ def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR,
     if isinstance(cfg.get("study_b"), dict) and files["study_b"].exists():
         validate_schema(cfg["study_b"], files["study_b"], prefix="study_b")
         problems += _check_study_b(cfg["study_b"], files["study_b"])
+        if not problems:
+            problems += _check_study_b_jobs(cfg["study_b"])
     problems += _check_study_a(cfg)
+    problems += _check_study_a_jobs(cfg, files["config"])
     problems += _check_paths(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -195,6 +198,168 @@ def _check_study_a(cfg: dict) -> list[str]:
         bad = [c for c in classes if c >= n]
         if bad:
             out.append(f"config key 'study_a.shap.classes.{ds_name}': class index {bad[0]} out of range for {n} labels")
+    return out
+
+
+# --- what the jobs would check at run time ----------------------------------------------
+# Every value a job checks (and stops on) is checked here too, so that a bad value stops the
+# dry run, not a job hours into a run. Each check names the job-side check it mirrors; where the
+# job's check is a plain function of config values, it is called as it is.
+
+def _schema_errors(schema: dict, value: Any, key: str) -> list[str]:
+    validator = _DefaultingValidator(schema)
+    return [f"config key '{_key(key, e.absolute_path)}': {e.message}"
+            for e in sorted(validator.iter_errors(copy.deepcopy(value)), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def _check_study_a_jobs(cfg: dict, schema_path: str | Path) -> list[str]:
+    sa = cfg["study_a"]
+    if not sa.get("enabled", True):
+        return []
+    out: list[str] = []
+    defs = _schema(str(schema_path))["$defs"]["study_a"]["properties"]
+    for name in sa["datasets"]:
+        ds = cfg["datasets"].get(name)
+        if not ds:
+            continue
+        key = f"datasets.{name}"
+        # per-dataset overrides take the values study_a.finetune / study_a.shap take (finetune_hp)
+        for section in ("finetune", "shap"):
+            schema = dict(defs[section], additionalProperties=True)
+            out += _schema_errors(schema, ds.get(section) or {}, f"{key}.{section}")
+        # the language-identification probe (probe.lid_probe) tells languages apart
+        if len(ds["languages"]) < 2:
+            out.append(f"config key '{key}.languages': Study A's language-identification probe needs at least "
+                       f"two languages, got {ds['languages']}")
+        # dataset.check_spec: a hub dataset without configs per language names its language column
+        if ds["source"] == "hub" and isinstance(ds.get("hub"), dict) and not ds["hub"].get("name") \
+                and not ds["columns"].get("language"):
+            out.append(f"config key '{key}.columns.language': required when hub.name is null (the column "
+                       f"that holds the language)")
+        # synthetic._check_args: the generator's knobs
+        if ds["source"] == "synthetic" and isinstance(ds.get("synthetic"), dict):
+            from .study_a.synthetic import DEFAULT_KNOBS, _check_args
+
+            knobs = {k: v for k, v in ds["synthetic"].items() if k in DEFAULT_KNOBS}  # unknown ones: above
+            try:
+                _check_args(ds["task"], ds["languages"], ds["labels"], ds["synthetic"]["n_per_label"], knobs)
+            except (LangskewError, TypeError, ValueError) as err:
+                out.append(f"config key '{key}.synthetic': {err}")
+        # subsets.subset_sizes: a split size too small for a ratio leaves a class without rows
+        for split, size in (ds.get("split_sizes") or {}).items():
+            if size is None:
+                continue
+            for lang, ratio in ds["ratios"].items():
+                try:
+                    subset_sizes(ratio, int(size), len(ds["labels"]), lang)
+                except LangskewError as err:
+                    out.append(f"config key '{key}.split_sizes.{split}': {err}")
+    for name in sa["models"]:
+        model = cfg["models"].get(name) or {}
+        if model.get("source") != "tiny":
+            continue
+        from .study_a.modeling import ARCH_DEFAULTS, _arch
+
+        # modeling._arch: the attention heads split the hidden size
+        try:
+            arch = _arch(model.get("tiny"))
+        except LangskewError as err:
+            out.append(f"config key 'models.{name}.tiny': {err}")
+            continue
+        # probe._layer_names: probed layers exist (a tiny model's hidden states are known now)
+        n_hidden = int(arch.get("num_hidden_layers", ARCH_DEFAULTS["num_hidden_layers"])) + 1
+        bad = [layer for layer in sa["probe"]["layers"] if isinstance(layer, int) and layer >= n_hidden]
+        if bad:
+            out.append(f"config key 'study_a.probe.layers': layer {bad[0]} does not exist in model '{name}' "
+                       f"(hidden states 0..{n_hidden - 1})")
+    return out
+
+
+def _check_source_sections(key: str, spec: dict, sources: Iterable[str]) -> list[str]:
+    source = spec.get("source")
+    if source in sources and not isinstance(spec.get(source), dict):
+        return [f"config key '{key}.{source}': required when source is '{source}'"]
+    return []
+
+
+def _check_hub_files(key: str, hub: dict) -> list[str]:
+    """corpus.open_hub: a config name cannot pick the files to read; data_files must."""
+    file_mode = hub.get("data_files") or hub.get("shards") or hub.get("streaming")
+    if file_mode and hub.get("name") and not hub.get("data_files") and not _looks_local(str(hub.get("path", ""))):
+        return [f"config key '{key}.data_files': required when hub.name ({hub['name']!r}) is combined with "
+                f"shards or streaming (the config's files, e.g. '{hub['name']}/*.parquet')"]
+    return []
+
+
+def _check_study_b_jobs(sb: dict) -> list[str]:
+    """Values the Study B jobs check: corpus sources, grammars, the model and batch shapes of each
+    size the grid uses, and the evaluation windows against the context."""
+    from .study_b import grid
+    from .study_b.synthetic_lang import GRAMMARS
+
+    if not sb.get("enabled", True):
+        return []
+    out: list[str] = []
+    for lang, spec in (sb.get("languages") or {}).items():
+        key = f"study_b.languages.{lang}"
+        out += _check_source_sections(key, spec, ("hub", "local", "synthetic"))
+        if spec.get("source") == "hub" and isinstance(spec.get("hub"), dict):
+            out += _check_hub_files(f"{key}.hub", spec["hub"])
+        syn = spec.get("synthetic") if spec.get("source") == "synthetic" else None
+        if isinstance(syn, dict) and (syn.get("grammar") or lang) not in GRAMMARS:
+            out.append(f"config key '{key}.synthetic.grammar': the generator has grammars {', '.join(GRAMMARS)}; "
+                       f"name one for language '{lang}'")
+    par = sb.get("parallel") or {}
+    out += _check_source_sections("study_b.parallel", par, ("hub", "local"))
+    if par.get("source") == "hub" and isinstance(par.get("hub"), dict):
+        out += _check_hub_files("study_b.parallel.hub", par["hub"])
+    if par.get("source") == "local" and isinstance(par.get("local"), dict):
+        local = par["local"]
+        if not local.get("files") and not local.get("path"):
+            out.append("config key 'study_b.parallel.local': give 'files' (one per language) or 'path'")
+        elif not local.get("files") and Path(local["path"]).suffix not in (".parquet", ".csv", ".tsv", ".jsonl"):
+            out.append(f"config key 'study_b.parallel.local.path': '{local['path']}' is not .parquet, .csv, .tsv "
+                       f"or .jsonl")
+    if par.get("source", "synthetic") == "synthetic":
+        grammars = (par.get("synthetic") or {}).get("grammars") or {}
+        for lang in par.get("languages") or []:
+            if grammars.get(lang, lang) not in GRAMMARS:
+                out.append(f"config key 'study_b.parallel.synthetic.grammars': no grammar for language '{lang}' "
+                           f"(the generator has {', '.join(GRAMMARS)})")
+
+    try:
+        runs = grid.expand_runs(sb)
+    except LangskewError as err:
+        return out + [f"config key 'study_b.grid': {err}"]
+    ev = sb["eval"]
+    # perplexity.sliding_window_nll: windows move by stride and score its last stride tokens
+    if ev["stride"] > ev["window"]:
+        out.append(f"config key 'study_b.eval.stride': {ev['stride']} exceeds study_b.eval.window={ev['window']}")
+    # languages.Mixture.parallel: sequences of min_len..max_len tokens
+    if ev["parallel_min_len"] > ev["parallel_max_len"]:
+        out.append(f"config key 'study_b.eval.parallel_min_len': {ev['parallel_min_len']} exceeds "
+                   f"study_b.eval.parallel_max_len={ev['parallel_max_len']}")
+    for size in sorted({r["size"] for r in runs.values()}, key=str):
+        key = f"study_b.sizes.{size}"
+        model = grid.model_params(sb, size)
+        train = grid.train_params(sb, size)
+        world = max(int((sb["sizes"][size].get("resources") or {}).get("gpu", 1)), 1)
+        # model.GPTConfig: heads split d_model
+        if model["d_model"] % model["n_head"]:
+            out.append(f"config key '{key}.d_model': {model['d_model']} is not divisible by n_head={model['n_head']}")
+        # pretrain.TrainHP.micro_steps: each GPU's share of the batch is whole micro-batches
+        per_rank, rest = divmod(train["batch_size"], world)
+        if rest or per_rank % train["micro_batch_size"]:
+            out.append(f"config key '{key}.train.batch_size': {train['batch_size']} is not a multiple of "
+                       f"micro_batch_size={train['micro_batch_size']} x {world} GPU(s) of size '{size}'")
+        # perplexity.sliding_window_nll and alignment.alignment_job: windows fit in the context
+        if ev["window"] > train["context"]:
+            out.append(f"config key 'study_b.eval.window': {ev['window']} exceeds the context "
+                       f"{train['context']} of size '{size}'")
+        bilingual = any(r["size"] == size and r["kind"] != "mono" for r in runs.values())
+        if bilingual and ev["parallel_max_len"] > train["context"]:
+            out.append(f"config key 'study_b.eval.parallel_max_len': {ev['parallel_max_len']} exceeds the "
+                       f"context {train['context']} of size '{size}'")
     return out
 
 

@@ -7,7 +7,7 @@ and says what to do, instead of a traceback from ``datasets``.
 
 Large datasets can be read from a chosen set of their files (``data_files`` patterns and/or
 the first ``shards`` files): :func:`resolve_data_files` lists the repo's files (or, offline,
-the files already in the hub cache), downloads only the chosen ones into the hub cache and
+the listing the hub cache holds), downloads only the chosen ones into the hub cache and
 returns their local paths. Loading those files (optionally ``streaming``) never downloads or
 converts the rest of the dataset, and works with ``HF_HUB_OFFLINE=1`` once the files are
 cached (see ``langskew.prefetch``).
@@ -54,7 +54,7 @@ def explain_hub_error(exc: Exception, where: str, path: str) -> LangskewError:
     if "OfflineModeIsEnabled" in text or "offline" in text.lower():
         return LangskewError(f"{where}: {path!r} is not in the local cache and HF_HUB_OFFLINE / "
                              f"HF_DATASETS_OFFLINE is set; run `snakemake prefetch` with network access "
-                             f"first (README, 'Running the paper configuration') ({text})")
+                             f"first (docs/paper-config.md) ({text})")
     if isinstance(exc, ConnectionError) or "Couldn't reach" in text:
         return LangskewError(f"{where}: the hub cannot be reached for {path!r}; on a machine without internet "
                              f"run `snakemake prefetch` where there is network, then set HF_HUB_OFFLINE=1 "
@@ -92,16 +92,39 @@ def is_local(path: str) -> bool:
 
 
 def _list_hub_files(repo: str, revision: str | None, patterns: Sequence[str], where: str) -> list[str]:
-    """Files of a hub dataset repo (relative paths); offline: those already in the hub cache."""
-    from huggingface_hub import HfApi, constants, snapshot_download
+    """Files of a hub dataset repo (relative paths); offline: as the hub cache knows them."""
+    from huggingface_hub import HfApi, constants
 
     try:
         if constants.HF_HUB_OFFLINE:
-            return _files_under(Path(snapshot_download(repo, repo_type="dataset", revision=revision,
-                                                       allow_patterns=list(patterns) or None)))
+            return _cached_repo_files(repo, revision)
         return sorted(HfApi().list_repo_files(repo, repo_type="dataset", revision=revision))
     except Exception as exc:
         raise explain_hub_error(exc, where, repo) from exc
+
+
+def _cached_repo_files(repo: str, revision: str | None) -> list[str]:
+    """Offline listing of a dataset repo from the hub cache, without network.
+
+    Recent versions of ``huggingface_hub`` cache the repo's whole file listing at the commit
+    ``snapshot_download`` fetched from (``trees/<commit>.json``), also when it fetched only some
+    files (the chosen shards), and refuse offline a snapshot that lacks a listed file the call asks
+    for. Files are then chosen from that listing exactly as online, and only the chosen ones must be
+    in the cache. Without a cached listing, the files of the cached snapshot are the listing.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        from huggingface_hub import get_cached_repo_tree
+        from huggingface_hub.errors import CachedRepoTreeNotFoundError
+    except ImportError:  # a huggingface_hub without a tree cache
+        pass
+    else:
+        try:
+            return sorted(f.path for f in get_cached_repo_tree(repo, repo_type="dataset", revision=revision))
+        except CachedRepoTreeNotFoundError:
+            pass
+    return _files_under(Path(snapshot_download(repo, repo_type="dataset", revision=revision)))
 
 
 def resolve_data_files(path: str, revision: str | None, data_files: str | Iterable[str] | None,

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from langskew.checkpointing import Checkpointer, rng_state, set_rng_state
 from langskew.curves import TensorBoardLog
 from langskew.errors import LangskewError
+from langskew.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class TrainingLoop:
         start = self.state.step
         # a resumed run hides the events an interrupted attempt wrote after its last checkpoint
         self.tb = TensorBoardLog(self.tensorboard_dir if self.is_main else None, purge_step=start)
-        self.bar = tqdm(total=self.total_steps, initial=start, desc=self.desc, unit="step", dynamic_ncols=True,
+        self.bar = progress(total=self.total_steps, initial=start, desc=self.desc, unit="step", dynamic_ncols=True,
                         file=sys.stderr, disable=not (self.progress and self.is_main))
         self._t0 = self._rate_t = time.perf_counter()
         self._rate_step = start

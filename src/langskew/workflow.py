@@ -8,7 +8,9 @@ and hand the function to :func:`run`. A job function reads
 ``job`` carries the rule's inputs, outputs, threads, log file, wildcards and resources; the
 rule's ``params`` arrive as keyword arguments, exactly: a param the function does not take,
 or an argument without default that the rule does not pass, stops the job with a message
-naming both before any work starts. Logging (warnings and tracebacks too) goes to the rule's
+naming both before any work starts. The one exception is ``code_digest``, which every rule
+passes so that a change of the package code reruns its jobs (:mod:`langskew.digest`): ``run``
+leaves it out of the call. Logging (warnings and tracebacks too) goes to the rule's
 log file.
 """
 
@@ -25,6 +27,9 @@ from typing import Any, Callable
 from langskew import devices
 from langskew.curves import tensorboard_dir
 from langskew.errors import LangskewError
+
+#: The param every rule carries for Snakemake's rerun trigger alone; no job function takes it.
+CODE_DIGEST = "code_digest"
 
 
 @dataclass
@@ -56,7 +61,9 @@ def setup_logging(log_path: str | None, level: int = logging.INFO) -> None:
 
 
 def check_params(func: Callable[..., Any], params: dict[str, Any], rule: str = "") -> None:
-    """The rule's params match the job function's keyword arguments, or a LangskewError names the gap."""
+    """The rule's params (``code_digest`` aside) match the job function's keyword arguments, or a
+    LangskewError names the gap."""
+    params = {k: v for k, v in params.items() if k != CODE_DIGEST}
     sig = inspect.signature(func)
     named = {n: p for n, p in list(sig.parameters.items())[1:]
              if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
@@ -70,10 +77,11 @@ def check_params(func: Callable[..., Any], params: dict[str, Any], rule: str = "
 
 
 def job_params(smk: Any) -> dict[str, Any]:
-    """The rule's named params as a dict (unnamed params are not allowed)."""
+    """The rule's named params as a dict, ``code_digest`` left out (unnamed params are not allowed)."""
     params = dict(smk.params.items())
     if len(params) != len(smk.params):
         raise LangskewError(f"rule {smk.rule!r}: every param must be named")
+    params.pop(CODE_DIGEST, None)
     return params
 
 

@@ -15,7 +15,7 @@ a label column, before any fine-tuning:
   language instead of the text);
 - the ``per_language`` class weights n_l / (C n_lc) (``langskew.study_a.weights``) and, per
   language, the ratio of its largest to its smallest weight; the largest of these ratios;
-- a verdict, from the thresholds below (stated in the README and docs/studies.md):
+- a verdict, from the thresholds below (stated in docs/own-data.md and docs/studies.md):
 
   ===========  ==========================================================================
   ``strong``   p < 0.01 and (bias-corrected V >= 0.30 or shortcut gain >= 0.10)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_csv
+from langskew.progress import progress
 from langskew.study_a.inference import (REQUIRED_COLUMNS, check_frame, load_for_inference, model_source,
                                         read_examples)
 from langskew.workflow import Job
@@ -97,7 +98,6 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     full precision), or "fp16" / "bf16" autocast on CUDA (the CPU always runs fp32).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from langskew.devices import amp_dtype, autocast
 
@@ -115,7 +115,7 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     chunks: dict[LayerSpec, list[np.ndarray]] = {name: [] for name in names}
     has_pooler = getattr(encoder, "pooler", None) is not None
     with torch.no_grad(), autocast(device, amp_dtype(device, precision)):
-        for start in tqdm(range(0, len(df), batch_size), desc="representations", unit="batch"):
+        for start in progress(range(0, len(df), batch_size), desc="representations", unit="batch"):
             batch = df.iloc[order[start:start + batch_size]]
             out = encoder(**encode_batch(tokenizer, batch, max_length, device), output_hidden_states=True)
             for name in names:

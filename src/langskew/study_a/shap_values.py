@@ -38,6 +38,7 @@ import pandas as pd
 
 from langskew.errors import LangskewError
 from langskew.io import write_parquet
+from langskew.progress import progress
 from langskew.study_a.inference import check_frame, load_for_inference, read_examples
 from langskew.workflow import Job
 
@@ -148,7 +149,6 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
     (``authors`` or ``pair``, module docstring). ``seed`` seeds the explainer's tie-breaking draws.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from langskew.study_a.shap_fast import ProbabilityModel, explain_texts, text_masker
 
@@ -164,7 +164,7 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
                          pair_input=pair_input)
     keep_sep = pair and pair_input == "pair"  # the pair masker never masks the separator
     start = time.perf_counter()
-    with tqdm(total=len(df), desc="shap", unit="example") as bar:
+    with progress(total=len(df), desc="shap", unit="example") as bar:
         explained = explain_texts(f, text_masker(tokenizer, keep_sep), inputs, max_evals=max_evals,
                                   n_parallel=batch_size, seed=seed, pair=keep_sep, progress=bar.update)
     if len(df):

@@ -9,14 +9,13 @@ variant gives every class the mean of the r_c: same size per language, balanced 
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from langskew import io
 from langskew.errors import LangskewError
-from langskew.study_a.ratios import parse_ratio
+from langskew.study_a.ratios import parse_ratio, subset_sizes
 from langskew.study_a.weights import class_weight_table
 from langskew.workflow import Job
 
@@ -25,21 +24,6 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 VARIANTS = ("balanced", "imbalanced")
 COUNT_COLUMNS = ["split", "variant", "language", "label", "n"]
-
-
-def _sizes(r: Sequence[Fraction], split_size: int, n_classes: int) -> list[int]:
-    return [int(rc * split_size / n_classes) - 1 for rc in r]
-
-
-def subset_sizes(ratio: str, split_size: int, n_classes: int, language: str = "?") -> tuple[list[int], list[int]]:
-    """Rows per class (imbalanced, balanced) for one language and split."""
-    r = parse_ratio(ratio, n_classes, language)
-    mean = sum(r, Fraction(0)) / len(r)
-    imbalanced, balanced = _sizes(r, split_size, n_classes), _sizes([mean] * n_classes, split_size, n_classes)
-    if min(imbalanced + balanced) < 1:
-        raise LangskewError(f"split size {split_size} for language {language!r} is too small for "
-                            f"ratio {ratio!r}: a class would get no rows")
-    return imbalanced, balanced
 
 
 def _split_size(frame: pd.DataFrame, language: str, split: str, split_sizes: Mapping[str, Any] | None) -> int:

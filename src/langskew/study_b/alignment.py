@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import write_csv
-from langskew.study_b.model import GPT
-from langskew.study_b.perplexity import load_run
+from langskew.progress import progress
+from langskew.study_b.model import GPT, load_run
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.nd
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     values = np.array([layer_cosines(hidden_states(model, a, device), hidden_states(model, b, device), match)
-                       for a, b in tqdm(pairs, desc="representation alignment", unit="pair", disable=None)])
+                       for a, b in progress(pairs, desc="representation alignment", unit="pair")])
     if values.size == 0:
         raise LangskewError("alignment: no parallel pairs")
     return pd.DataFrame({"layer": np.arange(1, values.shape[1] + 1), "cosine_mean": values.mean(axis=0),
@@ -131,7 +130,7 @@ def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()  # no dropout anyway; keeps LN/attention in inference mode
     sums: dict[str, float] = {}
-    for a, b in tqdm(pairs, desc="gradient alignment", unit="pair", disable=None):
+    for a, b in progress(pairs, desc="gradient alignment", unit="pair"):
         ga = sequence_gradients(model, a, device)
         gb = sequence_gradients(model, b, device)
         for name in ga:

@@ -41,12 +41,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from langskew import hub as hubio
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_parquet
 from langskew.paths import as_list, matching_files
+from langskew.progress import progress
 from langskew.study_b import synthetic_lang
 from langskew.workflow import Job
 
@@ -251,13 +251,13 @@ def stream_corpus(spec: dict, language: str, sinks: dict[str, _DocSink]) -> dict
     if test is None:
         frac = float(spec.get("test_fraction", 0.01))
         draws = _holdout_draws(int(spec.get("holdout_seed", 0)))
-        for doc in tqdm(train, desc=desc, unit="doc", mininterval=5, leave=False):
+        for doc in progress(train, desc=desc, unit="doc", leave=False):
             sinks["test" if next(draws) < frac else "train"].add(doc)
             if sinks["train"].full:  # the test sample comes from the documents read so far
                 break
     else:
         for split, docs in (("train", train), ("test", test)):
-            for doc in tqdm(docs, desc=f"{desc} {split}", unit="doc", mininterval=5, leave=False):
+            for doc in progress(docs, desc=f"{desc} {split}", unit="doc", leave=False):
                 sinks[split].add(doc)
                 if sinks[split].full:
                     break

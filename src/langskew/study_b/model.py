@@ -23,12 +23,16 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from langskew.errors import LangskewError, require_positive
+
+if TYPE_CHECKING:
+    from langskew.workflow import Job
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -203,3 +207,17 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.to(device).eval()
 
+
+def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
+    """What both evaluation stages of a run (perplexity, alignment) start from: the trained model
+    (``job.input.model``) and the run's token mixture (``job.input.tokens``), on the GPU when there
+    is one; on the CPU the job's threads are used. Returns (model, mixture, device)."""
+    from langskew.devices import pick_device, set_threads
+    from langskew.study_b.languages import build_mixture
+
+    if not torch.cuda.is_available():
+        set_threads(job.threads)
+    device = pick_device()
+    model = load_model(job.input.model, device=device)
+    mixture = build_mixture(dict(run), list(job.input.tokens), int(seed), parallel_path=parallel_path)
+    return model, mixture, device

@@ -9,8 +9,8 @@ only targets not yet scored (the authors pad it instead; the scored targets are 
 A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
 PPL = exp(mean NLL over the scored targets).
 
-Also what both evaluation stages of a run share (:mod:`alignment` imports it): the run's
-model and token streams (:func:`load_run`).
+The run's model and token streams come from :func:`langskew.study_b.model.load_run`, which
+the alignment stage shares.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from langskew.devices import amp_dtype, autocast, pick_device, set_threads
+from langskew.devices import amp_dtype, autocast
 from langskew.errors import LangskewError
 from langskew.io import write_json
-from langskew.study_b.model import GPT, load_model
+from langskew.study_b.model import GPT, load_run
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
@@ -86,20 +86,6 @@ def sliding_window_perplexity(model: GPT, ids: np.ndarray, window: int = 512, st
     """Token perplexity exp(mean NLL) of ``ids`` (see the module docstring for the windows)."""
     total, count = sliding_window_nll(model, ids, window, stride, batch_size, device)
     return math.exp(total / count)
-
-
-# -- shared by the evaluation stages of a run -------------------------------------------
-def load_run(job: Job, run: dict, seed: int, parallel_path: str | None = None):
-    """The trained model (``job.input.model``) and the run's token mixture (``job.input.tokens``),
-    on the GPU when there is one; on the CPU the job's threads are used. Returns (model, mixture, device)."""
-    from langskew.study_b.languages import build_mixture
-
-    if not torch.cuda.is_available():
-        set_threads(job.threads)
-    device = pick_device()
-    model = load_model(job.input.model, device=device)
-    mixture = build_mixture(dict(run), list(job.input.tokens), int(seed), parallel_path=parallel_path)
-    return model, mixture, device
 
 
 def perplexity_job(job: Job, *, run: dict, window: int, stride: int, max_tokens: int | None, batch_size: int,

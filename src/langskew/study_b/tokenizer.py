@@ -22,10 +22,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_json
+from langskew.progress import progress
 from langskew.study_b.corpus import iter_texts
 from langskew.workflow import Job
 
@@ -128,7 +128,7 @@ def encode_documents(sp, documents: Iterable[str], path: str | Path, dtype: str,
     eod = sp.eos_id()
     n = n_docs = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        for chunk in tqdm(_chunks(documents, ENCODE_CHUNK), desc=desc, unit="chunk", leave=False, mininterval=5):
+        for chunk in progress(_chunks(documents, ENCODE_CHUNK), desc=desc, unit="chunk", leave=False):
             encoded = sp.encode(chunk, num_threads=max(int(threads), 1))
             flat, _ = flatten(encoded, sep=eod)
             flat.astype(dtype).tofile(fh)
