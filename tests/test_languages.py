@@ -1,5 +1,7 @@
 """Cloned languages, the anchored EN/FR vocabulary, schedules and deterministic batches."""
 
+import random
+
 import numpy as np
 import pytest
 
@@ -50,11 +52,28 @@ def test_partial_cloning_shares_exactly_the_configured_anchors(streams, fraction
     l1, l2 = mix.tables
     shared = l1 == l2
     assert shared[0]  # pad
-    assert (~shared).sum() == round(fraction * (V - 1))
+    # the authors' draw: all V ids shuffled by random.Random(seed), the first int(f * V) cloned, pad never shifted
+    ids = list(range(V))
+    random.Random(3).shuffle(ids)
+    drawn = set(ids[:int(fraction * V)]) - {0}
+    assert set(np.flatnonzero(~shared).tolist()) == drawn
     assert mix.info["n_anchors"] == shared.sum()
     # the anchor set is fixed by the seed
     again = build_mixture(clone_run(clone_fraction=fraction), [streams["en"]], seed=3)
     np.testing.assert_array_equal(again.tables[1], l2)
+
+
+def test_partial_clone_draw_is_the_authors_by_hand():
+    # random.Random(0).shuffle(list(range(10))) orders the ids 7 8 1 5 3 4 2 0 9 6 (Python's
+    # Mersenne Twister and shuffle, unchanged since Python 3.2); f = 0.5 clones int(0.5 * 10) = 5 of them
+    ids = list(range(10))
+    random.Random(0).shuffle(ids)
+    assert ids == [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]
+    assert np.flatnonzero(cloned_mask(10, 0.5, pad_id=0, seed=0)).tolist() == [1, 3, 5, 7, 8]
+    # f = 0.95: int(9.5) = 9 drawn, the pad (id 0) among them stays shared -> 8 cloned
+    assert np.flatnonzero(cloned_mask(10, 0.95, pad_id=0, seed=0)).tolist() == [1, 2, 3, 4, 5, 7, 8, 9]
+    # int, not round: 0.29 * 100 = 28.999... -> 28 ids
+    assert cloned_mask(100, 0.29, pad_id=None, seed=0).sum() == 28
 
 
 def test_mask_excludes_padding():

@@ -7,7 +7,7 @@ built from base languages:
 * ``clone``: K copies of one base language. Language i owns ids [i*V, (i+1)*V); a
   sequence of language i is the base sequence with every cloned id shifted by i*V. The
   padding id is never shifted. With ``clone_fraction`` < 1 a fixed, seeded subset of ids
-  is cloned and the others are shared "anchor" ids. Decoding is ``id % V``.
+  is cloned (the authors' draw, :func:`cloned_mask`) and the others are shared "anchor" ids. Decoding is ``id % V``.
 * ``real``: EN + FR with their own tokenizers. ``disjoint``: FR id + V_en. ``anchored``:
   an FR piece whose string is in the EN vocabulary maps to the EN id, the other FR pieces
   get new ids after V_en.
@@ -77,19 +77,20 @@ def stage_index(step: int, total_steps: int, n_stages: int) -> int:
 def cloned_mask(vocab_size: int, clone_fraction: float, pad_id: int | None, seed: int) -> np.ndarray:
     """Boolean mask over base ids: True where the id is cloned, False for shared anchors.
 
-    The padding id is always shared. Of the other ``V - 1`` ids exactly
-    ``round(clone_fraction * (V - 1))`` are cloned, chosen with a fixed seeded permutation.
+    The authors' draw: all ``V`` ids shuffled with ``random.Random(seed)`` (they used seed
+    0, this workflow's default ``study_b.seed``), the first ``int(clone_fraction * V)`` are
+    cloned. The padding id is never shifted, so it stays shared even when drawn.
     """
+    import random
+
     if not 0.0 <= clone_fraction <= 1.0:
         raise LangskewError(f"clone_fraction={clone_fraction} is outside [0, 1]")
-    candidates = np.array([i for i in range(vocab_size) if i != pad_id], dtype=np.int64)
-    n_cloned = int(round(clone_fraction * len(candidates)))
+    ids = list(range(vocab_size))
+    random.Random(int(seed)).shuffle(ids)
     mask = np.zeros(vocab_size, dtype=bool)
-    if n_cloned == len(candidates):
-        mask[candidates] = True
-    else:
-        chosen = np.random.default_rng([int(seed), 0xC10E]).permutation(candidates)[:n_cloned]
-        mask[chosen] = True
+    mask[ids[:int(clone_fraction * vocab_size)]] = True
+    if pad_id is not None:
+        mask[pad_id] = False
     return mask
 
 
