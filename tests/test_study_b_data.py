@@ -246,3 +246,21 @@ def test_tokenizer_keeps_text_as_it_is_by_default(tmp_path):
     sp2 = tokenizer.load_tokenizer(nfkc)
     assert sp2.decode(sp2.encode(text)) == "Anna sees fine Bob"
     assert sp2.encode("Anna", out_type=str)[0].startswith("▁")
+
+
+def test_tokenizer_trainer_spec_matches_the_authors(tmp_path):
+    """The trainer spec inside the authors' .model files: pieces up to 99 characters,
+    whitespace-only pieces allowed, character coverage 0.9995 (read back from the ModelProto)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    docs = [f"Anna    sees the house number {i}.    Bob waves." for i in range(200)]
+    model = tmp_path / "xx.model"
+    tokenizer.train_tokenizer(docs, model, 300, {"hard_vocab_limit": False})
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    spec = proto.trainer_spec
+    assert spec.max_sentencepiece_length == 99
+    assert spec.allow_whitespace_only_pieces is True
+    assert spec.character_coverage == pytest.approx(0.9995)
+    assert (spec.split_digits, spec.byte_fallback, spec.model_type) == (True, True, spec.BPE)
+    assert not proto.normalizer_spec.add_dummy_prefix and proto.normalizer_spec.name == "identity"
