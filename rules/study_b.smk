@@ -158,7 +158,7 @@ rule study_b_perplexity:
     resources:
         **gpu_resources(size_settings, mem_mb=64000, runtime=90),
     params:
-        **eval_params("window", "stride", "max_tokens", "batch_size"),
+        **eval_params("window", "stride", "max_tokens", "batch_size", "precision"),
         run=sb_run,
         seed=SB_SEED,
     script:
