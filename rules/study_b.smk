@@ -196,6 +196,7 @@ rule study_b_fit:
         mono=fit_mono,
         target=fit_targets,
         metrics=fit_metrics,
+        mono_metrics=fit_mono_metrics,
     output:
         table=f"{SB_DIR}/fits/{{size}}.csv",
         points=f"{SB_DIR}/fits/{{size}}_points.csv",
