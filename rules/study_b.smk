@@ -33,9 +33,11 @@ rule study_b_corpus:
 
 
 rule study_b_parallel_corpus:
-    """Parallel sentence pairs (synthetic, hub e.g. Europarl fr-en, or local files)."""
+    """Parallel sentence pairs (synthetic, hub e.g. Europarl fr-en, or local files), read until
+    n_parallel packed sequences exist (the tokenizers measure the pairs)."""
     input:
         local=local_parallel_files,
+        tokenizers=parallel_tokenizers,
     output:
         f"{SB_DIR}/corpus/parallel.parquet",
     log:
@@ -48,6 +50,9 @@ rule study_b_parallel_corpus:
     params:
         spec=parallel_spec,
         languages=SB_PARALLEL.get("languages"),
+        n_parallel=SB["eval"]["n_parallel"],
+        min_len=SB["eval"]["parallel_min_len"],
+        max_len=SB["eval"]["parallel_max_len"],
     script:
         script_path("study_b_parallel_corpus")
 

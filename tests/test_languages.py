@@ -190,3 +190,11 @@ def test_parallel_sentences_are_packed_into_sequences_of_min_to_max_tokens():
     # a sequence with a side below min_len is dropped, not cut or padded
     assert pack_parallel({"en": en, "fr": fr}, min_len=9, max_len=12)["fr"] != []
     assert pack_parallel({"en": en, "fr": fr}, min_len=10, max_len=12) == {"en": [], "fr": []}
+
+
+def test_fewer_heldout_windows_than_asked_is_an_error(streams):
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    n_avail = len(mix.streams[0].test) // 8
+    assert len(mix.parallel(n_avail, 8, 8, source="heldout")) == n_avail
+    with pytest.raises(LangskewError, match=f"holds {n_avail} windows of 8 tokens, fewer than the {n_avail + 1}"):
+        mix.parallel(n_avail + 1, 8, 8, source="heldout")

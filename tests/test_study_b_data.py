@@ -11,7 +11,7 @@ from hub_fixtures import sharded_parquet_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
 from langskew.study_b import corpus, synthetic_lang, tokenizer
-from langskew.study_b.languages import anchored_mapping, build_mixture, open_stream
+from langskew.study_b.languages import anchored_mapping, build_mixture, load_packed_parallel, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_data_jobs_write_what_their_functions_write(built, tmp_path):
     for split in ("train", "test"):
         assert Path(streams[split]).read_bytes() == (reference / f"{split}.bin").read_bytes()
     pairs, npz = str(tmp_path / "parallel.parquet"), str(tmp_path / "parallel.npz")
-    corpus.parallel_corpus_job(job(output=[pairs]), spec={"source": "synthetic", "n_pairs": 30}, languages=["en", "fr"])
     models = [built["tokenizers"][lang] for lang in ("en", "fr")]
+    corpus.parallel_corpus_job(job({"tokenizers": models}, [pairs]), spec={"source": "synthetic", "n_pairs": 30},
+                               languages=["en", "fr"], n_parallel=1, min_len=1, max_len=400)
     tokenizer.parallel_tokens_job(job({"pairs": pairs, "tokenizers": models}, [npz]), languages=["en", "fr"])
     got, want = np.load(npz), np.load(built["parallel"])
     assert sorted(got.files) == sorted(want.files) and all(np.array_equal(got[k], want[k]) for k in want.files)
@@ -178,7 +179,7 @@ def test_sharded_hub_repo_reads_only_the_chosen_shards(tmp_path):
         corpus.load_corpus(spec, "fr")
 
 
-def test_europarl_style_pairs_drop_empties_before_taking_n(tmp_path):
+def test_europarl_style_pairs_keep_empty_sides_and_take_the_first_n(tmp_path):
     shard0 = [("", "Vide."), ("Hello.", "Bonjour."), ("Yes.", ""), ("Good night.", "Bonne nuit."), ("A.", "B.")]
     shard1 = [("Later.", "Plus tard.")]
     root = translation_repo(tmp_path / "europarl", [shard0, shard1])
@@ -186,11 +187,48 @@ def test_europarl_style_pairs_drop_empties_before_taking_n(tmp_path):
             "hub": {"path": str(root), "name": "en-fr", "split": "train",
                     "columns": {"en": "translation.en", "fr": "translation.fr"}}}
     df = corpus.load_parallel(spec, ["en", "fr"])  # the hub config, prepared by datasets
-    assert df.to_dict("records") == [{"en": "Hello.", "fr": "Bonjour."}, {"en": "Good night.", "fr": "Bonne nuit."},
-                                     {"en": "A.", "fr": "B."}]
+    assert df.to_dict("records") == [{"en": "", "fr": "Vide."}, {"en": "Hello.", "fr": "Bonjour."},
+                                     {"en": "Yes.", "fr": ""}]
     spec["hub"].update(data_files="en-fr/*.parquet", shards=1, streaming=True)
     spec["n_pairs"] = 10
-    assert len(corpus.load_parallel(spec, ["en", "fr"])) == 3  # only the first shard is read
+    assert len(corpus.load_parallel(spec, ["en", "fr"])) == 5  # only the first shard is read
+
+
+# (en, fr) digit counts of the pairs below; a digit is one token (split_digits, no dummy prefix)
+DIGIT_PAIRS = [(3, 3), (3, 3), (3, 3), (0, 4), (2, 1), (4, 4), (9, 1), (4, 4), (1, 1), (1, 1)]
+
+
+def test_parallel_pairs_are_read_until_n_packed_sequences_exist(built, tmp_path, monkeypatch):
+    """Packed by hand with min_len 4, max_len 8 (the authors' rule: join while both sides fit,
+    close and drop a sequence with a side under min_len, skip a pair longer than max_len):
+    A = pairs 0-1 (6, 6); B = pairs 2-4 (5, 8), pair 3's empty English side kept; C = pairs 5, 7
+    (8, 8), pair 6 (9 tokens) skipped; pairs 8-9 (2, 2) are too short. Three sequences in all."""
+    models = {lang: built["tokenizers"][lang] for lang in ("en", "fr")}
+    sp = tokenizer.load_tokenizer(models["en"])
+    assert len(sp.encode("7777")) == 4 and sp.encode("") == []
+    pairs = [("7" * e, "5" * f) for e, f in DIGIT_PAIRS]
+    root = translation_repo(tmp_path / "europarl", [pairs[:5], pairs[5:]])
+    spec = {"source": "hub", "n_pairs": None,
+            "hub": {"path": str(root), "name": "en-fr", "split": "train", "data_files": "en-fr/*.parquet",
+                    "streaming": True, "columns": {"en": "translation.en", "fr": "translation.fr"}}}
+    monkeypatch.setattr(corpus, "PARALLEL_CHUNK", 2)  # read two pairs at a time
+    # n_parallel 2: after pairs 0-5 A and B are closed (C has begun) -> reading stops at 6 pairs
+    df = corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=2, min_len=4, max_len=8)
+    assert list(zip(df["en"].str.len(), df["fr"].str.len())) == DIGIT_PAIRS[:6]
+    out = tmp_path / "parallel.parquet"
+    npz = tmp_path / "parallel.npz"
+    corpus.parallel_corpus_job(job({"tokenizers": [models["en"], models["fr"]]}, [str(out)]), spec=spec,
+                               languages=["en", "fr"], n_parallel=2, min_len=4, max_len=8)
+    tokenizer.encode_parallel(pd.read_parquet(out), models, npz)
+    packed = load_packed_parallel(npz, 4, 8)
+    assert [(len(a), len(b)) for a, b in zip(packed["en"], packed["fr"])][:2] == [(6, 6), (5, 8)]
+    # n_parallel 3: the whole source (C is the last sequence kept)
+    assert len(corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=3, min_len=4, max_len=8)) == 10
+    with pytest.raises(LangskewError, match=r"only 3 packed parallel sequences .* from 10 pairs \(the source ran out\)"
+                                            r".* asks for 4"):
+        corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=4, min_len=4, max_len=8)
+    with pytest.raises(LangskewError, match=r"only 1 packed .* from 4 pairs \(n_pairs=4 reached\)"):
+        corpus.load_parallel({**spec, "n_pairs": 4}, ["en", "fr"], models, n_parallel=2, min_len=4, max_len=8)
 
 
 def test_corpus_job_streams_to_parquet_like_the_in_memory_path(tmp_path):

@@ -331,7 +331,8 @@ class Mixture:
 
     def parallel(self, n: int, min_len: int, max_len: int, pair: tuple[int, int] = (0, 1),
                  source: str = "parallel") -> list[tuple[np.ndarray, np.ndarray]]:
-        """The first ``n`` parallel (language a, language b) id sequences of the same content.
+        """The first ``n`` parallel (language a, language b) id sequences of the same content
+        (fewer is an error naming how many exist).
 
         ``source="parallel"`` (the authors' construction): the parallel sentences
         (``tokens/parallel.npz``) packed into sequences of ``min_len`` to ``max_len`` tokens
@@ -350,9 +351,10 @@ class Mixture:
         if self.run["kind"] == "clone" and source == "heldout":
             test = self.streams[0].test
             n_avail = len(test) // max_len
-            if n_avail == 0:
-                raise LangskewError(f"parallel: held-out stream shorter than {max_len} tokens")
-            windows = [test[i * max_len:(i + 1) * max_len] for i in range(min(n, n_avail))]
+            if n_avail < n:
+                raise LangskewError(f"parallel: the held-out stream holds {n_avail} windows of {max_len} tokens, "
+                                    f"fewer than the {n} asked for (study_b.eval.n_parallel)")
+            windows = [test[i * max_len:(i + 1) * max_len] for i in range(n)]
             return [(self.map_ids(w, a), self.map_ids(w, b)) for w in windows]
         if self.parallel_path is None or not Path(self.parallel_path).exists():
             raise LangskewError(f"parallel: no parallel.npz for run {self.run.get('id')!r} "
@@ -363,9 +365,10 @@ class Mixture:
             if lang not in packed:
                 raise LangskewError(f"{self.parallel_path}: no parallel sentences of language {lang!r} "
                                     f"(has {sorted(packed)}); for clones set study_b.eval.clone_parallel: heldout")
-        if not packed[langs[0]]:
-            raise LangskewError(f"{self.parallel_path}: no parallel sequence of {min_len} to {max_len} tokens could "
-                                f"be packed; lower study_b.eval.parallel_min_len or add sentences")
+        if len(packed[langs[0]]) < n:
+            raise LangskewError(f"{self.parallel_path}: {len(packed[langs[0]])} parallel sequences of {min_len} to "
+                                f"{max_len} tokens could be packed, fewer than the {n} asked for "
+                                f"(study_b.eval.n_parallel); read more pairs or lower parallel_min_len")
         return [(self.map_ids(sa, a), self.map_ids(sb, b))
                 for sa, sb in zip(packed[langs[0]][:n], packed[langs[1]][:n])]
 
