@@ -226,6 +226,7 @@ rule study_b_report:
     """Study B tables (CSV + Markdown, with the published figures beside ours) and figures."""
     input:
         perplexity=[perplexity_file(r) for r in SB_RUNS],
+        metrics=[f"{sb_run_dir(r)}/metrics.json" for r in SB_RUNS],
         fits=[f"{SB_DIR}/fits/{size}.csv" for size in SB_FITS],
         fit_points=[f"{SB_DIR}/fits/{size}_points.csv" for size in SB_FITS],
         representation=[

@@ -198,3 +198,41 @@ def test_fewer_heldout_windows_than_asked_is_an_error(streams):
     assert len(mix.parallel(n_avail, 8, 8, source="heldout")) == n_avail
     with pytest.raises(LangskewError, match=f"holds {n_avail} windows of 8 tokens, fewer than the {n_avail + 1}"):
         mix.parallel(n_avail + 1, 8, 8, source="heldout")
+
+
+def test_each_stream_is_read_in_order_of_its_own_draws(streams):
+    """A language drawn with p reads p of the run's sequences: French at 30% over 100 steps of 8
+    (~240 of its 312 chunks of 16 tokens) sees no chunk twice, and its passes are drawn / 312."""
+    run = {"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.7, 0.3]],
+           "vocab_mode": "disjoint", "steps": 100}
+    mix = build_mixture(run, [streams["en"], streams["fr"]], seed=0)
+    n_chunks = (5000 - 1) // 16  # the fixture's 5,000 train tokens in chunks of 16 (+1 target)
+    rows = {0: [], 1: []}
+    for step in range(100):
+        b = mix.batch(step, 8, 16)
+        for row, lang in zip(b["x"].numpy(), b["lang"].numpy()):
+            rows[int(lang)].append(tuple(row))
+    n_fr, n_en = len(rows[1]), len(rows[0])
+    assert 200 < n_fr < n_chunks < n_en < 2 * n_chunks and n_fr + n_en == 800
+    assert len(set(rows[1])) == n_fr  # no French chunk twice before the stream is used up
+    assert len(set(rows[0])) == n_chunks  # English: every chunk once, then a second pass began
+    passes = mix.data_passes([n_en, n_fr], 16)
+    assert passes == pytest.approx({"en": n_en / n_chunks, "fr": n_fr / n_chunks})
+    assert passes["en"] > 1 > passes["fr"]
+
+
+def test_batches_of_a_late_step_do_not_depend_on_the_order_of_calls(streams):
+    run = {"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.6, 0.4]],
+           "vocab_mode": "disjoint", "steps": 3000}
+    walked = build_mixture(run, [streams["en"], streams["fr"]], seed=0)
+    for step in range(2100):
+        walked.batch(step, 2, 16)
+    fresh = build_mixture(run, [streams["en"], streams["fr"]], seed=0)  # e.g. resumed at step 2100
+    for step in (2100, 1030, 2101, 5):
+        np.testing.assert_array_equal(fresh.batch(step, 2, 16)["x"].numpy(), walked.batch(step, 2, 16)["x"].numpy())
+
+
+def test_clones_share_the_passes_of_their_stream(streams):
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    # 300 + 324 sequences of 16 tokens from one stream of 312 chunks: two passes for both clones
+    assert mix.data_passes([300, 324], 16) == pytest.approx({"L1": 2.0, "L2": 2.0})

@@ -119,6 +119,8 @@ def test_tiny_pretraining_lowers_the_loss(meta):
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0] - 0.3
     assert result.metrics["final_val_loss"]["L1"] < np.log(mixture.vocab_size) - 0.3
     assert sum(result.metrics["tokens_seen"].values()) == 40 * 8 * 16
+    # both clones read the one stream: 40 x 8 sequences over its (6000 - 1) // 16 = 374 chunks of 16 tokens
+    assert result.metrics["data_passes"] == pytest.approx({"L1": 320 / 374, "L2": 320 / 374})
 
 
 # -- the job: outputs, resuming after kills ---------------------------------------------

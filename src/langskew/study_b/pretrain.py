@@ -338,7 +338,12 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
                 # a checkpoint every checkpoint_every steps, or now if a signal asks to stop (then exit)
                 if state.step < total_steps:
                     loop.checkpoint_if_due(stop)
-    return PretrainResult(model=model, curve=state.curve, metrics=run_metrics(loop, state, model, hp, names, info))
+    metrics = run_metrics(loop, state, model, hp, names, info)
+    metrics["data_passes"] = mixture.data_passes(state.seen.tolist(), hp.context)
+    repeated = {n: round(v, 2) for n, v in metrics["data_passes"].items() if v > 1}
+    if repeated and info.is_main:
+        logger.warning("passes over the training stream above 1 (data seen more than once): %s", repeated)
+    return PretrainResult(model=model, curve=state.curve, metrics=metrics)
 
 
 def _wrap(model: GPT, hp: TrainHP, info: DistInfo, device: torch.device) -> torch.nn.Module:
