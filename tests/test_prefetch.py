@@ -54,6 +54,7 @@ study_b:
                               splits: {{train: train, test: validation}}}}}}
     fr: {{source: hub, hub: {{path: {books}, text_column: complete_text, splits: {{train: train, test: null}},
                               shards: 2, streaming: true}}, test_fraction: 0.1}}
+  eval: {{n_parallel: 1, parallel_min_len: 4}}
   parallel:
     source: hub
     n_pairs: 16
@@ -79,7 +80,7 @@ def test_hub_items_of_the_paper_configuration():
                      ("study_a_dataset", "amazon"): "mteb/AmazonReviewsClassification",
                      ("model", "mbert"): "google-bert/bert-base-multilingual-cased",
                      ("model", "xlmr"): "FacebookAI/xlm-roberta-base",
-                     ("study_b_corpus", "en"): "roneneldan/TinyStories",
+                     ("study_b_corpus", "en"): "manu/project_gutenberg",
                      ("study_b_corpus", "fr"): "PleIAs/French-PD-Books",
                      ("study_b_parallel", "parallel"): "Helsinki-NLP/europarl"}
     for section in (cfg["datasets"]["xnli"]["hub"], cfg["datasets"]["amazon"]["hub"], cfg["models"]["mbert"],

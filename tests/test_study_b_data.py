@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from helpers import build_study_b_tokens, job
-from hub_fixtures import sharded_parquet_repo, translation_repo
+from hub_fixtures import sharded_parquet_repo, split_shards_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
 from langskew.study_b import corpus, synthetic_lang, tokenizer
@@ -177,6 +177,23 @@ def test_sharded_hub_repo_reads_only_the_chosen_shards(tmp_path):
     hub["filter"] = {"column": "quality", "min": 0.5}
     with pytest.raises(LangskewError, match="filter column 'quality'"):
         corpus.load_corpus(spec, "fr")
+
+
+def test_paper_english_corpus_reads_the_english_shards_of_a_gutenberg_style_repo(tmp_path):
+    """The paper configuration's English source, run as configured on a folder laid out like
+    manu/project_gutenberg (data/{split}-xxxxx-of-xxxxx-{hash}.parquet, one split per language)."""
+    from langskew.config import load_config
+
+    spec = load_config(Path(__file__).resolve().parents[1] / "config.yaml")["study_b"]["languages"]["en"]
+    assert spec["hub"]["path"] == "manu/project_gutenberg" and len(spec["hub"]["revision"]) == 40
+    books = {lang: [pd.DataFrame({"id": [f"{lang}{s}-{i}" for i in range(20)],
+                                  "text": [f"{lang} book {s}-{i}." for i in range(20)]}) for s in range(n)]
+             for lang, n in (("de", 2), ("en", 3), ("fr", 1))}
+    root = split_shards_repo(tmp_path / "project_gutenberg", books)
+    spec = {**spec, "hub": {**spec["hub"], "path": str(root)}, "test_fraction": 0.25}
+    docs = corpus.load_corpus(spec, "en")
+    assert sorted(docs["train"] + docs["test"]) == sorted(f"en book {s}-{i}." for s in range(3) for i in range(20))
+    assert 0 < len(docs["test"]) < 30  # a seeded sample of the books is held out
 
 
 def test_europarl_style_pairs_keep_empty_sides_and_take_the_first_n(tmp_path):
