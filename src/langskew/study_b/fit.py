@@ -59,7 +59,13 @@ def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float], method: str = "a
     if (x <= 0).any() or (y <= 0).any() or (y >= 1).any():
         raise LangskewError(f"scaling fit: need x > 0 and 0 < 1/PPL < 1, got x={x.tolist()}, 1/PPL={y.tolist()}")
     if method == "authors":
-        (c, a, b), _ = curve_fit(power_law, x, y, p0=(1.0, 1.0, 1.0))
+        import warnings
+
+        from scipy.optimize import OptimizeWarning
+
+        with warnings.catch_warnings():  # the covariance, which nothing here uses, may be inestimable
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (c, a, b), _ = curve_fit(power_law, x, y, p0=(1.0, 1.0, 1.0))
         return float(c), float(a), float(b)
     b0 = 0.5
     c0 = min(0.999, y.max() + 0.5 * (y.max() - y.min()) + 1e-6)
