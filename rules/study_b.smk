@@ -43,9 +43,11 @@ rule study_b_corpus:
 
 
 rule study_b_parallel_corpus:
-    """Parallel sentence pairs (synthetic, hub e.g. Europarl fr-en, or local files)."""
+    """Parallel sentence pairs (synthetic, hub e.g. Europarl fr-en, or local files), read until
+    n_parallel packed sequences exist (the tokenizers measure the pairs)."""
     input:
         local=local_parallel_files,
+        tokenizers=parallel_tokenizers,
     output:
         f"{SB_DIR}/corpus/parallel.parquet",
     log:
@@ -60,6 +62,9 @@ rule study_b_parallel_corpus:
     params:
         spec=parallel_spec,
         languages=SB_PARALLEL.get("languages"),
+        n_parallel=SB["eval"]["n_parallel"],
+        min_len=SB["eval"]["parallel_min_len"],
+        max_len=SB["eval"]["parallel_max_len"],
         code_digest=code_digest("study_b_parallel_corpus"),
     script:
         script_path("study_b_parallel_corpus")
@@ -183,7 +188,7 @@ rule study_b_perplexity:
     resources:
         **gpu_resources(size_settings, mem_mb=16000, runtime=60, stage="perplexity"),
     params:
-        **eval_params("window", "stride", "max_tokens", "batch_size"),
+        **eval_params("window", "stride", "max_tokens", "batch_size", "precision"),
         run=sb_run,
         seed=SB_SEED,
         code_digest=code_digest("study_b_perplexity"),
@@ -225,6 +230,7 @@ rule study_b_fit:
         mono=fit_mono,
         target=fit_targets,
         metrics=fit_metrics,
+        mono_metrics=fit_mono_metrics,
     output:
         table=f"{SB_DIR}/fits/{{size}}.csv",
         points=f"{SB_DIR}/fits/{{size}}_points.csv",
@@ -250,6 +256,7 @@ rule study_b_report:
     """Study B tables (CSV + Markdown, with the published figures beside ours) and figures."""
     input:
         perplexity=[perplexity_file(r) for r in SB_RUNS],
+        metrics=[f"{sb_run_dir(r)}/metrics.json" for r in SB_RUNS],
         fits=[f"{SB_DIR}/fits/{size}.csv" for size in SB_FITS],
         fit_points=[f"{SB_DIR}/fits/{size}_points.csv" for size in SB_FITS],
         representation=[

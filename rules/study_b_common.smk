@@ -123,6 +123,10 @@ def fit_metrics(w):
     return [f"{sb_run_dir(r)}/metrics.json" for r in SB_FITS[w.size]["targets"]]
 
 
+def fit_mono_metrics(w):
+    return [f"{sb_run_dir(r)}/metrics.json" for r in SB_FITS[w.size]["mono"]]
+
+
 def fit_mono_runs(w):
     return [SB_RUNS[r] for r in SB_FITS[w.size]["mono"]]
 
@@ -140,6 +144,8 @@ def fit_settings(w):
         "n_boot": SB["eval"].get("fit_bootstrap", 1000),
         "seed": SB_SEED,
         "max_rel_residual": SB["eval"].get("fit_max_rel_error", 0.05),
+        "method": SB["eval"].get("fit_method", "authors"),
+        "teff_tokens": SB["eval"].get("teff_tokens", "expected"),
     }
 
 

@@ -9,6 +9,9 @@ on them unchanged, offline:
   mteb/AmazonReviewsClassification: ``{lang}/{split}-00000-of-00001.parquet``);
 * :func:`sharded_parquet_repo` - many parquet shards of one train split and a README
   without ``configs:`` (PleIAs/French-PD-Books);
+* :func:`split_shards_repo` - parquet shards of several splits side by side in ``data/``, named
+  ``{split}-{i:05d}-of-{n:05d}-{hash}.parquet``, and a README ``dataset_info`` without
+  ``configs:`` (manu/project_gutenberg, one split per language);
 * :func:`translation_repo` - per language-pair folders of parquet shards whose rows hold a
   ``translation`` dict column (Helsinki-NLP/europarl ``en-fr/train-*.parquet``);
 * :func:`script_only_repo` - a loading script plus jsonl files and no parquet
@@ -53,6 +56,23 @@ def sharded_parquet_repo(root, shards: list[pd.DataFrame], folder: str = "data")
     for i, df in enumerate(shards):
         df.to_parquet(root / folder / f"train-{i:05d}-of-{len(shards):05d}.parquet", index=False)
     _readme(root, None, "sharded fixture")
+    return root
+
+
+def split_shards_repo(root, shards: dict[str, list[pd.DataFrame]]) -> Path:
+    """``{split: [frame, ...]}`` as ``data/{split}-{i:05d}-of-{n:05d}-{hash}.parquet``; README dataset_info."""
+    import hashlib
+
+    root = Path(root)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    splits = []
+    for split, frames in shards.items():
+        for i, df in enumerate(frames):
+            tag = hashlib.sha1(f"{split}{i}".encode()).hexdigest()[:16]
+            df.to_parquet(root / "data" / f"{split}-{i:05d}-of-{len(frames):05d}-{tag}.parquet", index=False)
+        splits.append({"name": split, "num_examples": int(sum(len(df) for df in frames))})
+    _readme(root, {"dataset_info": {"features": [{"name": "id", "dtype": "string"}, {"name": "text", "dtype": "string"}],
+                                    "splits": splits}}, "split shards fixture")
     return root
 
 

@@ -109,17 +109,24 @@ def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
     assert grad.set_index("parameter").loc["wte.weight", "cosine_mean"] == pytest.approx(0.0, abs=1e-6)
 
     # real languages: sentences (4..8 tokens) packed into sequences of 10..16 tokens per side
-    real_params = dict(run=REAL, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=16, clone_parallel="parallel")
     parallel = str(tmp_path / "tokens" / "parallel.npz")
+    n_packed = len(packed_sequences(parallel, 10, 16)["en"])
+    assert 1 <= n_packed < 6
+    real_params = dict(run=REAL, seed=0, n_parallel=n_packed, parallel_min_len=10, parallel_max_len=16,
+                       clone_parallel="parallel")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"], tokens["fr"]],
                                  "parallel": parallel}, outputs), **real_params)
-    n_packed = len(packed_sequences(parallel, 10, 16)["en"])
-    assert 1 <= n_packed < 6 and list(pd.read_csv(outputs["representation"])["n"]) == [min(4, n_packed)] * 2
+    assert list(pd.read_csv(outputs["representation"])["n"]) == [n_packed] * 2
+    # fewer packed sequences than n_parallel: an error that says how many exist, never a silent shortfall
+    with pytest.raises(LangskewError, match=f"{n_packed} parallel sequences .* fewer than the {n_packed + 1} asked"):
+        alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"], tokens["fr"]],
+                                     "parallel": parallel}, outputs), **{**real_params, "n_parallel": n_packed + 1})
     # clones on the packed parallel lines of their base language (the default)
-    clone_params = dict(run=CLONE, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=16, clone_parallel="parallel")
+    clone_params = dict(run=CLONE, seed=0, n_parallel=n_packed, parallel_min_len=10, parallel_max_len=16,
+                        clone_parallel="parallel")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                 outputs), **clone_params)
-    assert list(pd.read_csv(outputs["representation"])["n"]) == [min(4, n_packed)] * 2
+    assert list(pd.read_csv(outputs["representation"])["n"]) == [n_packed] * 2
     with pytest.raises(LangskewError, match="parallel_max_len"):
         alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                     outputs),

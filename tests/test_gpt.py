@@ -70,6 +70,30 @@ def test_init_scales_residual_projections_and_unties_embeddings():
     assert flops_per_token(cfg, model.num_params()) > 6 * model.num_params()
 
 
+def test_head_dim_sets_the_attention_width_and_the_parameter_count():
+    """The authors' mini: 8 heads of 32 at d_model 512 (attention width 256), counted by hand."""
+    V, T, d, L, w = 1000, 512, 512, 4, 8 * 32
+    attn = d * 3 * w + 3 * w + w * d + d  # qkv and output projections with biases
+    mlp = d * 4 * d + 4 * d + 4 * d * d + d
+    per_block = attn + mlp + 2 * 2 * d  # two LayerNorms
+    expected = V * d + T * d + L * per_block + 2 * d + d * V  # embeddings, blocks, final LayerNorm, head
+    assert per_block == 2_627_328 and expected == 11_796_480
+    cfg = GPTConfig(vocab_size=V, n_layer=L, d_model=d, n_head=8, context=T, head_dim=32)
+    model = GPT(cfg)
+    assert model.num_params() == expected
+    assert model.num_params(include_embeddings=False) == expected - V * d - T * d
+    derived = GPT(GPTConfig(vocab_size=V, n_layer=L, d_model=d, n_head=8, context=T))  # head_dim 64
+    assert derived.cfg.head_dim == 64
+    assert derived.num_params() - model.num_params() == L * (d * 3 * 256 + 3 * 256 + 256 * d)
+    x = torch.randint(0, V, (2, 10))
+    assert model(x)[0].shape == (2, 10, V)
+    torch.manual_seed(0)
+    small = GPTConfig(vocab_size=50, n_layer=2, d_model=32, n_head=4, context=16, head_dim=4)
+    sdpa, naive = GPT(small, "sdpa").eval(), GPT(small, "naive").eval()
+    naive.load_state_dict(sdpa.state_dict())
+    torch.testing.assert_close(sdpa(x % 50)[0], naive(x % 50)[0])
+
+
 def test_save_load_round_trip(tmp_path):
     model = _model()
     save_model(model, tmp_path / "m")

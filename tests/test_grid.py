@@ -82,7 +82,9 @@ def test_every_fit_has_monolingual_runs_up_to_the_largest_scale(paper):
 
 
 def test_size_parameters(paper):
-    assert model_params(paper, "medium") == {"n_layer": 24, "d_model": 1024, "n_head": 16}
+    assert model_params(paper, "medium") == {"n_layer": 24, "d_model": 1024, "n_head": 16, "head_dim": None}
+    assert model_params(paper, "mini") == {"n_layer": 4, "d_model": 512, "n_head": 8, "head_dim": 32}
+    assert train_params(paper, "small")["lr_schedule"] == "warmup_times_cosine"
     assert train_params(paper, "medium")["batch_size"] == 256
     small = train_params(paper, "small")
     assert small["batch_size"] == 128 and small["betas"] == [0.9, 0.95] and small["grad_clip"] is None

@@ -1,5 +1,7 @@
 """Cloned languages, the anchored EN/FR vocabulary, schedules and deterministic batches."""
 
+import random
+
 import numpy as np
 import pytest
 
@@ -50,11 +52,28 @@ def test_partial_cloning_shares_exactly_the_configured_anchors(streams, fraction
     l1, l2 = mix.tables
     shared = l1 == l2
     assert shared[0]  # pad
-    assert (~shared).sum() == round(fraction * (V - 1))
+    # the authors' draw: all V ids shuffled by random.Random(seed), the first int(f * V) cloned, pad never shifted
+    ids = list(range(V))
+    random.Random(3).shuffle(ids)
+    drawn = set(ids[:int(fraction * V)]) - {0}
+    assert set(np.flatnonzero(~shared).tolist()) == drawn
     assert mix.info["n_anchors"] == shared.sum()
     # the anchor set is fixed by the seed
     again = build_mixture(clone_run(clone_fraction=fraction), [streams["en"]], seed=3)
     np.testing.assert_array_equal(again.tables[1], l2)
+
+
+def test_partial_clone_draw_is_the_authors_by_hand():
+    # random.Random(0).shuffle(list(range(10))) orders the ids 7 8 1 5 3 4 2 0 9 6 (Python's
+    # Mersenne Twister and shuffle, unchanged since Python 3.2); f = 0.5 clones int(0.5 * 10) = 5 of them
+    ids = list(range(10))
+    random.Random(0).shuffle(ids)
+    assert ids == [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]
+    assert np.flatnonzero(cloned_mask(10, 0.5, pad_id=0, seed=0)).tolist() == [1, 3, 5, 7, 8]
+    # f = 0.95: int(9.5) = 9 drawn, the pad (id 0) among them stays shared -> 8 cloned
+    assert np.flatnonzero(cloned_mask(10, 0.95, pad_id=0, seed=0)).tolist() == [1, 2, 3, 4, 5, 7, 8, 9]
+    # int, not round: 0.29 * 100 = 28.999... -> 28 ids
+    assert cloned_mask(100, 0.29, pad_id=None, seed=0).sum() == 28
 
 
 def test_mask_excludes_padding():
@@ -171,3 +190,49 @@ def test_parallel_sentences_are_packed_into_sequences_of_min_to_max_tokens():
     # a sequence with a side below min_len is dropped, not cut or padded
     assert pack_parallel({"en": en, "fr": fr}, min_len=9, max_len=12)["fr"] != []
     assert pack_parallel({"en": en, "fr": fr}, min_len=10, max_len=12) == {"en": [], "fr": []}
+
+
+def test_fewer_heldout_windows_than_asked_is_an_error(streams):
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    n_avail = len(mix.streams[0].test) // 8
+    assert len(mix.parallel(n_avail, 8, 8, source="heldout")) == n_avail
+    with pytest.raises(LangskewError, match=f"holds {n_avail} windows of 8 tokens, fewer than the {n_avail + 1}"):
+        mix.parallel(n_avail + 1, 8, 8, source="heldout")
+
+
+def test_each_stream_is_read_in_order_of_its_own_draws(streams):
+    """A language drawn with p reads p of the run's sequences: French at 30% over 100 steps of 8
+    (~240 of its 312 chunks of 16 tokens) sees no chunk twice, and its passes are drawn / 312."""
+    run = {"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.7, 0.3]],
+           "vocab_mode": "disjoint", "steps": 100}
+    mix = build_mixture(run, [streams["en"], streams["fr"]], seed=0)
+    n_chunks = (5000 - 1) // 16  # the fixture's 5,000 train tokens in chunks of 16 (+1 target)
+    rows = {0: [], 1: []}
+    for step in range(100):
+        b = mix.batch(step, 8, 16)
+        for row, lang in zip(b["x"].numpy(), b["lang"].numpy()):
+            rows[int(lang)].append(tuple(row))
+    n_fr, n_en = len(rows[1]), len(rows[0])
+    assert 200 < n_fr < n_chunks < n_en < 2 * n_chunks and n_fr + n_en == 800
+    assert len(set(rows[1])) == n_fr  # no French chunk twice before the stream is used up
+    assert len(set(rows[0])) == n_chunks  # English: every chunk once, then a second pass began
+    passes = mix.data_passes([n_en, n_fr], 16)
+    assert passes == pytest.approx({"en": n_en / n_chunks, "fr": n_fr / n_chunks})
+    assert passes["en"] > 1 > passes["fr"]
+
+
+def test_batches_of_a_late_step_do_not_depend_on_the_order_of_calls(streams):
+    run = {"id": "r", "kind": "real", "base_languages": ["en", "fr"], "schedule": [[0.6, 0.4]],
+           "vocab_mode": "disjoint", "steps": 3000}
+    walked = build_mixture(run, [streams["en"], streams["fr"]], seed=0)
+    for step in range(2100):
+        walked.batch(step, 2, 16)
+    fresh = build_mixture(run, [streams["en"], streams["fr"]], seed=0)  # e.g. resumed at step 2100
+    for step in (2100, 1030, 2101, 5):
+        np.testing.assert_array_equal(fresh.batch(step, 2, 16)["x"].numpy(), walked.batch(step, 2, 16)["x"].numpy())
+
+
+def test_clones_share_the_passes_of_their_stream(streams):
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    # 300 + 324 sequences of 16 tokens from one stream of 312 chunks: two passes for both clones
+    assert mix.data_passes([300, 324], 16) == pytest.approx({"L1": 2.0, "L2": 2.0})

@@ -97,7 +97,7 @@ REAL = {**CLONE, "id": "r", "kind": "real", "base_languages": ["en", "fr"], "voc
 
 
 #: The evaluation jobs' params (keys of study_b.eval).
-PERPLEXITY = {"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4}
+PERPLEXITY = {"window": 16, "stride": 4, "max_tokens": 200, "batch_size": 4, "precision": "fp16"}
 ALIGNMENT = {"n_parallel": 3, "parallel_min_len": 12, "parallel_max_len": 12, "clone_parallel": "heldout"}
 
 
@@ -110,3 +110,25 @@ def test_perplexity_job(tmp_path, tokens):
                                        **params)
     assert json.loads(out.read_text()) == pytest.approx(result)
     assert set(result) == {"L1", "L2"} and all(1.0 < v < 200 for v in result.values())
+
+
+def test_evaluation_autocasts_in_fp16_by_default_as_the_authors(monkeypatch, tmp_path, tokens):
+    """The authors evaluate under torch.cuda.amp.autocast() (fp16); the precision is an option."""
+    asked = []
+    real = perplexity.amp_dtype
+
+    def spy(device, precision):
+        asked.append(precision)
+        return real(device, precision)
+
+    monkeypatch.setattr(perplexity, "amp_dtype", spy)
+    model, ids = tiny_gpt(vocab=40), np.arange(30) % 40
+    fp16 = perplexity.sliding_window_perplexity(model, ids, window=8, stride=4, device="cpu")
+    fp32 = perplexity.sliding_window_perplexity(model, ids, window=8, stride=4, device="cpu", precision="fp32")
+    assert asked == ["fp16", "fp32"] and fp16 == fp32  # the CPU runs in fp32 either way
+    assert real(torch.device("cuda"), "fp16") is torch.float16
+    save_model(model, tmp_path / "model")
+    with pytest.raises(LangskewError, match="precision must be one of fp16, bf16, fp32"):
+        perplexity.perplexity_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]]},
+                                      [str(tmp_path / "p.json")]), run=CLONE, seed=0,
+                                  **{**PERPLEXITY, "precision": "half"})

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT
 from helpers import build_tiny_encoder
-from hub_fixtures import hub_cache_repo, per_language_parquet_repo, sharded_parquet_repo, translation_repo
+from hub_fixtures import (hub_cache_repo, per_language_parquet_repo, sharded_parquet_repo, split_shards_repo,
+                          translation_repo)
 from langskew import prefetch
 
 SPLITS = ("train", "validation", "test")
@@ -26,9 +27,9 @@ def hub_folders(tmp_path_factory):
     d = tmp_path_factory.mktemp("hub")
     amazon = per_language_parquet_repo(d / "AmazonReviewsClassification",
                                        {lang: {s: _reviews(lang) for s in SPLITS} for lang in ("en", "fr")})
-    stories = per_language_parquet_repo(d / "TinyStories", {"default": {
-        "train": pd.DataFrame({"text": [f"Story {i}. The end." for i in range(60)]}),
-        "validation": pd.DataFrame({"text": [f"Held-out story {i}." for i in range(10)]})}})
+    gutenberg = split_shards_repo(d / "project_gutenberg", {lang: [pd.DataFrame({
+        "id": [f"{lang}{s}-{i}" for i in range(35)], "text": [f"Book {s}-{i} in {lang}. The end." for i in range(35)]})
+        for s in range(2)] for lang in ("de", "en")})
     books = sharded_parquet_repo(d / "French-PD-Books", [pd.DataFrame({
         "complete_text": [f"Livre {s}-{i}. Il était une fois." for i in range(30)]}) for s in range(3)])
     europarl = translation_repo(d / "europarl", [[(f"Sentence {i}.", f"Phrase {i}.") for i in range(40)]])
@@ -52,10 +53,10 @@ study_a:
   shap: {{classes: {{amazon_hub: [0, 4]}}}}
 study_b:
   languages:
-    en: {{source: hub, hub: {{path: {stories}, name: default, text_column: text,
-                              splits: {{train: train, test: validation}}}}}}
+    en: {{source: hub, hub: {{path: {gutenberg}}}, test_fraction: 0.1}}  # the paper's en settings otherwise
     fr: {{source: hub, hub: {{path: {books}, text_column: complete_text, splits: {{train: train, test: null}},
                               shards: 2, streaming: true}}, test_fraction: 0.1}}
+  eval: {{n_parallel: 1, parallel_min_len: 4}}
   parallel:
     source: hub
     n_pairs: 16
@@ -81,7 +82,7 @@ def test_hub_items_of_the_paper_configuration():
                      ("study_a_dataset", "amazon"): "mteb/AmazonReviewsClassification",
                      ("model", "mbert"): "google-bert/bert-base-multilingual-cased",
                      ("model", "xlmr"): "FacebookAI/xlm-roberta-base",
-                     ("study_b_corpus", "en"): "roneneldan/TinyStories",
+                     ("study_b_corpus", "en"): "manu/project_gutenberg",
                      ("study_b_corpus", "fr"): "PleIAs/French-PD-Books",
                      ("study_b_parallel", "parallel"): "Helsinki-NLP/europarl"}
     for section in (cfg["datasets"]["xnli"]["hub"], cfg["datasets"]["amazon"]["hub"], cfg["models"]["mbert"],
@@ -109,10 +110,13 @@ def test_prefetch_then_offline_jobs(hub_folders, tmp_path):
     assert any("amazon" in str(p).lower() for p in prepared)  # the split the job will ask for is prepared
 
     offline = {**login, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    _snakemake("--cores", "1", *conf, "--until", "study_a_dataset", "study_b_corpus", "study_b_parallel_corpus",
-               env=offline)
+    # the parallel corpus is read until n_parallel packed sequences exist, so it needs the corpora's tokenizers
+    _snakemake("--cores", "1", *conf, "--until", "study_a_dataset", "study_b_parallel_corpus", env=offline)
     test = pd.read_parquet(tmp_path / "results" / "study_a" / "data" / "amazon_hub" / "test.parquet")
     assert len(test) == 24 and test["label"].max() == 4
+    en = pd.concat(pd.read_parquet(tmp_path / "results" / "study_b" / "corpus" / "en" / f"{split}.parquet")
+                   for split in ("train", "test"))
+    assert len(en) == 70 and en["text"].str.endswith("in en. The end.").all()  # the English shards only
     fr = pd.read_parquet(tmp_path / "results" / "study_b" / "corpus" / "fr" / "train.parquet")
     assert fr["text"].str.startswith(("Livre 0-", "Livre 1-")).all()  # only the two chosen shards
     pairs = pd.read_parquet(tmp_path / "results" / "study_b" / "corpus" / "parallel.parquet")

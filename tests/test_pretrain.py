@@ -1,6 +1,7 @@
 """Study B pretraining: schedule, learning, resuming after SIGKILL/SIGTERM, and DDP on CPU."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -69,6 +70,21 @@ def test_lr_schedule_warms_up_then_decays_by_cosine_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
 
 
+def test_training_follows_the_authors_schedule_by_default(meta):
+    """The curve's lr is Languini's warm-up ramp x cosine over all steps (worked out here by hand)."""
+    mixture = build_mixture({**RUN, "steps": 8}, [meta], 0)
+    cfg = GPTConfig(vocab_size=mixture.vocab_size, context=16, **MODEL)
+    hp = tr.TrainHP.from_dict({**HP, "lr": 1.0, "min_lr": 0.0, "warmup_steps": 4, "log_every": 1, "eval_every": 8})
+    assert hp.lr_schedule == "warmup_times_cosine"
+    curve = pd.DataFrame(tr.pretrain(mixture, cfg, hp, total_steps=8, seed=0, progress=False).curve)
+    # step s (0-based) logs row s + 1: n = s + 1, lr = min(n, 4) / 4 * (1 + cos(pi * n / 8)) / 2
+    expected = [min(n, 4) / 4 * (1 + math.cos(math.pi * n / 8)) / 2 for n in range(1, 9)]
+    assert expected[3] == pytest.approx((1 + math.cos(math.pi / 2)) / 2) == pytest.approx(0.5)
+    assert list(curve["lr"]) == pytest.approx(expected)
+    with pytest.raises(LangskewError, match="lr_schedule"):
+        tr.TrainHP.from_dict({**HP, "lr_schedule": "step"})
+
+
 def test_bad_hyper_parameters_are_named(tmp_path, meta):
     with pytest.raises(LangskewError, match="learning_rate"):
         tr.TrainHP.from_dict({**HP, "learning_rate": 1e-3})
@@ -103,6 +119,8 @@ def test_tiny_pretraining_lowers_the_loss(meta):
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0] - 0.3
     assert result.metrics["final_val_loss"]["L1"] < np.log(mixture.vocab_size) - 0.3
     assert sum(result.metrics["tokens_seen"].values()) == 40 * 8 * 16
+    # both clones read the one stream: 40 x 8 sequences over its (6000 - 1) // 16 = 374 chunks of 16 tokens
+    assert result.metrics["data_passes"] == pytest.approx({"L1": 320 / 374, "L2": 320 / 374})
 
 
 # -- the job: outputs, resuming after kills ---------------------------------------------

@@ -112,3 +112,34 @@ def test_report_job_writes_tables_and_figures(runs, tmp_path):
     assert "32.81" in md and "small-1x-clone2-p0.10" in md
     assert (tmp_path / "rep" / "perplexity_vs_p.png").stat().st_size > 0
     assert len(pd.read_csv(out["representation_alignment"])) == len(bilingual)
+
+
+def test_report_carries_data_passes_and_warns_where_a_stream_repeats(runs, tmp_path):
+    from langskew.io import write_json
+    from helpers import job
+
+    ppl = _ppl(runs)
+    ppl_files, metric_files = [], []
+    for r in runs:
+        write_json(ppl[r["id"]], tmp_path / f"{r['id']}.json")
+        ppl_files.append(str(tmp_path / f"{r['id']}.json"))
+        names = ["L1", "L2"] if r["kind"] == "clone" else r["base_languages"]
+        passes = 2.5 if r["id"] == "small-2x-clone2-p0.10" else 0.4  # one run read its stream 2.5 times
+        write_json({"data_passes": {n: passes for n in names}}, tmp_path / f"{r['id']}.m.json")
+        metric_files.append(str(tmp_path / f"{r['id']}.m.json"))
+    out = {}
+    for name in report.TITLES:
+        out[name] = str(tmp_path / "rep" / f"{name}.csv")
+        out[f"{name}_md"] = str(tmp_path / "rep" / f"{name}.md")
+    out["perplexity_vs_p"] = str(tmp_path / "rep" / "perplexity_vs_p.png")
+    out["alignment_layers"] = str(tmp_path / "rep" / "alignment_layers.png")
+    report.report_job(job({"perplexity": ppl_files, "metrics": metric_files, "fits": [], "representation": [],
+                           "gradient": []}, out), runs=runs, bilingual=[])
+    table = pd.read_csv(out["perplexity"])
+    assert set(table.loc[table["run"] == "small-2x-clone2-p0.10", "data_passes"]) == {2.5}
+    assert set(table.loc[table["run"] != "small-2x-clone2-p0.10", "data_passes"]) == {0.4}
+    md = (tmp_path / "rep" / "perplexity.md").read_text()
+    assert ("Warning: 2 of 22 rows trained on repeated data" in md and "small-2x-clone2-p0.10/L1 2.50" in md
+            and "small-2x-clone2-p0.10/L2 2.50" in md)
+    assert "data_passes" in report.TEFF_COLUMNS
+    assert report.repetition_warning(table[table["data_passes"] < 1]) == ""

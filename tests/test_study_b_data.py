@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from helpers import build_study_b_tokens, job
-from hub_fixtures import sharded_parquet_repo, translation_repo
+from hub_fixtures import sharded_parquet_repo, split_shards_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
 from langskew.study_b import corpus, synthetic_lang, tokenizer
-from langskew.study_b.languages import anchored_mapping, build_mixture, open_stream
+from langskew.study_b.languages import anchored_mapping, build_mixture, load_packed_parallel, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_data_jobs_write_what_their_functions_write(built, tmp_path):
     for split in ("train", "test"):
         assert Path(streams[split]).read_bytes() == (reference / f"{split}.bin").read_bytes()
     pairs, npz = str(tmp_path / "parallel.parquet"), str(tmp_path / "parallel.npz")
-    corpus.parallel_corpus_job(job(output=[pairs]), spec={"source": "synthetic", "n_pairs": 30}, languages=["en", "fr"])
     models = [built["tokenizers"][lang] for lang in ("en", "fr")]
+    corpus.parallel_corpus_job(job({"tokenizers": models}, [pairs]), spec={"source": "synthetic", "n_pairs": 30},
+                               languages=["en", "fr"], n_parallel=1, min_len=1, max_len=400)
     tokenizer.parallel_tokens_job(job({"pairs": pairs, "tokenizers": models}, [npz]), languages=["en", "fr"])
     got, want = np.load(npz), np.load(built["parallel"])
     assert sorted(got.files) == sorted(want.files) and all(np.array_equal(got[k], want[k]) for k in want.files)
@@ -178,7 +179,24 @@ def test_sharded_hub_repo_reads_only_the_chosen_shards(tmp_path):
         corpus.load_corpus(spec, "fr")
 
 
-def test_europarl_style_pairs_drop_empties_before_taking_n(tmp_path):
+def test_paper_english_corpus_reads_the_english_shards_of_a_gutenberg_style_repo(tmp_path):
+    """The paper configuration's English source, run as configured on a folder laid out like
+    manu/project_gutenberg (data/{split}-xxxxx-of-xxxxx-{hash}.parquet, one split per language)."""
+    from langskew.config import load_config
+
+    spec = load_config(Path(__file__).resolve().parents[1] / "config.yaml")["study_b"]["languages"]["en"]
+    assert spec["hub"]["path"] == "manu/project_gutenberg" and len(spec["hub"]["revision"]) == 40
+    books = {lang: [pd.DataFrame({"id": [f"{lang}{s}-{i}" for i in range(20)],
+                                  "text": [f"{lang} book {s}-{i}." for i in range(20)]}) for s in range(n)]
+             for lang, n in (("de", 2), ("en", 3), ("fr", 1))}
+    root = split_shards_repo(tmp_path / "project_gutenberg", books)
+    spec = {**spec, "hub": {**spec["hub"], "path": str(root)}, "test_fraction": 0.25}
+    docs = corpus.load_corpus(spec, "en")
+    assert sorted(docs["train"] + docs["test"]) == sorted(f"en book {s}-{i}." for s in range(3) for i in range(20))
+    assert 0 < len(docs["test"]) < 30  # a seeded sample of the books is held out
+
+
+def test_europarl_style_pairs_keep_empty_sides_and_take_the_first_n(tmp_path):
     shard0 = [("", "Vide."), ("Hello.", "Bonjour."), ("Yes.", ""), ("Good night.", "Bonne nuit."), ("A.", "B.")]
     shard1 = [("Later.", "Plus tard.")]
     root = translation_repo(tmp_path / "europarl", [shard0, shard1])
@@ -186,11 +204,48 @@ def test_europarl_style_pairs_drop_empties_before_taking_n(tmp_path):
             "hub": {"path": str(root), "name": "en-fr", "split": "train",
                     "columns": {"en": "translation.en", "fr": "translation.fr"}}}
     df = corpus.load_parallel(spec, ["en", "fr"])  # the hub config, prepared by datasets
-    assert df.to_dict("records") == [{"en": "Hello.", "fr": "Bonjour."}, {"en": "Good night.", "fr": "Bonne nuit."},
-                                     {"en": "A.", "fr": "B."}]
+    assert df.to_dict("records") == [{"en": "", "fr": "Vide."}, {"en": "Hello.", "fr": "Bonjour."},
+                                     {"en": "Yes.", "fr": ""}]
     spec["hub"].update(data_files="en-fr/*.parquet", shards=1, streaming=True)
     spec["n_pairs"] = 10
-    assert len(corpus.load_parallel(spec, ["en", "fr"])) == 3  # only the first shard is read
+    assert len(corpus.load_parallel(spec, ["en", "fr"])) == 5  # only the first shard is read
+
+
+# (en, fr) digit counts of the pairs below; a digit is one token (split_digits, no dummy prefix)
+DIGIT_PAIRS = [(3, 3), (3, 3), (3, 3), (0, 4), (2, 1), (4, 4), (9, 1), (4, 4), (1, 1), (1, 1)]
+
+
+def test_parallel_pairs_are_read_until_n_packed_sequences_exist(built, tmp_path, monkeypatch):
+    """Packed by hand with min_len 4, max_len 8 (the authors' rule: join while both sides fit,
+    close and drop a sequence with a side under min_len, skip a pair longer than max_len):
+    A = pairs 0-1 (6, 6); B = pairs 2-4 (5, 8), pair 3's empty English side kept; C = pairs 5, 7
+    (8, 8), pair 6 (9 tokens) skipped; pairs 8-9 (2, 2) are too short. Three sequences in all."""
+    models = {lang: built["tokenizers"][lang] for lang in ("en", "fr")}
+    sp = tokenizer.load_tokenizer(models["en"])
+    assert len(sp.encode("7777")) == 4 and sp.encode("") == []
+    pairs = [("7" * e, "5" * f) for e, f in DIGIT_PAIRS]
+    root = translation_repo(tmp_path / "europarl", [pairs[:5], pairs[5:]])
+    spec = {"source": "hub", "n_pairs": None,
+            "hub": {"path": str(root), "name": "en-fr", "split": "train", "data_files": "en-fr/*.parquet",
+                    "streaming": True, "columns": {"en": "translation.en", "fr": "translation.fr"}}}
+    monkeypatch.setattr(corpus, "PARALLEL_CHUNK", 2)  # read two pairs at a time
+    # n_parallel 2: after pairs 0-5 A and B are closed (C has begun) -> reading stops at 6 pairs
+    df = corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=2, min_len=4, max_len=8)
+    assert list(zip(df["en"].str.len(), df["fr"].str.len())) == DIGIT_PAIRS[:6]
+    out = tmp_path / "parallel.parquet"
+    npz = tmp_path / "parallel.npz"
+    corpus.parallel_corpus_job(job({"tokenizers": [models["en"], models["fr"]]}, [str(out)]), spec=spec,
+                               languages=["en", "fr"], n_parallel=2, min_len=4, max_len=8)
+    tokenizer.encode_parallel(pd.read_parquet(out), models, npz)
+    packed = load_packed_parallel(npz, 4, 8)
+    assert [(len(a), len(b)) for a, b in zip(packed["en"], packed["fr"])][:2] == [(6, 6), (5, 8)]
+    # n_parallel 3: the whole source (C is the last sequence kept)
+    assert len(corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=3, min_len=4, max_len=8)) == 10
+    with pytest.raises(LangskewError, match=r"only 3 packed parallel sequences .* from 10 pairs \(the source ran out\)"
+                                            r".* asks for 4"):
+        corpus.load_parallel(spec, ["en", "fr"], models, n_parallel=4, min_len=4, max_len=8)
+    with pytest.raises(LangskewError, match=r"only 1 packed .* from 4 pairs \(n_pairs=4 reached\)"):
+        corpus.load_parallel({**spec, "n_pairs": 4}, ["en", "fr"], models, n_parallel=2, min_len=4, max_len=8)
 
 
 def test_corpus_job_streams_to_parquet_like_the_in_memory_path(tmp_path):
@@ -246,3 +301,21 @@ def test_tokenizer_keeps_text_as_it_is_by_default(tmp_path):
     sp2 = tokenizer.load_tokenizer(nfkc)
     assert sp2.decode(sp2.encode(text)) == "Anna sees fine Bob"
     assert sp2.encode("Anna", out_type=str)[0].startswith("▁")
+
+
+def test_tokenizer_trainer_spec_matches_the_authors(tmp_path):
+    """The trainer spec inside the authors' .model files: pieces up to 99 characters,
+    whitespace-only pieces allowed, character coverage 0.9995 (read back from the ModelProto)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    docs = [f"Anna    sees the house number {i}.    Bob waves." for i in range(200)]
+    model = tmp_path / "xx.model"
+    tokenizer.train_tokenizer(docs, model, 300, {"hard_vocab_limit": False})
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    spec = proto.trainer_spec
+    assert spec.max_sentencepiece_length == 99
+    assert spec.allow_whitespace_only_pieces is True
+    assert spec.character_coverage == pytest.approx(0.9995)
+    assert (spec.split_digits, spec.byte_fallback, spec.model_type) == (True, True, spec.BPE)
+    assert not proto.normalizer_spec.add_dummy_prefix and proto.normalizer_spec.name == "identity"

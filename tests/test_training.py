@@ -55,6 +55,37 @@ def test_cosine_schedule_equals_study_b_formula(total, warmup):
             assert warmup_decay(step, total, warmup, lr, min_lr, "cosine") == study_b_lr(step, total, lr, min_lr, warmup)
 
 
+def test_warmup_times_cosine_is_the_authors_shape_by_hand():
+    """Languini's CosineLR: ramp min(n, W) / W times a cosine over all T steps, n = step + 1."""
+    # T = 10, W = 4, peak 1, final 0: step 0 -> 1/4 * (1 + cos(pi/10)) / 2 = 0.25 * 0.9755283 = 0.2438821
+    assert warmup_decay(0, 10, 4, 1.0, 0.0, "warmup_times_cosine") == pytest.approx(0.2438821, abs=1e-7)
+    # step 1 -> 2/4 * (1 + cos(pi/5)) / 2 = 0.5 * 0.9045085 = 0.4522542
+    assert warmup_decay(1, 10, 4, 1.0, 0.0, "warmup_times_cosine") == pytest.approx(0.4522542, abs=1e-7)
+    # step 4 (n = 5, ramp done) -> (1 + cos(pi/2)) / 2 = 0.5; with final 0.1: 0.1 + 0.9 * 0.5 = 0.55
+    assert warmup_decay(4, 10, 4, 1.0, 0.0, "warmup_times_cosine") == pytest.approx(0.5)
+    assert warmup_decay(4, 10, 4, 1.0, 0.1, "warmup_times_cosine") == pytest.approx(0.55)
+    # the last step (n = T) and beyond sit at final
+    assert warmup_decay(9, 10, 4, 1.0, 0.1, "warmup_times_cosine") == pytest.approx(0.1)
+    assert warmup_decay(15, 10, 4, 1.0, 0.1, "warmup_times_cosine") == pytest.approx(0.1)
+    # no warm-up: the cosine alone
+    assert warmup_decay(4, 10, 0, 1.0, 0.0, "warmup_times_cosine") == pytest.approx(0.5)
+    # the paper's 0.1x run: 1,826 steps, warm-up 200, lr 6e-4 -> 6e-6, mid-run step 912 (n = 913)
+    expected = 6e-6 + (6e-4 - 6e-6) * (1 + math.cos(math.pi * 913 / 1826)) / 2  # cos(pi/2): 3.03e-4
+    assert warmup_decay(912, 1826, 200, 6e-4, 6e-6, "warmup_times_cosine") == pytest.approx(expected)
+    assert expected == pytest.approx(3.03e-4, rel=1e-9)
+
+
+def test_warmup_times_cosine_differs_from_warmup_then_cosine():
+    # the former shape reaches the peak after the warm-up; the authors' is already below it
+    assert warmup_decay(4, 10, 4, 1.0, 0.0, "cosine") == pytest.approx(1.0)
+    assert warmup_decay(4, 10, 4, 1.0, 0.0, "warmup_times_cosine") == pytest.approx(0.5)
+    # 0.1x run, mid-run: former 3.6059e-4 (cosine over the 1,626 steps after the warm-up), authors' 3.03e-4: 19% apart
+    former = warmup_decay(912, 1826, 200, 6e-4, 6e-6, "cosine")
+    assert former == pytest.approx(6e-6 + (6e-4 - 6e-6) * (1 + math.cos(math.pi * 712 / 1626)) / 2)
+    assert former == pytest.approx(3.6059e-4, rel=1e-4)
+    assert former / warmup_decay(912, 1826, 200, 6e-4, 6e-6, "warmup_times_cosine") == pytest.approx(1.190, abs=1e-3)
+
+
 def test_schedule_shape_and_unknown_decay():
     lrs = [warmup_decay(s, 20, 4, 1.0, 0.1, "cosine") for s in range(21)]
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0]) and lrs[20] == pytest.approx(0.1)

@@ -41,18 +41,29 @@ from langskew.progress import progress
 
 logger = logging.getLogger(__name__)
 
-DECAYS = ("linear", "cosine")
+DECAYS = ("linear", "cosine", "warmup_times_cosine")
 
 
 def warmup_decay(step: int, total_steps: int, warmup_steps: int, peak: float, final: float,
                  decay: str = "linear") -> float:
     """Value at optimizer step ``step`` (0-based): linear warm-up to ``peak``, then decay to ``final``.
 
-    Warm-up: ``peak * (step + 1) / warmup_steps`` for the first ``warmup_steps`` steps. Then
-    ``decay`` runs from ``peak`` at the end of the warm-up to ``final`` at ``total_steps``
-    (and stays there): ``"linear"`` (Study A, as a factor of its learning rates: peak 1,
-    final ``final_lr_fraction``) or ``"cosine"`` (Study B: peak ``lr``, final ``min_lr``).
+    ``"linear"`` and ``"cosine"``: warm-up ``peak * (step + 1) / warmup_steps`` for the first
+    ``warmup_steps`` steps, then the decay runs from ``peak`` at the end of the warm-up to
+    ``final`` at ``total_steps`` (and stays there). ``"linear"`` is Study A's (as a factor of
+    its learning rates: peak 1, final ``final_lr_fraction``); ``"cosine"`` is Study B's former
+    shape.
+
+    ``"warmup_times_cosine"`` (Study B, the shape of Languini's ``CosineLR`` that the authors
+    trained with): the warm-up ramp multiplies a cosine that runs over all steps from step 0,
+    ``min(n, W) / W * (final + (peak - final) * (1 + cos(pi * min(n, T) / T)) / 2)`` with
+    ``n = step + 1`` (the scheduler has stepped once before the first optimizer step),
+    ``W = warmup_steps`` (no ramp when 0) and ``T = total_steps``.
     """
+    if decay == "warmup_times_cosine":
+        n, total = step + 1, max(1, total_steps)
+        ramp = min(n, warmup_steps) / warmup_steps if warmup_steps > 0 else 1.0
+        return ramp * (final + 0.5 * (peak - final) * (1.0 + math.cos(math.pi * min(n, total) / total)))
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)

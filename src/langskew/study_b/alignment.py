@@ -174,8 +174,8 @@ def alignment_job(job: Job, *, run: dict, n_parallel: int, parallel_min_len: int
     pairs = mixture.parallel(int(n_parallel), min_len, max_len, source=source)
     pairs = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
     if len(pairs) < int(n_parallel):
-        logger.warning("alignment of %s: %d parallel sequences instead of n_parallel=%d",
-                       run["id"], len(pairs), int(n_parallel))
+        raise LangskewError(f"alignment of {run['id']}: {len(pairs)} parallel sequences of at least 2 tokens, "
+                            f"fewer than n_parallel={int(n_parallel)}")
     match = run["kind"] == "real"
     write_csv(representation_alignment(model, pairs, match, device), job.output.representation)
     write_csv(gradient_alignment(model, pairs, device), job.output.gradient)

@@ -22,8 +22,12 @@ rather than its last files. ``max_documents`` caps each split (reading stops the
 
 Parallel pairs (``study_b.parallel``) come from the synthetic generator, a hub dataset with
 two text columns (e.g. Europarl en-fr, where a column may be a dotted path such as
-``translation.en``) or local files; empty pairs are dropped *before* the first ``n_pairs``
-are taken, and reading stops once ``n_pairs`` are found.
+``translation.en``) or local files. Every pair is kept, also one with an empty side (the
+authors packed all of Europarl as it is). With the languages' tokenizers, the pairs are read
+until ``n_parallel`` packed sequences exist (:func:`langskew.study_b.languages.pack_parallel`,
+the authors' packing; the first ``n_parallel`` are what the alignment uses): a source that
+runs out first, or ``n_pairs`` (an optional cap on the pairs read) reached first, is an
+error that says how many were found. Without tokenizers the first ``n_pairs`` are read.
 
 Outputs: ``corpus/{lang}/{train,test}.parquet`` (column ``text``, one row per document)
 and ``corpus/parallel.parquet`` (one column per language).
@@ -355,36 +359,87 @@ def _local_table(local: dict, languages: list[str]) -> pd.DataFrame:
     return pd.DataFrame({lang: table[columns[lang]].fillna("").astype(str) for lang in languages})
 
 
-def load_parallel(spec: dict, languages: list[str]) -> pd.DataFrame:
-    """The first ``spec["n_pairs"]`` non-empty sentence pairs, one column per language."""
-    if len(languages) != 2:
-        raise LangskewError(f"study_b.parallel.languages must name two languages, got {languages}")
+PARALLEL_CHUNK = 1000  # pairs read and tokenised between two packing checks
+
+
+def _parallel_pairs(spec: dict, languages: list[str]) -> Iterator[tuple[str, ...]]:
+    """Every sentence pair of the source, in order, as strings (empty sides included)."""
     source = spec.get("source")
     n = spec.get("n_pairs")
     if source == "synthetic":
         syn = spec.get("synthetic") or {}
         grammars = tuple((syn.get("grammars") or {}).get(lang, lang) for lang in languages)
-        pairs: Iterable[tuple] = synthetic_lang.parallel_sentences(grammars, int(n or 1000), int(syn.get("seed", 0)))
+        pairs: Iterable[tuple] = synthetic_lang.parallel_sentences(grammars, int(n or 10**9), int(syn.get("seed", 0)))
     elif source == "hub":
         pairs = _hub_pairs(spec.get("hub") or {}, languages)
     elif source == "local":
         pairs = _local_pairs(spec.get("local") or {}, languages)
     else:
         raise LangskewError(f"study_b.parallel.source {source!r} is not one of {', '.join(SOURCES)}")
-    kept, empty = [], 0
     for pair in pairs:
-        if all(str(s).strip() for s in pair):
-            kept.append(tuple(str(s) for s in pair))
-            if n is not None and len(kept) >= int(n):
-                break
-        else:
-            empty += 1
+        yield tuple(str(s) for s in pair)
+
+
+def load_parallel(spec: dict, languages: list[str], tokenizers: dict[str, str | Path] | None = None,
+                  n_parallel: int | None = None, min_len: int = 128, max_len: int = 512) -> pd.DataFrame:
+    """Sentence pairs of ``spec``, one column per language, every pair kept (empty sides too).
+
+    With ``tokenizers`` ({language: SentencePiece model}) and ``n_parallel``: the pairs read
+    until ``n_parallel`` packed sequences of ``min_len`` to ``max_len`` tokens per side are
+    complete; fewer is a :class:`LangskewError` that says how many were found. Otherwise
+    the first ``n_pairs`` pairs (all when null). ``n_pairs`` caps the pairs read either way.
+    """
+    if len(languages) != 2:
+        raise LangskewError(f"study_b.parallel.languages must name two languages, got {languages}")
+    cap = spec.get("n_pairs")
+    pairs = _parallel_pairs(spec, languages)
+    if cap is not None:
+        pairs = itertools.islice(pairs, int(cap))
+    if tokenizers is None or n_parallel is None:
+        kept = list(pairs)
+    else:
+        kept = _read_until_packed(pairs, languages, tokenizers, int(n_parallel), int(min_len), int(max_len), cap)
     if not kept:
         raise LangskewError("study_b.parallel: no sentence pairs")
-    if n is not None and len(kept) < int(n):
-        logger.warning("study_b.parallel: only %d non-empty pairs (n_pairs %s)", len(kept), n)
-    logger.info("parallel: %d pairs kept, %d empty pairs skipped", len(kept), empty)
+    empty = sum(1 for pair in kept if not all(s.strip() for s in pair))
+    logger.info("parallel: %d pairs read (%d with an empty side, kept as the authors did)", len(kept), empty)
     return pd.DataFrame(kept, columns=languages)
+
+
+def _read_until_packed(pairs: Iterator[tuple[str, ...]], languages: list[str], tokenizers: dict[str, str | Path],
+                       n_parallel: int, min_len: int, max_len: int, cap: int | None) -> list[tuple[str, ...]]:
+    """Pairs read chunk by chunk until ``n_parallel`` packed sequences are complete."""
+    import sentencepiece as spm
+
+    from langskew.study_b.languages import pack_parallel
+
+    missing = [lang for lang in languages if lang not in tokenizers]
+    if missing:
+        raise LangskewError(f"study_b.parallel: no tokenizer for language {missing[0]!r}")
+    sps = {lang: spm.SentencePieceProcessor(model_file=str(tokenizers[lang])) for lang in languages}
+    kept: list[tuple[str, ...]] = []
+    ids: dict[str, list] = {lang: [] for lang in languages}
+    packed: dict[str, list] = {lang: [] for lang in languages}
+    exhausted = False
+    while True:
+        chunk = list(itertools.islice(pairs, PARALLEL_CHUNK))
+        exhausted = len(chunk) < PARALLEL_CHUNK
+        kept += chunk
+        for i, lang in enumerate(languages):
+            ids[lang] += sps[lang].encode([pair[i] for pair in chunk])
+        packed = pack_parallel({lang: [np.asarray(x, dtype=np.int64) for x in ids[lang]] for lang in languages},
+                               min_len, max_len)
+        # n + 1 sequences: the n-th is closed (no later pair can join it), so the first n are final
+        if len(packed[languages[0]]) > n_parallel or exhausted:
+            break
+    found = len(packed[languages[0]])
+    if found < n_parallel:
+        why = (f"n_pairs={cap} reached" if cap is not None and len(kept) >= int(cap) else "the source ran out")
+        raise LangskewError(f"study_b.parallel: only {found} packed parallel sequences of {min_len} to {max_len} "
+                            f"tokens from {len(kept)} pairs ({why}); study_b.eval.n_parallel asks for {n_parallel}. "
+                            f"Raise or remove n_pairs, read more shards, or lower n_parallel / parallel_min_len")
+    logger.info("parallel: %d pairs read for %d packed sequences (n_parallel %d)", len(kept), found, n_parallel)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,6 +450,11 @@ def corpus_job(job: Job, *, language: str, spec: dict) -> None:
     write_corpus(dict(spec), language, {"train": job.output.train, "test": job.output.test})
 
 
-def parallel_corpus_job(job: Job, *, spec: dict, languages: list[str]) -> None:
-    """Rule ``study_b_parallel_corpus``: the sentence pairs of ``spec`` in ``languages`` -> output[0] parquet."""
-    write_parquet(load_parallel(dict(spec), list(languages)), job.output[0])
+def parallel_corpus_job(job: Job, *, spec: dict, languages: list[str], n_parallel: int, min_len: int,
+                        max_len: int) -> None:
+    """Rule ``study_b_parallel_corpus``: the sentence pairs of ``spec`` in ``languages`` -> output[0] parquet,
+    read until ``n_parallel`` packed sequences of ``min_len`` to ``max_len`` tokens exist
+    (input.tokenizers: one SentencePiece model per language, in ``languages`` order)."""
+    tokenizers = dict(zip(languages, job.input.tokenizers))
+    write_parquet(load_parallel(dict(spec), list(languages), tokenizers, int(n_parallel), int(min_len), int(max_len)),
+                  job.output[0])

@@ -3,7 +3,13 @@
 Scaling fit: 1/PPL = c - a * x^(-b) over monolingual runs, x = training tokens in units of
 the 1x token budget (``study_b.train.base_tokens``, the same for every size). For a language of a bilingual run,
 MLTE is the monolingual token count at which the fit reaches that PPL, TEff = MLTE /
-tokens of the language seen, and MLPE = the fit's PPL at the same token count.
+tokens of the language, and MLPE = the fit's PPL at the same token count.
+
+As the authors computed them (``study_b.eval``): the fit is an unbounded least-squares fit
+started from (a, b, c) = (1, 1, 1), scipy's default (``fit_method: authors``; ``bounded``
+keeps c in [0, 1], a >= 0, b in [0.001, 5] and starts from the data), and the tokens of a
+language are the run's tokens x the language's probability (``teff_tokens: expected``;
+``counted`` uses the sequences counted during training, metrics.json ``tokens_seen``).
 """
 
 from __future__ import annotations
@@ -32,15 +38,35 @@ FIT_BOUNDS = ((0.0, 0.0, 1e-3), (1.0, np.inf, 5.0))
 FIT_PARAMS = ("c", "a", "b")
 
 
-def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, float, float]:
-    """Least-squares (c, a, b) of 1/PPL = c - a * x^(-b); needs at least three points."""
+FIT_METHODS = ("authors", "bounded")
+TEFF_TOKENS = ("expected", "counted")
+
+
+def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float], method: str = "authors") -> tuple[float, float, float]:
+    """Least-squares (c, a, b) of 1/PPL = c - a * x^(-b); needs at least three points.
+
+    ``method="authors"``: unbounded (Levenberg-Marquardt), started from a = b = c = 1 as the
+    authors' ``curve_fit`` call without ``p0``. ``"bounded"``: within :data:`FIT_BOUNDS`,
+    started from the data.
+    """
     from scipy.optimize import curve_fit
 
+    if method not in FIT_METHODS:
+        raise LangskewError(f"scaling fit: method must be one of {', '.join(FIT_METHODS)}, got {method!r}")
     x, y = np.asarray(x, dtype=np.float64), np.asarray(inv_ppl, dtype=np.float64)
     if len(x) < 3 or len(np.unique(x)) < 3:
         raise LangskewError(f"scaling fit: need at least 3 distinct token counts, got x={x.tolist()}")
     if (x <= 0).any() or (y <= 0).any() or (y >= 1).any():
         raise LangskewError(f"scaling fit: need x > 0 and 0 < 1/PPL < 1, got x={x.tolist()}, 1/PPL={y.tolist()}")
+    if method == "authors":
+        import warnings
+
+        from scipy.optimize import OptimizeWarning
+
+        with warnings.catch_warnings():  # the covariance, which nothing here uses, may be inestimable
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (c, a, b), _ = curve_fit(power_law, x, y, p0=(1.0, 1.0, 1.0))
+        return float(c), float(a), float(b)
     b0 = 0.5
     c0 = min(0.999, y.max() + 0.5 * (y.max() - y.min()) + 1e-6)
     a0 = max((c0 - y.min()) * x.min() ** b0, 1e-9)
@@ -48,9 +74,12 @@ def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float]) -> tuple[float, 
     return float(c), float(a), float(b)
 
 
-def params_at_bound(params: Sequence[float], rel: float = 1e-3) -> list[str]:
-    """Names of the fitted parameters that sit at (within ``rel`` of) a bound of :data:`FIT_BOUNDS`."""
+def params_at_bound(params: Sequence[float], rel: float = 1e-3, method: str = "bounded") -> list[str]:
+    """Names of the fitted parameters that sit at (within ``rel`` of) a bound of :data:`FIT_BOUNDS`
+    (none for the unbounded ``authors`` fit)."""
     out = []
+    if method != "bounded":
+        return out
     for name, value, lo, hi in zip(FIT_PARAMS, params, *FIT_BOUNDS):
         for bound in (lo, hi):
             if np.isfinite(bound) and abs(value - bound) <= rel * max(abs(bound), 1e-3):
@@ -69,8 +98,8 @@ def fit_residuals(x: Sequence[float], inv_ppl: Sequence[float], params: Sequence
                          "ppl_rel_error": (fitted_ppl - 1.0 / y) * y})
 
 
-def bootstrap_fits(x: Sequence[float], inv_ppl: Sequence[float], n_boot: int, seed: int = 0
-                   ) -> list[tuple[float, float, float]]:
+def bootstrap_fits(x: Sequence[float], inv_ppl: Sequence[float], n_boot: int, seed: int = 0,
+                   method: str = "authors") -> list[tuple[float, float, float]]:
     """Fits on ``n_boot`` resamples (with replacement) of the monolingual points.
 
     Resamples with fewer than 3 distinct token counts, or whose fit fails, are left out.
@@ -83,7 +112,7 @@ def bootstrap_fits(x: Sequence[float], inv_ppl: Sequence[float], n_boot: int, se
         if len(np.unique(x[idx])) < 3:
             continue
         try:
-            out.append(fit_power_law(x[idx], y[idx]))
+            out.append(fit_power_law(x[idx], y[idx], method))
         except (RuntimeError, ValueError, LangskewError):
             continue
     return out
@@ -171,11 +200,17 @@ def fit_points(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]
 def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: Sequence[dict],
               target_ppl: Sequence[dict], batch_size: int, context: int,
               tokens_seen: Sequence[dict | None] | None = None, n_boot: int = 0, seed: int = 0,
-              max_rel_residual: float = 0.05) -> pd.DataFrame:
+              max_rel_residual: float = 0.05, method: str = "authors", teff_tokens: str = "expected",
+              data_passes: Sequence[dict | None] | None = None) -> pd.DataFrame:
     """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
 
-    ``tokens_seen[i]`` ({language: tokens}, e.g. from the run's metrics.json) overrides the
-    expected count computed from the run's schedule.
+    ``tokens_seen`` is the denominator of TEff and the x of MLPE: with ``teff_tokens="expected"``
+    (the authors') the run's tokens x the language's probability (stage-weighted,
+    :func:`expected_tokens_seen`); with ``"counted"`` ``tokens_seen[i]`` ({language: tokens},
+    the sequences counted in training, metrics.json), where given. ``tokens_counted`` and
+    ``tokens_expected`` carry both. ``method``: the fit (:func:`fit_power_law`).
+    ``data_passes[i]`` ({language: passes over its training stream}, metrics.json) becomes the
+    ``data_passes`` column (NaN where unknown).
 
     Fit quality: ``fit_rmse`` (of 1/PPL), ``fit_max_rel_error`` (largest |fitted - observed| /
     observed PPL over the monolingual points), ``fit_at_bound`` (parameters at a bound, e.g.
@@ -185,31 +220,41 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
     fit misses a point by more than ``max_rel_residual``, the TEff interval is unbounded, or
     fewer than 4 points were fitted.
     """
+    if teff_tokens not in TEFF_TOKENS:
+        raise LangskewError(f"scaling fit: teff_tokens must be one of {', '.join(TEFF_TOKENS)}, got {teff_tokens!r}")
     points = fit_points(mono_runs, mono_ppl)
     fits, quality, boots = {}, {}, {}
     for key, pts in points.items():
         x, y = [p[0] for p in pts], [p[1] for p in pts]
-        fits[key] = fit_power_law(x, y)
+        try:
+            fits[key] = fit_power_law(x, y, method)
+        except RuntimeError as exc:  # the least-squares search did not converge
+            raise LangskewError(f"scaling fit {key[0]}/{key[1]} ({method}): {exc}; "
+                                f"try study_b.eval.fit_method: bounded") from exc
         res = fit_residuals(x, y, fits[key])
         quality[key] = {"fit_rmse": float(np.sqrt(np.mean(res["residual"] ** 2))),
                         "fit_max_rel_error": float(res["ppl_rel_error"].abs().max()),
-                        "fit_at_bound": ";".join(params_at_bound(fits[key]))}
-        boots[key] = bootstrap_fits(x, y, n_boot, seed) if n_boot else []
+                        "fit_at_bound": ";".join(params_at_bound(fits[key], method=method))}
+        boots[key] = bootstrap_fits(x, y, n_boot, seed, method) if n_boot else []
     rows = []
     for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
         expected = expected_tokens_seen(run, batch_size, context)
         budget = budget_tokens(run, batch_size, context)
-        seen_override = (tokens_seen[i] if tokens_seen else None) or {}
+        counted = (tokens_seen[i] if tokens_seen else None) or {}
+        passes = (data_passes[i] if data_passes else None) or {}
         for name, value in ppl.items():
             base = base_language(run, name)
             key = (run["size"], base)
             if key not in fits:
                 raise LangskewError(f"scaling fit: no monolingual runs of size {run['size']!r} for {base!r}")
             c, a, b = fits[key]
-            seen = float(seen_override.get(name, expected[language_index(run, name)]))
+            exp_tokens = float(expected[language_index(run, name)])
+            seen = float(counted.get(name, exp_tokens)) if teff_tokens == "counted" else exp_tokens
             tokens_needed = mlte(float(value), c, a, b, budget)
             row = {"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
-                   "base_language": base, "ppl": float(value), "tokens_seen": seen, "budget_tokens": budget,
+                   "base_language": base, "ppl": float(value), "tokens_seen": seen,
+                   "tokens_expected": exp_tokens, "tokens_counted": float(counted.get(name, math.nan)),
+                   "data_passes": float(passes.get(name, math.nan)), "budget_tokens": budget,
                    "MLTE": tokens_needed, "TEff": tokens_needed / seen if seen > 0 else math.nan,
                    "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
                    "c": c, "a": a, "b": b, "n_mono_points": len(points[key]), **quality[key]}
@@ -225,19 +270,25 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
     return pd.DataFrame(rows)
 
 
-def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict]) -> pd.DataFrame:
-    """The monolingual points of every fit with the fitted values and residuals."""
+def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], method: str = "authors",
+                     data_passes: Sequence[dict | None] | None = None) -> pd.DataFrame:
+    """The monolingual points of every fit with the fitted values and residuals (and the
+    passes each monolingual run made over its training stream, ``data_passes``, where known)."""
+    passes_by_run = {run["id"]: float(next(iter(((data_passes[i] if data_passes else None) or {}).values()),
+                                           math.nan))
+                     for i, run in enumerate(mono_runs)}
     frames = []
     for (size, lang), pts in fit_points(mono_runs, mono_ppl).items():
         x, y = [p[0] for p in pts], [p[1] for p in pts]
-        params = fit_power_law(x, y)
+        params = fit_power_law(x, y, method)
         res = fit_residuals(x, y, params)
         res.insert(0, "run", [p[2] for p in pts])
         res.insert(0, "language", lang)
         res.insert(0, "size", size)
+        res["data_passes"] = [passes_by_run.get(p[2], math.nan) for p in pts]
         for name, value in zip(FIT_PARAMS, params):
             res[name] = value
-        res["fit_at_bound"] = ";".join(params_at_bound(params))
+        res["fit_at_bound"] = ";".join(params_at_bound(params, method=method))
         frames.append(res)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -253,27 +304,34 @@ def fit_job(job: Job, *, mono_ids: list[dict], target_runs: list[dict], train: d
     """Rule ``study_b_fit``: the scaling-fit table of the bilingual runs of one size.
 
     ``mono_ids``: run specs of input.mono; ``target_runs``: run specs of input.target;
-    ``train``: {batch_size, context, ...}; ``fit``: {n_boot, seed, max_rel_residual} (each
-    optional). An optional input.metrics (metrics.json of each target, same order) supplies
-    the counted tokens_seen. output[0]: the table; output.points (optional): the monolingual
-    points with fitted values and residuals.
+    ``train``: {batch_size, context, ...}; ``fit``: {n_boot, seed, max_rel_residual, method,
+    teff_tokens} (each optional; defaults: no bootstrap, the authors' fit and denominator).
+    An optional input.metrics (metrics.json of each target, same order) supplies the counted
+    tokens_seen and the passes over each training stream (``data_passes``); an optional
+    input.mono_metrics the passes of the monolingual runs. output[0]: the table;
+    output.points (optional): the monolingual points with fitted values and residuals.
     """
     mono_runs, targets = _run_list(mono_ids, "mono_ids"), _run_list(target_runs, "target_runs")
     if len(mono_runs) != len(job.input.mono) or len(targets) != len(job.input.target):
         raise LangskewError(f"fit: {len(job.input.mono)} mono / {len(job.input.target)} target perplexity files "
                             f"for {len(mono_runs)} / {len(targets)} run specs")
     train, fit_cfg = dict(train), dict(fit)
-    metrics = getattr(job.input, "metrics", None)
-    seen = [read_json(p).get("tokens_seen") for p in metrics] if metrics else None
+    method, teff_tokens = str(fit_cfg.get("method", "authors")), str(fit_cfg.get("teff_tokens", "expected"))
+    metrics = [read_json(p) for p in getattr(job.input, "metrics", None) or []]
+    mono_metrics = [read_json(p) for p in getattr(job.input, "mono_metrics", None) or []]
+    seen = [m.get("tokens_seen") for m in metrics] or None
+    passes = [m.get("data_passes") for m in metrics] or None
+    mono_passes = [m.get("data_passes") for m in mono_metrics] or None
     mono_ppl = [read_json(p) for p in job.input.mono]
     table = fit_table(mono_runs, mono_ppl, targets, [read_json(p) for p in job.input.target],
                       int(train["batch_size"]), int(train["context"]), seen, n_boot=int(fit_cfg.get("n_boot", 0)),
-                      seed=int(fit_cfg.get("seed", 0)), max_rel_residual=float(fit_cfg.get("max_rel_residual", 0.05)))
+                      seed=int(fit_cfg.get("seed", 0)), max_rel_residual=float(fit_cfg.get("max_rel_residual", 0.05)),
+                      method=method, teff_tokens=teff_tokens, data_passes=passes)
     write_csv(table, job.output[0])
     if hasattr(job.output, "points"):
-        write_csv(fit_points_table(mono_runs, mono_ppl), job.output.points)
+        write_csv(fit_points_table(mono_runs, mono_ppl, method, mono_passes), job.output.points)
     for rec in table.drop_duplicates("base_language").to_dict("records"):
-        logger.info("fit %s/%s: c=%.4g a=%.4g b=%.4g, rmse %.3g, max rel. error %.3g, at bound: %s",
-                    rec["size"], rec["base_language"], rec["c"], rec["a"], rec["b"],
+        logger.info("fit %s/%s (%s): c=%.4g a=%.4g b=%.4g, rmse %.3g, max rel. error %.3g, at bound: %s",
+                    rec["size"], rec["base_language"], method, rec["c"], rec["a"], rec["b"],
                     rec["fit_rmse"], rec["fit_max_rel_error"], rec["fit_at_bound"] or "none")
     return table

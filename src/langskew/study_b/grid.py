@@ -215,13 +215,14 @@ def expand_runs(study_b_cfg: dict) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------
 # Per-run parameters for the rules
 # ---------------------------------------------------------------------------------------
-def model_params(cfg: dict, size: str) -> dict[str, int]:
-    """Architecture of a size: {n_layer, d_model, n_head}."""
+def model_params(cfg: dict, size: str) -> dict[str, int | None]:
+    """Architecture of a size: {n_layer, d_model, n_head, head_dim} (head_dim None: d_model / n_head)."""
     s = _size_cfg(cfg, size)
-    return {k: int(s[k]) for k in ("n_layer", "d_model", "n_head")}
+    return {**{k: int(s[k]) for k in ("n_layer", "d_model", "n_head")},
+            "head_dim": int(s["head_dim"]) if s.get("head_dim") else None}
 
 
-TRAIN_KEYS = ("context", "batch_size", "micro_batch_size", "lr", "min_lr", "warmup_steps", "betas", "eps",
+TRAIN_KEYS = ("context", "batch_size", "micro_batch_size", "lr", "min_lr", "warmup_steps", "lr_schedule", "betas", "eps",
               "weight_decay", "grad_clip", "precision", "compile", "eval_every", "eval_batches",
               "checkpoint_every", "log_every")
 

@@ -7,7 +7,7 @@ built from base languages:
 * ``clone``: K copies of one base language. Language i owns ids [i*V, (i+1)*V); a
   sequence of language i is the base sequence with every cloned id shifted by i*V. The
   padding id is never shifted. With ``clone_fraction`` < 1 a fixed, seeded subset of ids
-  is cloned and the others are shared "anchor" ids. Decoding is ``id % V``.
+  is cloned (the authors' draw, :func:`cloned_mask`) and the others are shared "anchor" ids. Decoding is ``id % V``.
 * ``real``: EN + FR with their own tokenizers. ``disjoint``: FR id + V_en. ``anchored``:
   an FR piece whose string is in the EN vocabulary maps to the EN id, the other FR pieces
   get new ids after V_en.
@@ -77,19 +77,20 @@ def stage_index(step: int, total_steps: int, n_stages: int) -> int:
 def cloned_mask(vocab_size: int, clone_fraction: float, pad_id: int | None, seed: int) -> np.ndarray:
     """Boolean mask over base ids: True where the id is cloned, False for shared anchors.
 
-    The padding id is always shared. Of the other ``V - 1`` ids exactly
-    ``round(clone_fraction * (V - 1))`` are cloned, chosen with a fixed seeded permutation.
+    The authors' draw: all ``V`` ids shuffled with ``random.Random(seed)`` (they used seed
+    0, this workflow's default ``study_b.seed``), the first ``int(clone_fraction * V)`` are
+    cloned. The padding id is never shifted, so it stays shared even when drawn.
     """
+    import random
+
     if not 0.0 <= clone_fraction <= 1.0:
         raise LangskewError(f"clone_fraction={clone_fraction} is outside [0, 1]")
-    candidates = np.array([i for i in range(vocab_size) if i != pad_id], dtype=np.int64)
-    n_cloned = int(round(clone_fraction * len(candidates)))
+    ids = list(range(vocab_size))
+    random.Random(int(seed)).shuffle(ids)
     mask = np.zeros(vocab_size, dtype=bool)
-    if n_cloned == len(candidates):
-        mask[candidates] = True
-    else:
-        chosen = np.random.default_rng([int(seed), 0xC10E]).permutation(candidates)[:n_cloned]
-        mask[chosen] = True
+    mask[ids[:int(clone_fraction * vocab_size)]] = True
+    if pad_id is not None:
+        mask[pad_id] = False
     return mask
 
 
@@ -228,6 +229,7 @@ class Mixture:
     info: dict = field(default_factory=dict)
     parallel_path: Path | None = None
     _perm_cache: dict = field(default_factory=dict, repr=False)
+    _count_cache: dict = field(default_factory=dict, repr=False)
 
     # -- languages and schedule ---------------------------------------------------------
     @property
@@ -276,15 +278,40 @@ class Mixture:
             self._perm_cache[key] = rng.permutation(n)
         return self._perm_cache[key]
 
-    def _chunk(self, stream_index: int, context: int, slot: int) -> int:
-        """Chunk index for global sequence slot ``slot``: an epoch-wise permutation.
+    def _chunk(self, stream_index: int, context: int, position: int) -> int:
+        """Chunk index of the ``position``-th sequence drawn from a stream: an epoch-wise permutation.
 
-        Consecutive slots walk through a seeded permutation of the stream's
-        non-overlapping chunks, so sequences of one step never repeat a chunk (as long as
-        a step needs fewer chunks than the stream has) and all data is visited.
+        Consecutive positions walk through a seeded permutation of the stream's
+        non-overlapping chunks and a new permutation starts each pass (epoch), so no chunk
+        is read twice before the whole stream has been read once.
         """
         n = self._n_chunks(stream_index, context)
-        return int(self._permutation(stream_index, context, slot // n)[slot % n])
+        return int(self._permutation(stream_index, context, position // n)[position % n])
+
+    def _languages_of_step(self, step: int, global_b: int) -> np.ndarray:
+        """Model language of each of the ``global_b`` slots of ``step`` (seeded by (seed, step))."""
+        rng = np.random.default_rng([self.seed, 0xBA7C, int(step)])
+        return rng.choice(self.n_languages, size=global_b, p=self.stage_probs(step))
+
+    def _drawn_before(self, step: int, global_b: int) -> np.ndarray:
+        """Sequences drawn from each stream over the steps before ``step`` (global batch ``global_b``).
+
+        Replays the language draws of the earlier steps; the counts of every 1,024th step
+        and of the latest step asked for are cached, so consecutive steps cost one draw each.
+        """
+        every = 1024
+        cache = self._count_cache.setdefault(int(global_b), {"marks": {0: np.zeros(len(self.streams), np.int64)},
+                                                            "latest": (0, np.zeros(len(self.streams), np.int64))})
+        latest_step, latest = cache["latest"]
+        base = max(k for k in cache["marks"] if k <= step)
+        counts = (latest if base <= latest_step <= step else cache["marks"][base]).copy()
+        source = np.asarray(self.source, dtype=np.int64)
+        for t in range(latest_step if base <= latest_step <= step else base, int(step)):
+            counts += np.bincount(source[self._languages_of_step(t, global_b)], minlength=len(self.streams))
+            if (t + 1) % every == 0:
+                cache["marks"][t + 1] = counts.copy()
+        cache["latest"] = (int(step), counts.copy())
+        return counts
 
     def batch(self, step: int, batch_size: int, context: int, rank: int = 0, world_size: int = 1) -> dict:
         """Sequences of this rank at ``step``: dict(x, y: LongTensor[B, T], lang: LongTensor[B]).
@@ -292,7 +319,10 @@ class Mixture:
         The global batch holds ``batch_size * world_size`` sequences; rank r gets slots
         [r*B, (r+1)*B). The language of each slot is drawn with the stage probabilities
         at ``step`` from an RNG seeded by (seed, step), so the batch depends only on
-        (seed, step, rank, world_size).
+        (seed, step, rank, world_size). Each stream is read in order of its own draws: the
+        sequence of a slot is the stream's next one after all drawn from it at earlier
+        steps and earlier slots of this step (clones share their base language's stream;
+        a language drawn with p reads p of the run's sequences, as the authors' loaders).
         """
         if not 0 <= rank < world_size:
             raise LangskewError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -302,21 +332,35 @@ class Mixture:
                                     f"({self._train_limit(s)} tokens after data_fraction) is shorter "
                                     f"than one context of {context + 1} tokens")
         global_b = batch_size * world_size
-        rng = np.random.default_rng([self.seed, 0xBA7C, int(step)])
-        langs = rng.choice(self.n_languages, size=global_b, p=self.stage_probs(step))
+        langs = self._languages_of_step(step, global_b)
+        sources = np.asarray(self.source, dtype=np.int64)[langs]
+        before = self._drawn_before(step, global_b)
         lo = rank * batch_size
         x = np.empty((batch_size, context), dtype=np.int64)
         y = np.empty((batch_size, context), dtype=np.int64)
         for row, slot in enumerate(range(lo, lo + batch_size)):
-            k = int(langs[slot])
-            s = self.source[k]
-            start = self._chunk(s, context, int(step) * global_b + slot) * context
+            k, s = int(langs[slot]), int(sources[slot])
+            position = int(before[s]) + int(np.count_nonzero(sources[:slot] == s))
+            start = self._chunk(s, context, position) * context
             seq = self.map_ids(self.streams[s].train[start:start + context + 1], k)
             x[row], y[row] = seq[:-1], seq[1:]
         import torch  # here, not at the top: the workflow imports this module while it parses
 
         return dict(x=torch.from_numpy(x), y=torch.from_numpy(y),
                     lang=torch.from_numpy(langs[lo:lo + batch_size].astype(np.int64)))
+
+    def data_passes(self, sequences: Sequence[float], context: int) -> dict[str, float]:
+        """Passes each model language's training stream went through, from the sequences drawn per language.
+
+        ``sequences[k]``: sequences of model language k drawn in the run. A stream's passes
+        are the sequences drawn from it (all languages that read it: clones share one) over
+        its ``context``-token chunks (after ``data_fraction``); above 1 some data was seen twice.
+        """
+        per_stream = np.zeros(len(self.streams), dtype=np.float64)
+        for k, n in enumerate(sequences):
+            per_stream[self.source[k]] += float(n)
+        return {name: float(per_stream[self.source[k]] / max(self._n_chunks(self.source[k], context), 1))
+                for k, name in enumerate(self.language_names)}
 
     # -- evaluation data ----------------------------------------------------------------
     def heldout(self, lang_index: int, max_tokens: int | None = None) -> np.ndarray:
@@ -330,7 +374,8 @@ class Mixture:
 
     def parallel(self, n: int, min_len: int, max_len: int, pair: tuple[int, int] = (0, 1),
                  source: str = "parallel") -> list[tuple[np.ndarray, np.ndarray]]:
-        """The first ``n`` parallel (language a, language b) id sequences of the same content.
+        """The first ``n`` parallel (language a, language b) id sequences of the same content
+        (fewer is an error naming how many exist).
 
         ``source="parallel"`` (the authors' construction): the parallel sentences
         (``tokens/parallel.npz``) packed into sequences of ``min_len`` to ``max_len`` tokens
@@ -349,9 +394,10 @@ class Mixture:
         if self.run["kind"] == "clone" and source == "heldout":
             test = self.streams[0].test
             n_avail = len(test) // max_len
-            if n_avail == 0:
-                raise LangskewError(f"parallel: held-out stream shorter than {max_len} tokens")
-            windows = [test[i * max_len:(i + 1) * max_len] for i in range(min(n, n_avail))]
+            if n_avail < n:
+                raise LangskewError(f"parallel: the held-out stream holds {n_avail} windows of {max_len} tokens, "
+                                    f"fewer than the {n} asked for (study_b.eval.n_parallel)")
+            windows = [test[i * max_len:(i + 1) * max_len] for i in range(n)]
             return [(self.map_ids(w, a), self.map_ids(w, b)) for w in windows]
         if self.parallel_path is None or not Path(self.parallel_path).exists():
             raise LangskewError(f"parallel: no parallel.npz for run {self.run.get('id')!r} "
@@ -362,9 +408,10 @@ class Mixture:
             if lang not in packed:
                 raise LangskewError(f"{self.parallel_path}: no parallel sentences of language {lang!r} "
                                     f"(has {sorted(packed)}); for clones set study_b.eval.clone_parallel: heldout")
-        if not packed[langs[0]]:
-            raise LangskewError(f"{self.parallel_path}: no parallel sequence of {min_len} to {max_len} tokens could "
-                                f"be packed; lower study_b.eval.parallel_min_len or add sentences")
+        if len(packed[langs[0]]) < n:
+            raise LangskewError(f"{self.parallel_path}: {len(packed[langs[0]])} parallel sequences of {min_len} to "
+                                f"{max_len} tokens could be packed, fewer than the {n} asked for "
+                                f"(study_b.eval.n_parallel); read more pairs or lower parallel_min_len")
         return [(self.map_ids(sa, a), self.map_ids(sb, b))
                 for sa, sb in zip(packed[langs[0]][:n], packed[langs[1]][:n])]
 

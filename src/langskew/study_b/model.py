@@ -40,7 +40,7 @@ CONFIG_FILE = "config.json"
 #: Named sizes (the paper's mini/small/medium, plus a tiny one for tests and CPU runs).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 2, "d_model": 128, "n_head": 4},
-    "mini": {"n_layer": 4, "d_model": 512, "n_head": 8},
+    "mini": {"n_layer": 4, "d_model": 512, "n_head": 8, "head_dim": 32},
     "small": {"n_layer": 12, "d_model": 768, "n_head": 12},
     "medium": {"n_layer": 24, "d_model": 1024, "n_head": 16},
 }
@@ -53,29 +53,40 @@ class GPTConfig:
     d_model: int = 768
     n_head: int = 12
     context: int = 512
+    head_dim: int | None = None  # width of one attention head; None: d_model / n_head
 
     def __post_init__(self) -> None:
         require_positive("model", {key: getattr(self, key) for key in
                                    ("vocab_size", "n_layer", "d_model", "n_head", "context")})
-        if self.d_model % self.n_head:
-            raise LangskewError(f"model: d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.head_dim is None:
+            if self.d_model % self.n_head:
+                raise LangskewError(f"model: d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                                    f"set head_dim")
+            self.head_dim = self.d_model // self.n_head
+        require_positive("model", {"head_dim": self.head_dim})
+
+    @property
+    def attn_width(self) -> int:
+        """Width of the attention (queries, keys, values of all heads side by side): n_head x head_dim."""
+        return self.n_head * int(self.head_dim)
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with fused SDPA."""
+    """Multi-head causal self-attention with fused SDPA; ``n_head`` heads of ``head_dim`` each."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.n_head, self.head_dim, width = cfg.n_head, int(cfg.head_dim), cfg.attn_width
+        self.qkv = nn.Linear(cfg.d_model, 3 * width)
+        self.proj = nn.Linear(width, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape  # (batch, time, d_model)
-        q, k, v = self.qkv(x).split(d, dim=2)  # each (b, t, d)
-        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))  # (b, heads, t, hd)
+        b, t, _ = x.shape  # (batch, time, d_model)
+        w = self.n_head * self.head_dim  # attention width
+        q, k, v = self.qkv(x).split(w, dim=2)  # each (b, t, w)
+        q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))  # (b, heads, t, hd)
         y = self.attend(q, k, v)  # (b, heads, t, head_dim)
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))  # heads side by side again: (b, t, d)
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, w))  # heads side by side again: (b, t, w) -> (b, t, d)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(b, heads, t, head_dim) queries, keys, values -> (b, heads, t, head_dim), causal."""
@@ -179,8 +190,8 @@ class GPT(nn.Module):
 
 
 def flops_per_token(cfg: GPTConfig, n_params: int) -> float:
-    """Training FLOPs per token: 6N for the weights plus 12 * L * d * T for attention (PaLM, App. B)."""
-    return 6.0 * n_params + 12.0 * cfg.n_layer * cfg.d_model * cfg.context
+    """Training FLOPs per token: 6N for the weights plus 12 * L * (n_head * head_dim) * T for attention (PaLM, App. B)."""
+    return 6.0 * n_params + 12.0 * cfg.n_layer * cfg.attn_width * cfg.context
 
 
 def save_model(model: GPT, directory: str | os.PathLike) -> None:

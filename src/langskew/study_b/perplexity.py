@@ -9,6 +9,12 @@ only targets not yet scored (the authors pad it instead; the scored targets are 
 A stream shorter than one window scores its last ``min(stride, N - 1)`` targets.
 PPL = exp(mean NLL over the scored targets).
 
+Precision (``study_b.eval.precision``): on CUDA the forward pass runs under fp16 autocast by
+default, as the authors' evaluation (``torch.cuda.amp.autocast()``); the cross-entropy is
+taken in fp32 from those logits. ``bf16`` autocasts in bfloat16, ``fp32`` runs in full
+precision. On the CPU it is always fp32.
+
+
 The run's model and token streams come from :func:`langskew.study_b.model.load_run`, which
 the alignment stage shares.
 """
@@ -56,17 +62,25 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
     return plan
 
 
+PRECISIONS = ("fp16", "bf16", "fp32")
+
+
 @torch.no_grad()
 def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128, batch_size: int = 8,
-                       device: torch.device | str | None = None) -> tuple[float, int]:
-    """Summed NLL (nats) and number of scored tokens under the sliding-window scheme."""
+                       device: torch.device | str | None = None, precision: str = "fp16") -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored tokens under the sliding-window scheme.
+
+    ``precision``: the autocast dtype on CUDA (``fp16``, the authors'; ``bf16``; ``fp32``: none).
+    """
+    if precision not in PRECISIONS:
+        raise LangskewError(f"perplexity: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if window > model.cfg.context:
         raise LangskewError(f"perplexity: window {window} exceeds the model context {model.cfg.context}")
     ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     plan = window_plan(len(ids_t), window, stride)
     length = min(window, len(ids_t) - 1)
-    dtype = amp_dtype(device, "bf16")
+    dtype = amp_dtype(device, precision)
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(plan), batch_size):
@@ -82,24 +96,28 @@ def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: i
 
 
 def sliding_window_perplexity(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128,
-                              batch_size: int = 8, device: torch.device | str | None = None) -> float:
+                              batch_size: int = 8, device: torch.device | str | None = None,
+                              precision: str = "fp16") -> float:
     """Token perplexity exp(mean NLL) of ``ids`` (see the module docstring for the windows)."""
-    total, count = sliding_window_nll(model, ids, window, stride, batch_size, device)
+    total, count = sliding_window_nll(model, ids, window, stride, batch_size, device, precision)
     return math.exp(total / count)
 
 
 def perplexity_job(job: Job, *, run: dict, window: int, stride: int, max_tokens: int | None, batch_size: int,
-                    seed: int) -> dict[str, float]:
+                   precision: str, seed: int) -> dict[str, float]:
     """Rule ``study_b_perplexity``: {language name: held-out perplexity} of one trained run -> output[0].
 
     ``window``, ``stride``, ``batch_size``, ``max_tokens`` (held-out tokens per language; None for
-    all): the keys of ``study_b.eval``.
+    all), ``precision`` (autocast on CUDA: fp16, bf16 or fp32): the keys of ``study_b.eval``.
     """
+    if precision not in PRECISIONS:
+        raise LangskewError(f"perplexity: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     model, mixture, device = load_run(job, run, seed)
     result = {}
     for i, name in enumerate(mixture.language_names):
         ids = mixture.heldout(i, max_tokens)
-        result[name] = sliding_window_perplexity(model, ids, int(window), int(stride), int(batch_size), device)
+        result[name] = sliding_window_perplexity(model, ids, int(window), int(stride), int(batch_size), device,
+                                                 precision)
         logger.info("%s: %s perplexity %.3f over %d tokens", run["id"], name, result[name], len(ids))
     write_json(result, job.output[0])
     return result

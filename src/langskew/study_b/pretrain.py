@@ -7,8 +7,10 @@ and :class:`PretrainState` (step, curve so far, running counters), saved and res
 :class:`langskew.training.TrainingLoop`. CPU runs resumed after a kill end with exactly the
 same weights and curve as an uninterrupted run.
 
-Schedule: linear warm-up over ``warmup_steps`` then cosine from ``lr`` to ``min_lr`` over the
-remaining steps of the run (:func:`langskew.training.warmup_decay`). Adam(W) with betas
+Schedule (``lr_schedule``, :func:`langskew.training.warmup_decay`): by default the authors'
+shape, a linear warm-up ramp over ``warmup_steps`` multiplied into a cosine from ``lr`` to
+``min_lr`` that runs over all steps of the run from step 0 (``warmup_times_cosine``);
+``warmup_then_cosine`` warms up first and runs the cosine over the remaining steps. Adam(W) with betas
 (0.9, 0.95), eps 1e-8, no weight decay, fused on CUDA; bf16 autocast on CUDA (fp32 on CPU);
 optional ``torch.compile``; gradient accumulation over micro-batches of ``micro_batch_size``
 sequences per process.
@@ -57,6 +59,8 @@ from langskew.workflow import Job, setup_logging
 logger = logging.getLogger(__name__)
 
 MODEL_KEYS = ("n_layer", "d_model", "n_head")
+#: ``train.lr_schedule`` -> the ``decay`` of :func:`langskew.training.warmup_decay`.
+LR_SCHEDULES = {"warmup_times_cosine": "warmup_times_cosine", "warmup_then_cosine": "cosine"}
 
 
 @dataclass
@@ -69,6 +73,7 @@ class TrainHP:
     lr: float = 6e-4
     min_lr: float = 6e-6
     warmup_steps: int = 200
+    lr_schedule: str = "warmup_times_cosine"  # the authors' (Languini's CosineLR); or "warmup_then_cosine"
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -88,6 +93,10 @@ class TrainHP:
             raise LangskewError(f"train: unknown key(s) {unknown}; expected some of {sorted(known)}")
         hp = cls(**d)
         hp.betas = tuple(float(b) for b in hp.betas)  # type: ignore[assignment]
+        if hp.lr_schedule is None:  # a size's train slice built without the key: the default
+            hp.lr_schedule = cls.lr_schedule
+        if hp.lr_schedule not in LR_SCHEDULES:
+            raise LangskewError(f"train: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {hp.lr_schedule!r}")
         if hp.precision not in ("bf16", "fp32"):
             raise LangskewError(f"train: precision must be 'bf16' or 'fp32', got {hp.precision!r}")
         require_positive("train", {key: getattr(hp, key) for key in
@@ -304,8 +313,8 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
         model.train()
         with contextlib.closing(loader):
             for step, batch in loader:  # batch: x, y (batch_size / world_size, context); lang (batch_size / ...)
-                # learning rate of this step: linear warm-up, then cosine down to min_lr
-                lr = warmup_decay(step, total_steps, hp.warmup_steps, hp.lr, hp.min_lr, "cosine")
+                # learning rate of this step: warm-up ramp and cosine down to min_lr (train.lr_schedule)
+                lr = warmup_decay(step, total_steps, hp.warmup_steps, hp.lr, hp.min_lr, LR_SCHEDULES[hp.lr_schedule])
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # forward and backward over the micro-batches (gradients accumulate), clip, optimizer step
@@ -329,7 +338,12 @@ def pretrain(mixture: Any, model_cfg: GPTConfig, hp: TrainHP, total_steps: int, 
                 # a checkpoint every checkpoint_every steps, or now if a signal asks to stop (then exit)
                 if state.step < total_steps:
                     loop.checkpoint_if_due(stop)
-    return PretrainResult(model=model, curve=state.curve, metrics=run_metrics(loop, state, model, hp, names, info))
+    metrics = run_metrics(loop, state, model, hp, names, info)
+    metrics["data_passes"] = mixture.data_passes(state.seen.tolist(), hp.context)
+    repeated = {n: round(v, 2) for n, v in metrics["data_passes"].items() if v > 1}
+    if repeated and info.is_main:
+        logger.warning("passes over the training stream above 1 (data seen more than once): %s", repeated)
+    return PretrainResult(model=model, curve=state.curve, metrics=metrics)
 
 
 def _wrap(model: GPT, hp: TrainHP, info: DistInfo, device: torch.device) -> torch.nn.Module:
@@ -366,12 +380,15 @@ def run_metrics(loop: TrainingLoop, state: PretrainState, model: GPT, hp: TrainH
 
 # -- Snakemake job ----------------------------------------------------------------------
 def model_config(model: dict[str, Any], vocab_size: int, context: int) -> GPTConfig:
-    """The GPT of a run from the rule's ``model`` param (exactly n_layer, d_model, n_head)."""
+    """The GPT of a run from the rule's ``model`` param (n_layer, d_model, n_head; optional head_dim)."""
     missing = [k for k in MODEL_KEYS if k not in model]
-    unknown = sorted(set(model) - set(MODEL_KEYS))
+    unknown = sorted(set(model) - set(MODEL_KEYS) - {"head_dim"})
     if missing or unknown:
-        raise LangskewError(f"model: params need exactly {list(MODEL_KEYS)}; missing {missing}, unknown {unknown}")
-    return GPTConfig(vocab_size=vocab_size, context=context, **{k: int(model[k]) for k in MODEL_KEYS})
+        raise LangskewError(f"model: params need exactly {list(MODEL_KEYS)} (and optionally head_dim); "
+                            f"missing {missing}, unknown {unknown}")
+    head_dim = model.get("head_dim")
+    return GPTConfig(vocab_size=vocab_size, context=context, **{k: int(model[k]) for k in MODEL_KEYS},
+                     head_dim=int(head_dim) if head_dim else None)
 
 
 def pretrain_job(job: Job, *, run: dict[str, Any], model: dict[str, Any], train: dict[str, Any], seed: int,

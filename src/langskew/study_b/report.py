@@ -2,7 +2,8 @@
 
 Tables (CSV + Markdown under ``{outdir}/report/study_b/``):
 ``perplexity`` (Table 1 analogue), ``token_efficiency`` (MLTE, TEff, MLPE with bootstrap
-intervals and the fit's reliability), ``scaling_fit`` (monolingual points, fitted values,
+intervals and the fit's reliability; both with the passes each run made over the language's
+training stream, ``data_passes``, and a warning under the title where one exceeds 1), ``scaling_fit`` (monolingual points, fitted values,
 residuals, parameters at a bound),
 ``representation_alignment`` (cosine per layer), ``gradient_alignment`` (mean cosine),
 ``en_fr`` (EN/FR perplexity by p(FR) and vocabulary). Figures: perplexity against p(L2)
@@ -118,19 +119,36 @@ def _run_cols(run: dict) -> dict:
 # ---------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------
-def perplexity_table(runs: Sequence[dict], ppl: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """One row per (run, language): our perplexity and the published one where known."""
+def perplexity_table(runs: Sequence[dict], ppl: dict[str, dict[str, float]],
+                     passes: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """One row per (run, language): our perplexity and the published one where known, and the
+    passes the run made over the language's training stream (``data_passes``; NaN where unknown)."""
     rows = []
     for run in runs:
+        run_passes = (passes or {}).get(run["id"]) or {}
         for lang, value in ppl[run["id"]].items():
             rows.append({**_run_cols(run), "kind": run["kind"], "block": run.get("block"), "mix": run.get("mix"),
                          "vocab_mode": run.get("vocab_mode") or "", "p_l2": _p_l2(run), "language": lang,
-                         "ppl": float(value), "published_ppl": published("ppl", run, lang)})
+                         "ppl": float(value), "published_ppl": published("ppl", run, lang),
+                         "data_passes": float(run_passes.get(lang, math.nan))})
     return pd.DataFrame(rows, columns=["run", "label", "size", "scale", "kind", "block", "mix", "vocab_mode", "p_l2",
-                                       "language", "ppl", "published_ppl"])
+                                       "language", "ppl", "published_ppl", "data_passes"])
 
 
-TEFF_COLUMNS = ["run", "label", "size", "scale", "language", "ppl", "tokens_seen", "budget_tokens", "MLTE", "TEff",
+def repetition_warning(table: pd.DataFrame) -> str:
+    """A sentence naming the (run, language) rows whose training stream was read more than once, or ''."""
+    if "data_passes" not in table or table.empty:
+        return ""
+    over = table[pd.to_numeric(table["data_passes"], errors="coerce") > 1]
+    if over.empty:
+        return ""
+    items = ", ".join(f"{r['run']}/{r['language']} {r['data_passes']:.2f}" for r in over.to_dict("records"))
+    return (f"Warning: {len(over)} of {len(table)} rows trained on repeated data (passes over the training "
+            f"stream above 1; a pass starts a new shuffle of the same text): {items}.")
+
+
+TEFF_COLUMNS = ["run", "label", "size", "scale", "language", "ppl", "tokens_seen", "data_passes", "budget_tokens",
+                "MLTE", "TEff",
                 "TEff_lo", "TEff_hi", "MLPE", "MLPE_lo", "MLPE_hi", "published_TEff", "fit_reliable", "fit_at_bound",
                 "fit_max_rel_error", "c", "a", "b"]
 
@@ -159,8 +177,8 @@ def token_efficiency_table(runs: Sequence[dict], fits: pd.DataFrame) -> pd.DataF
 
 def scaling_fit_table(points: pd.DataFrame) -> pd.DataFrame:
     """The monolingual points of every fit with fitted values, residuals and parameters at a bound."""
-    cols = ["size", "language", "run", "x", "ppl", "fitted_ppl", "ppl_rel_error", "inv_ppl", "fitted_inv_ppl",
-            "residual", "c", "a", "b", "fit_at_bound"]
+    cols = ["size", "language", "run", "x", "data_passes", "ppl", "fitted_ppl", "ppl_rel_error", "inv_ppl",
+            "fitted_inv_ppl", "residual", "c", "a", "b", "fit_at_bound"]
     if points.empty:
         return pd.DataFrame(columns=cols)
     out = points.reindex(columns=cols).copy()
@@ -304,12 +322,13 @@ TITLES = {
 
 def build_tables(runs: Sequence[dict], ppl: dict[str, dict[str, float]], fits: pd.DataFrame,
                  representation: dict[str, pd.DataFrame], gradient: dict[str, pd.DataFrame],
-                 fit_points: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+                 fit_points: pd.DataFrame | None = None,
+                 passes: dict[str, dict[str, float]] | None = None) -> dict[str, pd.DataFrame]:
     """All report tables from the runs' results (pure; the job reads the files)."""
     missing = [r["id"] for r in runs if r["id"] not in ppl]
     if missing:
         raise LangskewError(f"report: no perplexities for run {missing[0]!r}")
-    return {"perplexity": perplexity_table(runs, ppl),
+    return {"perplexity": perplexity_table(runs, ppl, passes),
             "token_efficiency": token_efficiency_table(runs, fits),
             "scaling_fit": scaling_fit_table(fit_points if fit_points is not None else pd.DataFrame()),
             "representation_alignment": representation_table(runs, representation),
@@ -327,7 +346,9 @@ def report_job(job: Job, *, runs: list[dict], bilingual: list[str]) -> None:
     """Rule ``study_b_report``: every table (CSV + Markdown) and both figures.
 
     ``runs``: the run specs of input.perplexity (same order); ``bilingual``: the run ids of
-    input.representation and input.gradient (same order).
+    input.representation and input.gradient (same order). An optional input.metrics (each run's
+    metrics.json, same order as ``runs``) gives the passes over the training streams; tables
+    with a pass above 1 carry a warning under their title (and in the log).
     """
     runs = [dict(r) for r in runs]
     bilingual = list(bilingual)
@@ -338,9 +359,16 @@ def report_job(job: Job, *, runs: list[dict], bilingual: list[str]) -> None:
     representation = {rid: pd.read_csv(p) for rid, p in zip(bilingual, job.input.representation)}
     gradient = {rid: pd.read_csv(p) for rid, p in zip(bilingual, job.input.gradient)}
     points = _read_csvs(getattr(job.input, "fit_points", None))
-    tables = build_tables(runs, ppl, fits, representation, gradient, points)
+    metrics = list(getattr(job.input, "metrics", None) or [])
+    if metrics and len(metrics) != len(runs):
+        raise LangskewError(f"report: {len(metrics)} metrics files for {len(runs)} runs")
+    passes = {r["id"]: read_json(p).get("data_passes") or {} for r, p in zip(runs, metrics)}
+    tables = build_tables(runs, ppl, fits, representation, gradient, points, passes)
     for name, df in tables.items():
-        write_table(df, job.output[name], job.output[f"{name}_md"], TITLES[name])
+        warning = repetition_warning(df) if name in ("perplexity", "token_efficiency") else ""
+        if warning:
+            logger.warning("%s: %s", name, warning)
+        write_table(df, job.output[name], job.output[f"{name}_md"], TITLES[name] + (f"\n\n{warning}" if warning else ""))
     save_figure(perplexity_figure(tables["perplexity"], tables["token_efficiency"]), job.output.perplexity_vs_p)
     save_figure(alignment_figure(tables["representation_alignment"]), job.output.alignment_layers)
     logger.info("Study B report: %s", {k: len(v) for k, v in tables.items()})

@@ -35,9 +35,10 @@ PAD_ID, UNK_ID, EOD_ID = 0, 1, 2
 ENCODE_CHUNK = 1024  # documents encoded per call (bounded memory, visible progress)
 
 #: SentencePiece settings of the paper configuration (config: study_b.tokenizer).
-DEFAULTS = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "character_coverage": 0.9999,
+DEFAULTS = {"model_type": "bpe", "byte_fallback": True, "split_digits": True, "character_coverage": 0.9995,
             "input_sentence_size": 2_000_000, "max_sentence_length": 16384, "hard_vocab_limit": True,
-            "normalization_rule_name": "identity", "add_dummy_prefix": False, "remove_extra_whitespaces": False}
+            "normalization_rule_name": "identity", "add_dummy_prefix": False, "remove_extra_whitespaces": False,
+            "max_sentencepiece_length": 99, "allow_whitespace_only_pieces": True}
 
 
 def _lines(documents: Iterable[str], max_chars: int) -> Iterator[str]:
@@ -58,8 +59,9 @@ def train_tokenizer(documents: Iterable[str], model_path: str | Path, vocab_size
     ``options`` may set ``character_coverage``, ``input_sentence_size``,
     ``max_sentence_length``, ``byte_fallback``, ``split_digits``, ``model_type``,
     ``hard_vocab_limit`` (False lets a tiny corpus end below ``vocab_size``),
-    ``normalization_rule_name``, ``add_dummy_prefix`` and ``remove_extra_whitespaces``
-    (defaults: :data:`DEFAULTS`). ``documents`` may be any iterable (it is read once).
+    ``normalization_rule_name``, ``add_dummy_prefix``, ``remove_extra_whitespaces``,
+    ``max_sentencepiece_length`` and ``allow_whitespace_only_pieces`` (defaults:
+    :data:`DEFAULTS`, the trainer spec of the authors' ``.model`` files). ``documents`` may be any iterable (it is read once).
     Returns the number of pieces.
     """
     import sentencepiece as spm
@@ -79,6 +81,8 @@ def train_tokenizer(documents: Iterable[str], model_path: str | Path, vocab_size
         normalization_rule_name=str(opts["normalization_rule_name"]),
         add_dummy_prefix=bool(opts["add_dummy_prefix"]),
         remove_extra_whitespaces=bool(opts["remove_extra_whitespaces"]),
+        max_sentencepiece_length=int(opts["max_sentencepiece_length"]),
+        allow_whitespace_only_pieces=bool(opts["allow_whitespace_only_pieces"]),
         pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOD_ID, bos_id=-1, num_threads=max(int(threads), 1),
         minloglevel=2)
     with atomic_path(model_path) as tmp:
