@@ -13,7 +13,7 @@ part                      what (paper sizes on a GPU)                           
 ``finetune``              mBERT-sized classifier, batch 16: pad-to-512 fp16 + GradScaler      60
                           vs ours (bf16) with random batches and dynamic padding, and
                           with length-grouped batches (1 warm-up, 30 timed steps each)
-``shap``                  mBERT-sized classifier, 16 examples, max_evals 500: the studies'   120
+``shap``                  mBERT-sized classifier, 8 examples, max_evals 500: the studies'    120
                           route (pipeline padded to 512) vs ours (fp32, and bf16 autocast)
 ``eval``                  probe (4,096 pairs, mBERT-sized), perplexity (500k tokens of the    60
                           small GPT), alignment (50 pairs of 128-512 tokens)
@@ -99,7 +99,7 @@ def part_arguments(tiny: bool, threads: int | None) -> dict[str, list[str]]:
         "pretrain": ["--steps", "20", "--warmup", "5"],
         "pretrain_eager": ["--steps", "20", "--warmup", "3", "--steps-to-run", "ours", "--compile-mode", "none"],
         "finetune": ["--size", "mbert", "--steps", "30"],
-        "shap": ["--size", "mbert", "--examples", "16", "--max-evals", "500", "--routes", "authors,ours"],
+        "shap": ["--size", "mbert", "--examples", "8", "--max-evals", "500", "--routes", "authors,ours"],
         "eval": [],
     }
 
@@ -232,6 +232,7 @@ def rates(parts: dict[str, Any]) -> dict[str, float]:
                 out[key.replace("tokens_per_s", "mfu")] = row["mfu"]
     if (r := result("pretrain_eager")):
         out["pretrain_eager_tokens_per_s"] = r["results"][0]["tokens_per_s"]
+        out.setdefault("pretrain_tokens_per_s", out["pretrain_eager_tokens_per_s"])  # if compilation failed
     if (r := result("finetune")):
         for row in r["results"]:
             out[f"finetune_{row['mode']}_examples_per_s"] = row["examples_per_s"]
@@ -352,7 +353,8 @@ def compute_budget(measured: dict[str, float], cfg: dict) -> dict[str, Any]:
                 h = (epochs * n_train + forward / 3) / measured[key] / 3600
                 fine += h
                 per_model[m] = max(per_model.get(m, 0.0), h)
-            fam["study_a_finetune"] = {"jobs": len(jobs), "gpu_hours": fine, "longest_job_hours": max(per_model.values())}
+            fam["study_a_finetune"] = {"jobs": len(jobs), "gpu_hours": fine,
+                                       "longest_job_hours": max(per_model.values())}
         if "shap_examples_per_s" in measured:
             shap_h, longest = 0.0, 0.0
             for d, m, c, s in jobs:
@@ -364,8 +366,8 @@ def compute_budget(measured: dict[str, float], cfg: dict) -> dict[str, Any]:
                 shap_h, longest = shap_h + h, max(longest, h)
                 per_model[m] = max(per_model.get(m, 0.0), h)
             fam["study_a_shap_values"] = {"jobs": len(jobs), "gpu_hours": shap_h, "longest_job_hours": longest}
-            notes.append("SHAP at ours' examples/s of the suite's synthetic texts (about 50 tokens) and max_evals; "
-                         "a lower bound for long Amazon reviews")
+            notes.append("SHAP at ours' examples/s on the suite's few synthetic texts (about 50 tokens, "
+                         "config max_evals): few examples walk together there, long reviews cost more")
         if "probe_sentences_per_s" in measured:
             h = sum(_split_rows(d, cfg["datasets"][d], "test") * len(cfg["datasets"][d]["languages"])
                     / measured["probe_sentences_per_s"] / 3600 for d, *_ in jobs)
@@ -393,22 +395,24 @@ def _fmt(x: Any) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# GPU suite, {report['date']}, {report['machine']}", "",
-             f"torch {report['torch']}, device {report['device']}, {'tiny (CPU smoke) sizes' if report['tiny'] else 'paper sizes'}, "
-             f"total {report['seconds']:.0f} s", ""]
+             f"torch {report['torch']}, device {report['device']}, "
+             f"{'tiny (CPU smoke) sizes' if report['tiny'] else 'paper sizes'}, total {report['seconds']:.0f} s", ""]
     lines += ["## Parts", "", "| part | status | seconds | arguments |", "|---|---|---|---|"]
     for name, p in report["parts"].items():
         status = "ok" if p["ok"] else f"FAILED: {p['error']}"
         lines.append(f"| {name} | {status} | {p['seconds']:.1f} | `{' '.join(p['argv'])}` |")
     lines += ["", "## Rates", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in report["rates"].items()]
-    lines += ["", "## Loaders against the step", "", "| study | loader batches/s | steps/s | headroom |", "|---|---|---|---|"]
+    lines += ["", "## Loaders against the step", "", "| study | loader batches/s | steps/s | headroom |",
+              "|---|---|---|---|"]
     for study, h in report.get("loaders_vs_step", {}).items():
-        lines.append(f"| {study} | {_fmt(h['loader_batches_per_s'])} | {_fmt(h['steps_per_s'])} | {h['headroom']:.2f}x |")
+        lines.append(f"| {study} | {_fmt(h['loader_batches_per_s'])} | {_fmt(h['steps_per_s'])} "
+                     f"| {h['headroom']:.2f}x |")
     b = report["budget"]
     lines += ["", "## Budget", "", "| rule family | jobs | GPU-hours |", "|---|---|---|"]
     lines += [f"| {k} | {v['jobs']} | {_fmt(v['gpu_hours'])} |" for k, v in b["families"].items()]
-    lines += [f"| total | | {_fmt(b['total_gpu_hours'])} |", "", f"Suggested runtimes (minutes, {MARGIN}x the estimate):", "",
-              "| config key | minutes |", "|---|---|"]
+    lines += [f"| total | | {_fmt(b['total_gpu_hours'])} |", "",
+              f"Suggested runtimes (minutes, {MARGIN}x the estimate):", "", "| config key | minutes |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in b["runtime_minutes"].items()]
     lines += ["", "Assumptions:", ""] + [f"- {a}" for a in b["assumptions"]]
     return "\n".join(lines) + "\n"
@@ -423,8 +427,9 @@ def loaders_vs_step(measured: dict[str, float], cfg: dict, tiny: bool) -> dict[s
         steps = measured["pretrain_tokens_per_s"] / (sb_batch * sb_context)
         out["study_b"] = {"loader_batches_per_s": measured["study_b_loader_batches_per_s"], "steps_per_s": steps,
                           "headroom": measured["study_b_loader_batches_per_s"] / steps}
-    key = next((k for k in ("finetune_grouped_examples_per_s", "finetune_dynamic_examples_per_s") if k in measured), None)
-    if "study_a_loader_batches_per_s" in measured and key:
+    mode = "grouped" if (cfg.get("study_a") or {}).get("finetune", {}).get("length_grouped") else "dynamic"
+    key = f"finetune_{mode}_examples_per_s"  # the config's batching
+    if "study_a_loader_batches_per_s" in measured and key in measured:
         steps = measured[key] / 16
         out["study_a"] = {"loader_batches_per_s": measured["study_a_loader_batches_per_s"], "steps_per_s": steps,
                           "headroom": measured["study_a_loader_batches_per_s"] / steps}

@@ -30,8 +30,8 @@ def _positive(x) -> bool:
 
 def test_cpu_mode_runs_every_part_and_writes_the_budget(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--cpu", "--threads", "1", "--out", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    command = [sys.executable, "benchmarks/gpu_suite.py", "--cpu", "--threads", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     [js] = list(tmp_path.glob("*.json"))
     [md] = list(tmp_path.glob("*.md"))
@@ -67,7 +67,8 @@ def _study_b(sizes, grid):
 def test_budget_of_pretraining_by_hand():
     from gpu_suite import compute_budget
 
-    sizes = {"small": {"n_layer": 12, "d_model": 768, "n_head": 12}, "mini": {"n_layer": 4, "d_model": 512, "n_head": 8}}
+    sizes = {"small": {"n_layer": 12, "d_model": 768, "n_head": 12},
+             "mini": {"n_layer": 4, "d_model": 512, "n_head": 8}}
     grid = [{"name": "g", "kind": "clone", "sizes": ["small", "mini"], "scales": [1], "p_l2": [0.5]}]
     cfg = {"study_b": _study_b(sizes, grid), "study_a": {"enabled": False}}
     budget = compute_budget({"pretrain_tokens_per_s": 1e5, "perplexity_tokens_per_s": 1e4,
