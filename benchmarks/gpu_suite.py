@@ -186,11 +186,14 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+#: The benchmark script of each part (the loaders' figures are this module's).
+MAINS = {"pretrain": pretrain_throughput.main, "pretrain_eager": pretrain_throughput.main,
+         "finetune": finetune_throughput.main, "shap": shap_throughput.main, "eval": eval_throughput.main}
+
+
 def run_parts(tiny: bool, threads: int | None, device: torch.device, save: Callable[[dict], None],
               only: list[str] | None = None) -> dict[str, Any]:
     args = part_arguments(tiny, threads)
-    mains = {"pretrain": pretrain_throughput.main, "pretrain_eager": pretrain_throughput.main,
-             "finetune": finetune_throughput.main, "shap": shap_throughput.main, "eval": eval_throughput.main}
     parts: dict[str, Any] = {}
     for name in ["pretrain", "pretrain_eager", "finetune", "shap", "eval", "loaders"]:
         if only and name not in only:
@@ -201,10 +204,9 @@ def run_parts(tiny: bool, threads: int | None, device: torch.device, save: Calla
         try:
             with time_limit(limit):
                 if name == "loaders":
-                    result = loader_figures(tiny, 4 if tiny else 128, 128 if tiny else 512, 3 if tiny else 20,
-                                            0 if tiny else 2)
+                    result = loader_figures(tiny, 4 if tiny else 128, 128 if tiny else 512, 3 if tiny else 20, 2)
                 else:
-                    result = mains[name](args[name])
+                    result = MAINS[name](args[name])
             parts[name] = {"ok": True, "seconds": time.perf_counter() - start,
                            "argv": args.get(name, []), "result": result}
         except (Exception, PartTimeout) as err:  # recorded; the other parts still run

@@ -57,6 +57,29 @@ def test_cpu_mode_runs_every_part_and_writes_the_budget(tmp_path):
         assert name in text, name
 
 
+def test_the_gpu_arguments_parse(monkeypatch):
+    """The paper-size command lines, which only a GPU runs, are valid for their scripts."""
+    import argparse
+
+    from gpu_suite import MAINS, part_arguments
+
+    class Parsed(Exception):
+        pass
+
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_only(self, args=None, namespace=None):
+        raise Parsed(real(self, args, namespace))  # an unknown flag or bad value exits with status 2
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    gpu = part_arguments(tiny=False, threads=None)
+    assert set(gpu) == set(MAINS)
+    for name, argv in gpu.items():
+        with pytest.raises(Parsed) as parsed:
+            MAINS[name](argv)
+        assert not getattr(parsed.value.args[0], "tiny", False), name
+
+
 def _study_b(sizes, grid):
     return {"enabled": True, "tokenizer": {"vocab_size": 16384},
             "train": {"base_tokens": 1_197_015_040, "context": 512, "batch_size": 128},
