@@ -37,3 +37,8 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not slurm" tests
+
+# Every GPU benchmark in one run (at most 8 minutes on one H100): benchmarks/results/<date>_<device>.{json,md}
+.PHONY: gpu-suite
+gpu-suite: install
+	PYTHON=$(PY) bash benchmarks/gpu_suite.sh

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--routes", default="authors,ours", help="comma-separated: authors, shap_batched, ours")
     ap.add_argument("--init", type=float, default=None,
                     help="initializer_range (default 0.3 tiny, 0.05 otherwise; BERT's 0.02 gives near-constant outputs)")
+    ap.add_argument("--corpus-texts", type=int, default=2000, help="texts the WordPiece vocabulary is trained on")
     ap.add_argument("--seed", type=int, default=0)
     add_machine_options(ap)
     args = ap.parse_args(argv)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "authors" not in routes:
         raise SystemExit("--routes must include authors (the reference of speed and values)")
 
-    corpus = synthetic_texts(2000, args.median_words, args.seed)
+    corpus = synthetic_texts(args.corpus_texts, args.median_words, args.seed)
     init = args.init if args.init is not None else (0.3 if args.size == "tiny" else 0.05)
     tokenizer, model = build_model(args.size, corpus, args.labels, args.seed, init, args.max_length)
     model.to(device)

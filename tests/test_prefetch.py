@@ -203,6 +203,7 @@ study_b:
          data_files: "default/train-*.parquet", splits: {{train: train, test: null}}}}}}
     fr: {{source: hub, test_fraction: 0.1, hub: {{path: org/books, revision: null, text_column: complete_text,
          splits: {{train: train, test: null}}, shards: 2, streaming: true}}}}
+  eval: {{n_parallel: 1, parallel_min_len: 4}}
   parallel:
     source: hub
     n_pairs: 16
@@ -215,7 +216,8 @@ study_b:
                "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for key in ("HF_HUB_CACHE", "HF_DATASETS_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
         offline.pop(key, None)
-    _snakemake("--cores", "1", *conf, "--until", "study_a_probe_base", "study_b_corpus", "study_b_parallel_corpus",
+    # the parallel corpus is read until n_parallel packed sequences exist: it needs the corpora's tokenizers
+    _snakemake("--cores", "1", *conf, "--until", "study_a_probe_base", "study_b_parallel_corpus",
                env=offline)
     res = tmp_path / "results"
     en = pd.concat(pd.read_parquet(res / "study_b" / "corpus" / "en" / f"{s}.parquet") for s in ("train", "test"))

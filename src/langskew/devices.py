@@ -147,6 +147,32 @@ def set_threads(threads: int | None, processes: int = 1) -> None:
     torch.set_num_threads(max(1, int(threads or 1) // max(1, int(processes))))
 
 
+# The device decisions, each one small function: tests set them to their CUDA answer to run
+# the mixed-precision and fused-optimizer paths on the CPU (tests/test_cuda_paths_on_cpu.py).
+def mixed_precision_device(device: torch.device) -> bool:
+    """Whether precision settings apply on ``device``: CUDA only (CPU runs stay in fp32)."""
+    return device.type == "cuda"
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16: a question for CUDA only (CPU autocast has bf16)."""
+    import torch
+
+    return device.type != "cuda" or torch.cuda.is_bf16_supported()
+
+
+def fused_optimizer(device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel on ``device``: CUDA only."""
+    return device.type == "cuda"
+
+
+def dist_backend() -> str:
+    """The torch.distributed backend: NCCL where there is a GPU (CUDA only by nature), else gloo."""
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
 def amp_dtype(device: torch.device, precision: str | bool | None) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device; None means full precision.
 
@@ -155,9 +181,9 @@ def amp_dtype(device: torch.device, precision: str | bool | None) -> torch.dtype
     """
     import torch
 
-    if device.type != "cuda" or not precision or precision == "fp32":
+    if not mixed_precision_device(device) or not precision or precision == "fp32":
         return None
-    if precision == "fp16" or not torch.cuda.is_bf16_supported():
+    if precision == "fp16" or not bf16_supported(device):
         return torch.float16
     return torch.bfloat16
 

@@ -173,11 +173,35 @@ def expand_globs(patterns: str | Iterable[str], where: str) -> list[str]:
     return files
 
 
+def file_documents(path: str | Path, mode: str, encoding: str = "utf-8") -> Iterator[str]:
+    """The documents of one file as :func:`split_text` cuts them, read line by line for the
+    ``blank_line`` and ``line`` modes (memory: one document, not the file)."""
+    if mode not in DOCUMENT_SPLITS:
+        raise LangskewError(f"document_split {mode!r} is not one of {', '.join(DOCUMENT_SPLITS)}")
+    with open(path, encoding=encoding) as fh:
+        if mode == "file":
+            yield from split_text(fh.read(), mode)
+            return
+        block: list[str] = []
+        for line in fh:  # universal newlines, as read_text
+            if mode == "line":
+                yield from (p.strip() for p in line.splitlines() if p.strip())
+            elif line.strip():  # a blank line (whitespace only, as the pattern's \s) ends a document
+                block.append(line)
+            elif block:
+                doc = "".join(block).strip()
+                block = []
+                if doc:
+                    yield doc
+        if block and (doc := "".join(block).strip()):
+            yield doc
+
+
 def local_documents(local: dict, split: str, where: str = "local source") -> Iterator[str]:
     """Documents of the files (one path/glob or a list) under ``local[split]``, file by file."""
     mode = local.get("document_split", "blank_line")
     for path in expand_globs(local[split], f"{where}: split {split!r}"):
-        yield from split_text(Path(path).read_text(encoding=local.get("encoding", "utf-8")), mode)
+        yield from file_documents(path, mode, local.get("encoding", "utf-8"))
 
 
 def synthetic_documents(syn: dict, split: str, language: str) -> Iterator[str]:
@@ -307,8 +331,11 @@ def write_corpus(spec: dict, language: str, outputs: dict[str, str | Path]) -> d
 
 
 def iter_texts(path: str | Path, batch_rows: int = WRITE_BATCH) -> Iterator[str]:
-    """The ``text`` column of a corpus Parquet file, one document at a time (row-group batches)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
+    """The ``text`` column of a corpus Parquet file, one document at a time (row-group batches).
+
+    ``pre_buffer=False``: pyarrow's default pre-buffers the column chunks of every row group
+    it is asked for, i.e. the whole compressed column, so memory grew with the corpus."""
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=["text"]):
         yield from batch.column(0).to_pylist()
 
 

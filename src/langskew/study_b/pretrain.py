@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from langskew.checkpointing import Checkpointer, seed_everything
-from langskew.devices import amp_dtype, autocast, pick_device, set_threads
+from langskew.devices import amp_dtype, autocast, dist_backend, fused_optimizer, pick_device, set_threads
 from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json
 from langskew.study_b.model import GPT, GPTConfig, save_model
@@ -192,7 +192,7 @@ def init_distributed_from_env() -> DistInfo:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=dist_backend())
     return DistInfo.current()
 
 
@@ -225,7 +225,7 @@ class PretrainResult:
 
 def make_optimizer(model: torch.nn.Module, hp: TrainHP, device: torch.device) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=hp.lr, betas=hp.betas, eps=hp.eps,
-                             weight_decay=hp.weight_decay, fused=device.type == "cuda")
+                             weight_decay=hp.weight_decay, fused=fused_optimizer(device))
 
 
 def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
