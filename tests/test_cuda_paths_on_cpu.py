@@ -164,10 +164,10 @@ def test_perplexity_in_bf16_autocast_matches_fp32(cuda_answers, monkeypatch):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, context=16, **MODEL)).eval()
     ids = np.random.default_rng(0).integers(0, 40, size=300)
-    mixed, n = sliding_window_nll(model, ids, window=16, stride=4, batch_size=8)
+    mixed, n = sliding_window_nll(model, ids, window=16, stride=4, batch_size=8, precision="bf16")
     assert set(cuda_answers) == {torch.bfloat16}
     monkeypatch.setattr(devices, "mixed_precision_device", lambda device: False)
-    plain, m = sliding_window_nll(model, ids, window=16, stride=4, batch_size=8)
+    plain, m = sliding_window_nll(model, ids, window=16, stride=4, batch_size=8, precision="bf16")
     assert n == m and mixed != plain
     assert mixed == pytest.approx(plain, rel=1e-2)
 
@@ -194,7 +194,7 @@ def _finetune(classification, precision):
 
     path, frames = classification
     return finetune(frames["train"], frames["validation"], {"test": frames["test"]}, path, ["a", "b", "c"],
-                    {**FT_HP, "mixed_precision": precision}, seed=0, device="cpu")
+                    {**FT_HP, "precision": precision}, seed=0, device="cpu")
 
 
 @pytest.mark.parametrize("precision,dtype,rtol", [("bf16", torch.bfloat16, 3e-2), ("fp16", torch.float16, 1e-2)])
