@@ -148,6 +148,7 @@ rule study_a_finetune:
         test_variants=TEST_VARIANTS,
         hp=finetune_hp,
         weighting=condition_weighting,
+        mitigation=condition_mitigation,
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],

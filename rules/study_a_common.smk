@@ -84,6 +84,24 @@ def condition_weighting(w):
     return SA["conditions"][w.condition]["weighting"]
 
 
+def condition_mitigation(w):
+    """The mitigation keys of the job's condition (mask_entropy, adversary, ...; empty: none)."""
+    return {
+        k: v
+        for k, v in SA["conditions"][w.condition].items()
+        if k not in ("train", "weighting")
+    }
+
+
+def mitigation_baseline():
+    """The condition the mitigation table compares with: the first one trained on the imbalanced
+    subset with the plain loss (no weighting, no mitigation); None if the config has none."""
+    for name, cond in SA["conditions"].items():
+        if cond == {"train": "imbalanced", "weighting": "none"}:
+            return name
+    return None
+
+
 def dataset_spec(w):
     """The parts of the dataset's config that determine its normalised files."""
     return lsconfig.dataset_source_spec(config, w.dataset)
