@@ -304,6 +304,13 @@ rule study_a_report:
             **report_category("Tables", "language_reliance"),
         ),
         reliance_md=f"{REP_A}/language_reliance.md",
+        mitigation=report(
+            f"{REP_A}/mitigation.csv", **report_category("Tables", "mitigation")
+        ),
+        mitigation_md=f"{REP_A}/mitigation.md",
+        mitigation_fig=report(
+            f"{REP_A}/mitigation.png", **report_category("Figures", "mitigation_fig")
+        ),
     log:
         f"{LOGS}/study_a/report.log",
     conda:
@@ -312,5 +319,7 @@ rule study_a_report:
     params:
         **report_ids(),
         figure_test_variants=report_figure_tests(),
+        mitigation_baseline=mitigation_baseline(),
+        n_classes=report_n_classes(),
     script:
         script_path("study_a_report")
