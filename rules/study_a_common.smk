@@ -2,7 +2,9 @@
 SA = config["study_a"]
 SA_ON = bool(SA["enabled"])
 # the fine-tuning conditions; an overlay drops one of the base config by setting it to null
-SA_CONDITIONS = {k: v for k, v in config["study_a"]["conditions"].items() if v is not None}
+SA_CONDITIONS = {
+    k: v for k, v in config["study_a"]["conditions"].items() if v is not None
+}
 SPLITS = ["train", "validation", "test"]
 VARIANTS = ["balanced", "imbalanced"]
 TEST_VARIANTS = ["balanced", "imbalanced", "original"]
@@ -98,7 +100,8 @@ def condition_mitigation(w):
 
 def mitigation_baseline():
     """The condition the mitigation table compares with: the first one trained on the imbalanced
-    subset with the plain loss (no weighting, no mitigation); None if the config has none."""
+    subset with the plain loss (no weighting, no mitigation); None if the config has none.
+    """
     for name, cond in SA_CONDITIONS.items():
         if cond == {"train": "imbalanced", "weighting": "none"}:
             return name

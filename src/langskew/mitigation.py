@@ -402,15 +402,19 @@ def _trainer_class():
     class MitigationTrainer(Trainer):
         """A ``Trainer`` whose loss is a :class:`MitigationLoss` (``mitigation=`` keyword).
 
-        Batches need a ``language`` column (each row's index into the loss's languages); with a
-        ``datasets.Dataset`` pass ``remove_unused_columns=False`` in the TrainingArguments. The
-        loss's own parameters (the adversary's head) join the optimiser at the learning rate.
+        Batches need a ``language`` column (each row's index into the loss's languages), so the
+        TrainingArguments must say ``remove_unused_columns=False`` (the model's forward does not
+        take ``language``, and the Trainer would drop it). The loss's own parameters (the
+        adversary's head) join the optimiser at the learning rate.
         """
 
         loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by the accumulation steps
 
         def __init__(self, *args, mitigation: MitigationLoss, **kwargs):
             super().__init__(*args, **kwargs)
+            if self.args.remove_unused_columns:
+                raise LangskewError("MitigationTrainer: set remove_unused_columns=False in the TrainingArguments, "
+                                    f"or the Trainer drops the {LANGUAGE_KEY!r} column the loss needs")
             self.model_accepts_loss_kwargs = False
             self.mitigation = mitigation.to(self.args.device)
 
