@@ -176,3 +176,15 @@ def test_combined_loss_equals_its_parts(tiny):
     model.eval()
     eval_loss, eval_logits = loss_fn(model, batch)
     assert float(eval_loss) == pytest.approx(float((w * ce).mean()), abs=1e-5) and eval_logits.shape == (3, 2)
+
+
+def test_package_exports_the_api_lazily():
+    import subprocess
+    import sys
+
+    import langskew
+    import langskew.mitigation as m
+
+    assert langskew.MitigationLoss is m.MitigationLoss and langskew.per_language_class_weights is m.per_language_class_weights
+    code = "import sys, langskew; assert 'torch' not in sys.modules; langskew.MitigationConfig; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
