@@ -181,6 +181,7 @@ rule study_a_finetune:
         test_variants=TEST_VARIANTS,
         hp=finetune_hp,
         weighting=condition_weighting,
+        mitigation=condition_mitigation,
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],
@@ -354,6 +355,13 @@ rule study_a_report:
             **report_category("Tables", "language_reliance"),
         ),
         reliance_md=f"{REP_A}/language_reliance.md",
+        mitigation=report(
+            f"{REP_A}/mitigation.csv", **report_category("Tables", "mitigation")
+        ),
+        mitigation_md=f"{REP_A}/mitigation.md",
+        mitigation_fig=report(
+            f"{REP_A}/mitigation.png", **report_category("Figures", "mitigation_fig")
+        ),
     log:
         f"{LOGS}/study_a/report.log",
     benchmark:
@@ -364,6 +372,8 @@ rule study_a_report:
     params:
         **report_ids(),
         figure_test_variants=report_figure_tests(),
+        mitigation_baseline=mitigation_baseline(),
+        n_classes=report_n_classes(),
         code_digest=code_digest("study_a_report"),
     script:
         script_path("study_a_report")

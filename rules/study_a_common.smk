@@ -1,6 +1,10 @@
 # Study A: names, paths, per-job config slices and targets (helpers of rules/study_a.smk).
 SA = config["study_a"]
 SA_ON = bool(SA["enabled"])
+# the fine-tuning conditions; an overlay drops one of the base config by setting it to null
+SA_CONDITIONS = {
+    k: v for k, v in config["study_a"]["conditions"].items() if v is not None
+}
 SPLITS = ["train", "validation", "test"]
 VARIANTS = ["balanced", "imbalanced"]
 TEST_VARIANTS = ["balanced", "imbalanced", "original"]
@@ -8,6 +12,7 @@ SA_DIR = f"{OUT}/study_a"
 REP_A = f"{OUT}/report/study_a"
 SA_TABLES = [
     "accuracy",
+    "mitigation",
     "lid",
     "shap_cumulative",
     "class_weights",
@@ -33,7 +38,7 @@ def sa_runs():
     """Every fine-tuning run: (dataset, model, condition, seed)."""
     for d in sa_datasets():
         for m in sa_models():
-            for c in SA["conditions"]:
+            for c in SA_CONDITIONS:
                 for s in SA["seeds"]:
                     yield d, m, c, s
 
@@ -81,7 +86,26 @@ def dataset_key(key):
 
 def condition_weighting(w):
     """The loss weighting of the job's condition (study_a.conditions.<condition>.weighting)."""
-    return SA["conditions"][w.condition]["weighting"]
+    return SA_CONDITIONS[w.condition]["weighting"]
+
+
+def condition_mitigation(w):
+    """The mitigation keys of the job's condition (mask_entropy, adversary, ...; empty: none)."""
+    return {
+        k: v
+        for k, v in SA_CONDITIONS[w.condition].items()
+        if k not in ("train", "weighting")
+    }
+
+
+def mitigation_baseline():
+    """The condition the mitigation table compares with: the first one trained on the imbalanced
+    subset with the plain loss (no weighting, no mitigation); None if the config has none.
+    """
+    for name, cond in SA_CONDITIONS.items():
+        if cond == {"train": "imbalanced", "weighting": "none"}:
+            return name
+    return None
 
 
 def dataset_spec(w):
@@ -143,7 +167,7 @@ def tiny_model_inputs(w):
 
 def finetune_inputs(w):
     """The subsets of the condition's training variant, every test variant, the model if built here."""
-    variant = SA["conditions"][w.condition]["train"]
+    variant = SA_CONDITIONS[w.condition]["train"]
     return {
         "train": subset_file(w.dataset, variant, "train"),
         "validation": subset_file(w.dataset, variant, "validation"),
@@ -208,6 +232,9 @@ def report_inputs(w):
             f"{SA_DIR}/subsets/{d}/class_weights.csv" for d in sa_datasets()
         ],
         "counts": [f"{SA_DIR}/subsets/{d}/counts.csv" for d in sa_datasets()],
+        "predictions": [
+            f"{run_dir(f'{SA_DIR}/finetune', *r)}/predictions.parquet" for r in runs
+        ],
     }
 
 
@@ -228,6 +255,11 @@ def report_ids():
         ],
         "dataset_ids": [dict(dataset=d) for d in sa_datasets()],
     }
+
+
+def report_n_classes():
+    """{dataset: number of labels} of the studied datasets."""
+    return {d: len(config["datasets"][d]["labels"]) for d in sa_datasets()}
 
 
 def report_figure_tests():
@@ -267,7 +299,7 @@ def study_a_targets():
     return (
         [f"{REP_A}/{t}.csv" for t in SA_TABLES]
         + [f"{REP_A}/{t}.md" for t in SA_TABLES]
-        + [f"{REP_A}/accuracy.png"]
+        + [f"{REP_A}/accuracy.png", f"{REP_A}/mitigation.png"]
         + diagnosis_targets()
         + [
             f"{SA_DIR}/shap/{d}/{m}/seed{s}/differences.png"

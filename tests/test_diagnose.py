@@ -248,3 +248,28 @@ def test_jsonl_with_mixed_label_types(tmp_path):
     path.write_text('{"t": "a", "y": 1, "g": "en"}\n{"t": "b", "y": "2", "g": "fr"}\n{"t": "c", "y": 1, "g": "fr"}\n')
     summary, cells = cli.diagnose_file(path, "t", "y", "g")
     assert summary["n"].iloc[0] == 3 and sorted(cells["label"].unique()) == ["1", "2"]
+
+
+def test_markdown_ends_with_a_valid_mitigation_run_on_the_users_file(tmp_path):
+    """The closing overlay, with the two placeholder files filled in, is a valid config over
+    config.yaml whose imbalanced ratios are the file's own counts per language."""
+    import re
+
+    import yaml
+
+    from langskew.config import load_config, merge, validate_config
+
+    path = _write(_user_frame(), tmp_path / "data.csv")
+    md = subprocess.run([sys.executable, "-m", "langskew.cli", "diagnose", str(path), "--text-col", "body",
+                         "--label-col", "category", "--language-col", "lang"],
+                        capture_output=True, text=True, check=True).stdout
+    assert "snakemake --cores all --configfile my_data.yaml" in md.rsplit("## Next", 1)[1]
+    overlay = yaml.safe_load(re.search(r"```yaml\n(.*?)```", md, re.S).group(1))
+    ds = overlay["datasets"]["my_data"]
+    assert ds["ratios"] == {"de": "70:30", "en": "30:70", "es": "50:50", "fr": "50:50"}  # ham:spam counts
+    assert ds["labels"] == ["ham", "spam"] and ds["local"]["train"] == str(path)
+    ds["local"].update(validation=str(path), test=str(path))
+    base = load_config(Path(__file__).parents[1] / "config.yaml", validate=False)
+    cfg = validate_config(merge(base, overlay))
+    conds = cfg["study_a"]["conditions"]
+    assert {"imbalanced", "imbalanced_group_dro", "imbalanced_logit_adjustment"} <= set(conds)

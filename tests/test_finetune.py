@@ -1,6 +1,7 @@
 """Study A fine-tuning loop: loss, batching, schedule, outputs, and kill/resume equality."""
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -43,7 +44,8 @@ def setup(tmp_path_factory):
     return root, frames
 
 
-def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", seed: int = 0):
+def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", seed: int = 0,
+             mitigation: dict | None = None):
     """(the Job, the rule's params) of one fine-tuning run: call ``finetune_job(the_job, **params)``."""
     data = root / "data"
     inp = dict(train=str(data / "train.parquet"), validation=str(data / "validation.parquet"),
@@ -52,7 +54,8 @@ def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", s
     out = dict(model=str(run / "model"), metrics=str(run / "metrics.json"),
                predictions=str(run / "predictions.parquet"), curve=str(run / "curve.csv"))
     params = dict(model={"path": "unused-hub-id", "revision": None, "trust_remote_code": False},
-                  labels=LABELS, hp=hp, weighting=weighting, seed=seed, ckpt_dir=str(run / "ckpt"),
+                  labels=LABELS, hp=hp, weighting=weighting, mitigation=dict(mitigation or {}), seed=seed,
+                  ckpt_dir=str(run / "ckpt"),
                   keep_checkpoints=False, test_variants=VARIANTS)
     return job(inp, out, threads=1), params
 
@@ -280,3 +283,58 @@ def test_killed_run_resumes_to_identical_results(setup, reference, tmp_path):
                                   pd.read_parquet(reference / "predictions.parquet"))
     pd.testing.assert_frame_equal(pd.read_csv(run / "curve.csv"), pd.read_csv(reference / "curve.csv"))
     assert not (run / "ckpt").exists()
+
+
+# -- mitigations ---------------------------------------------------------------------------
+ALL_MITIGATIONS = {"mask_entropy": 1.0, "adversary": {"kind": "reversal", "coef": 0.1}, "logit_adjustment": 1.0,
+                   "group_dro": {"step_size": 0.05}, "sampling": "per_language_balanced"}
+
+
+def test_mitigation_run_resumes_to_identical_results(setup, tmp_path, monkeypatch):
+    """Every mitigation at once: the run records its settings, and a run stopped by SIGTERM and
+    resumed (adversary head, group weights and sampler draws restored) ends with the numbers of
+    an uninterrupted one."""
+    root, _ = setup
+    hp = {**RESUME_HP, "checkpoint_every": 3}
+    ref_job, ref_params = job_args(root, tmp_path / "ref", hp, mitigation=ALL_MITIGATIONS)
+    finetune_job(ref_job, **ref_params)
+    ref = read_json(tmp_path / "ref" / "metrics.json")
+    assert ref["mitigation"] == {"mask_entropy": 1.0, "adversary": "reversal", "adversary_coef": 0.1,
+                                 "logit_adjustment": 1.0, "group_dro": 0.05, "sampling": "per_language_balanced"}
+
+    the_job, params = job_args(root, tmp_path / "run", hp, mitigation=ALL_MITIGATIONS)
+    step, calls = torch.optim.RAdam.step, []
+
+    def stop_at_ten(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 10:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop saves a checkpoint and exits
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.RAdam, "step", stop_at_ten)
+    with pytest.raises(SystemExit):
+        finetune_job(the_job, **params)
+    monkeypatch.setattr(torch.optim.RAdam, "step", step)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    finetune_job(the_job, **params)
+    again = read_json(tmp_path / "run" / "metrics.json")
+    assert 0 < again["resumed_from"] < ref["total_steps"]
+    for key in ("steps_run", "resumed_from"):
+        again.pop(key), ref.pop(key)
+    assert again == ref
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "predictions.parquet"),
+                                  pd.read_parquet(tmp_path / "ref" / "predictions.parquet"))
+
+
+def test_mitigation_changes_training_and_bad_keys_stop_early(setup, tmp_path):
+    root, _ = setup
+    hp = {**RESUME_HP, "epochs": 1}
+    runs = {}
+    for name, mitigation in {"plain": {}, "dro": {"group_dro": {"step_size": 0.5}}}.items():
+        the_job, params = job_args(root, tmp_path / name, hp, weighting="none", mitigation=mitigation)
+        finetune_job(the_job, **params)
+        runs[name] = pd.read_csv(tmp_path / name / "curve.csv")
+    assert not np.allclose(runs["plain"]["train_loss"], runs["dro"]["train_loss"])
+    the_job, params = job_args(root, tmp_path / "bad", hp, mitigation={"mask_entropie": 1})
+    with pytest.raises(LangskewError, match="unknown key 'mask_entropie'"):
+        finetune_job(the_job, **params)

@@ -100,16 +100,39 @@ def test_report_job_writes_all_tables(tmp_path):
                                      "n_under": [4, 8], "accuracy_under": [0.3, 0.4], "reliance_gap": [0.6, 0.5],
                                      "over_classes": ["2", ""], "under_classes": ["0", ""]}),
                        tmp_path / f"rel_{cond}_{seed}.csv") for cond in ("balanced", "imbalanced") for seed in (0, 42)]
-    names = ["accuracy", "lid", "shap", "class_weights", "counts", "reliance"]
+    predictions = []
+    for ident in acc_ids:  # balanced runs: all right; imbalanced: seed 0 misses one row, seed 42 two
+        wrong = 0 if ident["condition"] == "balanced" else (1 if ident["seed"] == 0 else 2)
+        labels = [0, 1, 2, 0, 1, 2]
+        pred = pd.DataFrame({"test_variant": "balanced", "id": [str(i) for i in range(6)],
+                             "language": ["en"] * 3 + ["fr"] * 3, "label": labels,
+                             "prediction": [(y + 1) % 3 if i < wrong else y for i, y in enumerate(labels)]})
+        path = tmp_path / f"pred_{ident['condition']}_{ident['seed']}.parquet"
+        pred.to_parquet(path)
+        predictions.append(str(path))
+    names = ["accuracy", "lid", "shap", "class_weights", "counts", "reliance", "mitigation"]
     output = SimpleNamespace(**{n: str(tmp_path / "out" / f"{n}.csv") for n in names},
                              **{f"{n}_md": str(tmp_path / "out" / f"{n}.md") for n in names},
                              accuracy_fig=str(tmp_path / "out" / "accuracy.png"),
+                             mitigation_fig=str(tmp_path / "out" / "mitigation.png"),
                              informative=str(tmp_path / "out" / "informative.csv"))
     report.report_job(
         job({"accuracy": acc_paths, "lid": lid_paths, "shap": shap_paths, "class_weights": [weights],
-             "counts": [counts], "informative": informative, "reliance": reliance}, vars(output)),
+             "counts": [counts], "informative": informative, "reliance": reliance, "predictions": predictions},
+            vars(output)),
         accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids, dataset_ids=[{"dataset": "xnli"}],
-        figure_test_variants={"xnli": None})
+        figure_test_variants={"xnli": None}, mitigation_baseline="imbalanced", n_classes={"xnli": 3})
+    ranking = pd.read_csv(output.mitigation).set_index(["metric", "condition"])
+    # balanced: accuracy 1 in both seeds; imbalanced: 5/6 and 4/6; paired differences 1/6, 2/6
+    assert ranking.loc[("accuracy", "balanced"), "rank"] == 1
+    assert ranking.loc[("accuracy", "imbalanced"), "mean"] == pytest.approx(0.75)
+    assert ranking.loc[("accuracy", "balanced"), "diff_vs_baseline"] == pytest.approx(0.25)
+    # worst group of imbalanced seed 42: the en rows of classes 0 and 1 are wrong -> 0
+    assert ranking.loc[("worst_group_accuracy", "imbalanced"), "mean"] == pytest.approx(0.0)
+    assert ranking.loc[("lid_accuracy", "balanced"), "mean"] == pytest.approx(0.6)
+    assert ranking.loc[("reliance_gap", "imbalanced"), "mean"] == pytest.approx(0.5)
+    assert ranking.loc[("shap_neutral_abs_diff", "imbalanced"), "mean"] == pytest.approx(0.2)
+    assert Path(output.mitigation_fig).stat().st_size > 1000 and "paired t-test" in Path(output.mitigation_md).read_text()
     shap = pd.read_csv(output.shap).set_index("language")
     assert shap.loc["en", "mean_diff_mean"] == pytest.approx(0.2)
     assert shap.loc["fr", "mean_diff_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
@@ -161,3 +184,56 @@ def test_paper_config_sets_the_figures_test_sets():
     cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
     assert cfg["datasets"]["xnli"]["report_tests"] == ["balanced", "imbalanced"]
     assert cfg["datasets"]["amazon"]["report_tests"] == ["original"]
+
+
+# -- mitigation ranking ------------------------------------------------------------------------
+def test_t_interval_and_paired_test_by_hand():
+    import math
+
+    from langskew.study_a.report import paired_test, t_interval
+
+    # [1, 2, 3]: mean 2, sd 1, t_{0.975, 2} = 4.302653 -> 2 -+ 4.302653 / sqrt(3) = 2 -+ 2.484138
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert math.isnan(t_interval([0.5])[1])
+    # differences [1, 1, 3]: mean 5/3, sd sqrt(4/3), t = (5/3) / (sqrt(4/3)/sqrt(3)) = 2.5; df 2:
+    # p = 2 (1 - F(2.5)), F(t) = 1/2 + t / (2 sqrt(2 + t^2)) -> p = 1 - 2.5 / sqrt(8.25) = 0.1296094
+    diff, t, p, n = paired_test({0: 1.0, 1: 2.0, 2: 4.0, 9: 7.0}, {0: 0.0, 1: 1.0, 2: 1.0})
+    assert (diff, t, p, n) == pytest.approx((5 / 3, 2.5, 1 - 2.5 / math.sqrt(8.25), 3), abs=1e-6)
+    assert math.isnan(paired_test({0: 1.0}, {0: 0.5})[2])
+
+
+def test_prediction_metrics_by_hand():
+    from langskew.study_a.report import prediction_metrics
+
+    pred = pd.DataFrame({"test_variant": "balanced", "language": ["en", "en", "en", "fr", "fr", "fr"],
+                         "label": [0, 0, 1, 0, 1, 1], "prediction": [0, 0, 0, 0, 1, 0]})
+    got = prediction_metrics(pred, 2).set_index("metric")["value"]
+    # accuracy 4/6; groups: en-0 2/2, en-1 0/1, fr-0 1/1, fr-1 1/2 -> worst 0; languages en 2/3, fr 2/3
+    # F1: class 0: tp 3, fp 2, fn 0 -> 6/8; class 1: tp 1, fp 0, fn 2 -> 2/4; macro 0.625
+    assert got.to_dict() == pytest.approx({"accuracy": 4 / 6, "macro_f1": 0.625, "worst_group_accuracy": 0.0,
+                                           "worst_language_accuracy": 2 / 3})
+
+
+def test_mitigation_table_ranks_and_pairs_with_the_baseline():
+    from scipy import stats
+
+    from langskew.study_a.report import mitigation_table
+
+    rows = []
+    for cond, vals in {"imbalanced": [0.5, 0.6, 0.55], "dro": [0.7, 0.65, 0.8], "mask": [0.4, 0.5, 0.52]}.items():
+        for seed, v in zip([0, 1, 2], vals):
+            rows.append(dict(dataset="d", model="m", condition=cond, seed=seed, metric="worst_group_accuracy",
+                             test_variant="balanced", value=v))
+            rows.append(dict(dataset="d", model="m", condition=cond, seed=seed, metric="lid_accuracy",
+                             test_variant="", value=v))
+    table = mitigation_table(pd.DataFrame(rows), "imbalanced")
+    wga = table[table["metric"] == "worst_group_accuracy"]
+    assert wga["condition"].tolist() == ["dro", "imbalanced", "mask"] and wga["rank"].tolist() == [1, 2, 3]
+    lid = table[table["metric"] == "lid_accuracy"]
+    assert lid["condition"].tolist() == ["mask", "imbalanced", "dro"]  # lower is better
+    dro = wga.set_index("condition").loc["dro"]
+    ref = stats.ttest_rel([0.7, 0.65, 0.8], [0.5, 0.6, 0.55])
+    assert dro["p_value"] == pytest.approx(ref.pvalue) and dro["t"] == pytest.approx(ref.statistic)
+    assert dro["diff_vs_baseline"] == pytest.approx(0.5 / 3) and dro["n_pairs"] == 3
+    assert pd.isna(wga.set_index("condition").loc["imbalanced", "p_value"])

@@ -33,9 +33,10 @@ def job_counts(output: str) -> dict[str, int]:
 def test_paper_dry_run_lists_the_grid(tmp_path):
     out = snakemake("-n", "--cores", "1", "--config", f"outdir={tmp_path}/r").stdout
     c = job_counts(out)
-    # 2 datasets x 2 models x 3 conditions x 2 seeds
-    assert c["study_a_finetune"] == 24 and c["study_a_evaluate"] == 24 and c["study_a_probe"] == 24
-    assert c["study_a_shap_values"] == 24 and c["study_a_shap_compare"] == 8 and c["study_a_probe_base"] == 4
+    # 2 datasets x 2 models x 5 conditions (3 of the paper, mask entropy 1 and 2 of its annex) x 2 seeds;
+    # SHAP for all 5 (the reference and the 4 compared)
+    assert c["study_a_finetune"] == 40 and c["study_a_evaluate"] == 40 and c["study_a_probe"] == 40
+    assert c["study_a_shap_values"] == 40 and c["study_a_shap_compare"] == 8 and c["study_a_probe_base"] == 4
     assert c["study_a_dataset"] == 2 and c["study_a_subsets"] == 2 and c["study_a_report"] == 1
     assert "study_a_tiny_model" not in c  # hub models are not built
     # Study B: the paper grid of pretraining runs, each with its evaluations, plus fits and tables
@@ -54,6 +55,17 @@ def test_paper_dry_run_has_gpu_resources(tmp_path):
     block = out.split("rule study_a_finetune:")[1].split("\n\n")[0]
     assert re.search(r"resources:.*gpu=1", block) and "runtime=720" in block
     assert "slurm_extra" not in out
+
+
+def test_demo_dry_run_adds_the_mitigations_without_shap(tmp_path):
+    """The demo: the paper's 3 conditions + mask entropy 1 (annex) + gradient reversal, logit
+    adjustment, group DRO (mask entropy 2 dropped by null); SHAP only for the paper's 3."""
+    out = snakemake("-n", "--cores", "1", "--configfile", "presets/demo.yaml", "--config",
+                    f"outdir={tmp_path}/r").stdout
+    c = job_counts(out)
+    # 2 datasets x 1 model x 7 conditions x 2 seeds
+    assert c["study_a_finetune"] == 28 and c["study_a_evaluate"] == 28 and c["study_a_probe"] == 28
+    assert c["study_a_shap_values"] == 12 and c["study_a_shap_compare"] == 4
 
 
 # --- the demo, end to end ---------------------------------------------------------------------
@@ -79,7 +91,7 @@ def dry_run_counts(conf, extra_configfile=None):
 def test_demo_writes_every_table(demo):
     base, _ = demo
     rep = base / "results" / "report"
-    for t in ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts"]:
+    for t in ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts", "mitigation"]:
         df = pd.read_csv(rep / "study_a" / f"{t}.csv")
         assert len(df) > 0, t
         assert (rep / "study_a" / f"{t}.md").read_text().strip()
@@ -88,7 +100,8 @@ def test_demo_writes_every_table(demo):
         df = pd.read_csv(rep / "study_b" / f"{t}.csv")
         assert len(df) > 0, t
     acc = pd.read_csv(rep / "study_a" / "accuracy.csv")
-    assert set(acc["condition"]) == {"balanced", "imbalanced", "imbalanced_plw"}
+    assert set(acc["condition"]) == {"balanced", "imbalanced", "imbalanced_plw", "imbalanced_mask_entropy_1",
+                                     "imbalanced_adversary", "imbalanced_logit_adjustment", "imbalanced_group_dro"}
     assert (acc["n_seeds"] == 2).all()
     assert acc["accuracy_mean"].between(0, 1).all()
     lid = pd.read_csv(rep / "study_a" / "lid.csv")
@@ -97,6 +110,9 @@ def test_demo_writes_every_table(demo):
     assert set(diagnosis["dataset"]) == {"synth_nli", "synth_reviews"}
     verdicts = diagnosis.groupby("variant")["verdict"].agg(set)
     assert verdicts["imbalanced"] == {"strong"} and verdicts["balanced"] == {"none"}
+    ranking = pd.read_csv(rep / "study_a" / "mitigation.csv")
+    paired = ranking[(ranking["metric"] == "worst_group_accuracy") & (ranking["condition"] != "imbalanced")]
+    assert (paired["n_pairs"] == 2).all() and paired["p_value"].dropna().between(0, 1).all()
     reliance = pd.read_csv(rep / "study_a" / "language_reliance.csv")
     assert set(reliance["condition"]) == set(acc["condition"]) and reliance["tvd_mean"].between(0, 1).all()
     # the HTML report collects the report() outputs with their captions

@@ -229,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"langskew diagnose: error: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(render(summary, cells, args.format, f"Language-label skew of {Path(args.file).name}"))
+    if args.format == "md":
+        from langskew.study_a.diagnose import mitigation_command
+
+        sys.stdout.write(mitigation_command(cells, args.file, args.text_col, args.label_col, args.language_col))
     return 0
 
 

@@ -367,3 +367,57 @@ def diagnose_report_job(job: Job) -> None:
         tmp.write_text(markdown_report(summary, cells, keys, "Study A: language-label skew of the data"))
     for _, row in summary.iterrows():
         logger.info("%s %s %s: %s", row["dataset"], row["variant"], row["split"], row["verdict"])
+
+
+# --- what to run next -----------------------------------------------------------------------
+
+#: The mitigation conditions the closing command proposes (docs/studies.md, "Mitigation conditions").
+NEXT_CONDITIONS = {
+    "balanced": {"train": "balanced", "weighting": "none"},
+    "imbalanced": {"train": "imbalanced", "weighting": "none"},
+    "imbalanced_plw": {"train": "imbalanced", "weighting": "per_language"},
+    "imbalanced_mask_entropy_1": {"train": "imbalanced", "weighting": "none", "mask_entropy": 1},
+    "imbalanced_adversary": {"train": "imbalanced", "weighting": "none",
+                             "adversary": {"kind": "reversal", "coef": 0.1}},
+    "imbalanced_logit_adjustment": {"train": "imbalanced", "weighting": "none", "logit_adjustment": 1.0},
+    "imbalanced_group_dro": {"train": "imbalanced", "weighting": "none", "group_dro": {"step_size": 0.01}},
+    "imbalanced_resampled": {"train": "imbalanced", "weighting": "none", "sampling": "per_language_balanced"},
+}
+
+
+def _ratio(counts: Sequence[int]) -> str:
+    """Counts as a ratio string; a class without rows gets the smallest part 1 (ratios must be > 0)."""
+    return ":".join(str(max(int(n), 1)) for n in counts)
+
+
+def mitigation_command(cells: pd.DataFrame, path: str, text_col: str, label_col: str, language_col: str,
+                       name: str = "my_data") -> str:
+    """Markdown closing a diagnosis: a config overlay that runs Study A's mitigation comparison on
+    the diagnosed file (``source: local``) and the command that runs it.
+
+    The imbalanced training subset keeps the file's own class counts per language as its ratios
+    (the skew just diagnosed); the balanced subset is the study's control. ``cells`` is the
+    (first split's) cell table of :func:`diagnose_table`.
+    """
+    import yaml
+
+    first = cells[cells["split"] == cells["split"].iloc[0]] if "split" in cells.columns else cells
+    languages = list(dict.fromkeys(first["language"].astype(str)))
+    labels = list(dict.fromkeys(first["label_name"].astype(str)))
+    ratios = {lang: _ratio(first.loc[first["language"].astype(str) == lang, "n"].tolist()) for lang in languages}
+    overlay = {
+        "datasets": {name: {
+            "source": "local", "task": "single", "languages": languages, "labels": labels, "ratios": ratios,
+            "local": {"train": str(path), "validation": "<validation file>", "test": "<test file>"},
+            "columns": {"text": text_col, "text_pair": None, "label": label_col, "language": language_col},
+        }},
+        "study_a": {"datasets": [name], "models": ["mbert", "xlmr"], "conditions": NEXT_CONDITIONS},
+        "study_b": {"enabled": False},
+    }
+    return ("\n## Next: which remedy recovers the worst-served language?\n\n"
+            "Save this overlay as `my_data.yaml` (fill in the validation and test files; `task: pair` and "
+            "`text_pair` for sentence pairs) and run the mitigation comparison from the langskew folder:\n\n"
+            "```yaml\n" + yaml.safe_dump(overlay, sort_keys=False, allow_unicode=True) + "```\n\n"
+            "```bash\nsnakemake --cores all --configfile my_data.yaml\n```\n\n"
+            "The ranking is `results/report/study_a/mitigation.md` (and `mitigation.png`); "
+            "docs/studies.md, \"Mitigation conditions\", explains each condition.\n")

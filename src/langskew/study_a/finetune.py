@@ -19,6 +19,12 @@ lengths then correlate with its languages and labels); the batch order is then s
 scaler) or ``fp32``. Mixed precision is a CUDA setting: the CPU always runs fp32
 (:func:`langskew.devices.amp_dtype`).
 
+A condition may add mitigations (:mod:`langskew.mitigation`: mask entropy maximisation, a
+language adversary, per-language logit adjustment, group DRO, per-language class-balanced
+resampling); they hook in at three points: the training loss (:class:`MitigationLoss`, also the
+validation loss), the optimiser (the adversary's head joins the head's learning rate) and the
+epoch's indices (resampling draws them instead of a permutation). Without one the loop is as above.
+
 The loop runs on :class:`langskew.training.TrainingLoop`, so it is resumable: the model,
 optimiser, scheduler, grad scaler, RNG states and :class:`FinetuneState` (position in the
 epoch, best weights, curve) are saved every ``checkpoint_every`` optimiser steps and on
@@ -44,6 +50,8 @@ from langskew.checkpointing import Checkpointer, seed_everything
 from langskew.devices import amp_dtype, autocast, pick_device, set_threads
 from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json, write_parquet
+from langskew.mitigation import (LANGUAGE_KEY, MitigationConfig, MitigationLoss, PerLanguageBalancedSampler,
+                                 language_indices)
 from langskew.study_a.modeling import load_classifier
 from langskew.study_a.weights import SCHEMES, class_weights, example_weights
 from langskew.training import TrainingLoop, TrainState, warmup_decay
@@ -143,7 +151,13 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, e
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
-                  length_grouped: bool) -> list[list[int]]:
+                  length_grouped: bool, sampler: PerLanguageBalancedSampler | None = None) -> list[list[int]]:
+    """The epoch's batches of row indices; with a ``sampler`` over the rows it draws (with replacement)."""
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+        drawn = np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
+        picked = epoch_batches(np.asarray(lengths)[drawn], batch_size, seed, epoch, length_grouped)
+        return [drawn[b].tolist() for b in picked]
     if length_grouped:
         return length_grouped_batches(lengths, batch_size, seed, epoch)
     return random_batches(len(lengths), batch_size, seed, epoch)
@@ -196,6 +210,8 @@ def collate(features: Sequence[dict], pad_token_id: int, pad_to: int | None = No
     batch = {"input_ids": ids, "attention_mask": mask,
              "labels": torch.tensor([f["label"] for f in features]),
              "weights": torch.tensor([f["weight"] for f in features], dtype=torch.float32)}
+    if LANGUAGE_KEY in features[0]:
+        batch[LANGUAGE_KEY] = torch.tensor([f[LANGUAGE_KEY] for f in features])
     if has_types:
         batch["token_type_ids"] = types
     return batch
@@ -216,10 +232,15 @@ def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any]) -> torch.optim
     return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), weight_decay=float(hp["weight_decay"] or 0.0))
 
 
-def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, weighted loss) for one collated batch."""
+def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype,
+             loss_fn: MitigationLoss | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, weighted loss) for one collated batch; with ``loss_fn`` its loss (training or validation)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+    if loss_fn is not None:
+        with autocast(device, dtype):
+            loss, logits = loss_fn(model, batch)
+        return logits.float(), loss.float()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights", LANGUAGE_KEY)}
     with autocast(device, dtype):
         logits = model(**inputs).logits
     return logits.float(), weighted_cross_entropy(logits, batch["labels"], batch["weights"])
@@ -227,7 +248,7 @@ def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype)
 
 @torch.no_grad()
 def predict(model, features: Sequence[dict], batch_size: int, pad_token_id: int, device: torch.device,
-            dtype=None) -> tuple[np.ndarray, float]:
+            dtype=None, loss_fn: MitigationLoss | None = None) -> tuple[np.ndarray, float]:
     """(logits [N, C] in input order, mean weighted loss); batches sorted by length for speed."""
     model.eval()
     order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
@@ -235,7 +256,7 @@ def predict(model, features: Sequence[dict], batch_size: int, pad_token_id: int,
     loss_sum = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        out, loss = _forward(model, collate([features[i] for i in idx], pad_token_id), device, dtype)
+        out, loss = _forward(model, collate([features[i] for i in idx], pad_token_id), device, dtype, loss_fn)
         logits[idx] = out.cpu().numpy()
         loss_sum += float(loss) * len(idx)
     model.train()
@@ -279,9 +300,11 @@ class _Parts:
     device: torch.device
     dtype: torch.dtype | None
     pad_id: int
+    loss_fn: MitigationLoss | None = None  # a condition's mitigations (None: weighted cross-entropy)
 
     def stateful(self) -> dict[str, Any]:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        return {**parts, "mitigation": self.loss_fn} if self.loss_fn is not None else parts
 
 
 def _cpu_state(model) -> dict[str, torch.Tensor]:
@@ -312,13 +335,16 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
              keep_checkpoints: bool = False, revision: str | None = None, trust_remote_code: bool = False,
              outputs: Mapping[str, str | os.PathLike] | None = None,
              device: str | torch.device | None = None,
-             tensorboard_dir: str | os.PathLike | None = None) -> FinetuneResult:
+             tensorboard_dir: str | os.PathLike | None = None,
+             mitigation: Mapping[str, Any] | None = None) -> FinetuneResult:
     """Fine-tune ``model_path`` on ``train_df``, keep the best-validation weights, predict tests.
 
     ``outputs`` (optional keys model, metrics, predictions, curve) are written before the
-    checkpoints are dropped. Raises SystemExit(128 + signum) after saving on SIGTERM/SIGUSR1.
+    checkpoints are dropped. ``mitigation``: the condition's mitigation keys
+    (:meth:`langskew.mitigation.MitigationConfig.from_condition`). Raises SystemExit(128 + signum) after saving on SIGTERM/SIGUSR1.
     """
     hp = merge_hp(hp)
+    mcfg = MitigationConfig.from_condition(mitigation)
     train_df, table, w_train, w_val = _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting)
     device = torch.device(device) if device else pick_device()
     dtype = amp_dtype(device, hp["precision"])
@@ -329,10 +355,12 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     max_len = int(min(hp["max_length"], tokenizer.model_max_length))
     train_feats = encode(tokenizer, train_df, max_len, w_train)
     val_feats = encode(tokenizer, val_df, max_len, w_val)
+    loss_fn, sampler = _mitigation_hooks(mcfg, train_df, val_df, train_feats, val_feats, model, tokenizer,
+                                         len(labels), weighting, seed)
     ckpt = Checkpointer(ckpt_dir, every_steps=int(hp["checkpoint_every"] or 0), keep_after_finish=keep_checkpoints)
     logger.info("fine-tuning %s with %s class weights on %s", model_path, weighting, device)
     state, loop = train(model, tokenizer.pad_token_id, train_feats, val_feats, hp, seed, device, dtype, ckpt,
-                        tensorboard_dir)
+                        tensorboard_dir, loss_fn=loss_fn, sampler=sampler)
 
     model.load_state_dict(state.best_state)
     pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
@@ -341,6 +369,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
         "steps_run": state.step - (loop.resumed_from or 0), "total_steps": loop.total_steps,
         "resumed_from": loop.resumed_from, "n_train": len(train_feats), "n_validation": len(val_feats),
         "weighting": weighting, "class_weights": {k: v.tolist() for k, v in table.items()},
+        "mitigation": dict(vars(mcfg)),
         "seed": seed, "device": str(device), "mixed_precision": str(dtype).replace("torch.", "") if dtype else None,
     }
     result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(state.curve, columns=CURVE_COLUMNS))
@@ -350,21 +379,47 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
     return result
 
 
+def _mitigation_hooks(mcfg: MitigationConfig, train_df, val_df, train_feats, val_feats, model, tokenizer,
+                      n_classes: int, weighting: str, seed: int):
+    """(loss, sampler) of a condition's mitigations, None where it has none; rows get their language index."""
+    if not mcfg.changes_loss and mcfg.sampling == "shuffle":
+        return None, None
+    order = list(dict.fromkeys(train_df["language"].astype(str)))
+    for feats, df in ((train_feats, train_df), (val_feats, val_df)):
+        for f, idx in zip(feats, language_indices(df["language"].astype(str).tolist(), order)):
+            f[LANGUAGE_KEY] = int(idx)
+    sampler = (PerLanguageBalancedSampler(train_df["language"].astype(str).tolist(), train_df["label"].tolist(),
+                                          seed=seed) if mcfg.sampling == "per_language_balanced" else None)
+    if not mcfg.changes_loss:
+        return None, sampler
+    loss_fn = MitigationLoss(mcfg, labels=train_df["label"].to_numpy(), languages=train_df["language"].astype(str),
+                             n_classes=n_classes, language_order=order, weighting=weighting,
+                             hidden_size=getattr(model.config, "hidden_size", None),
+                             mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id)
+    return loss_fn.to(next(model.parameters()).device), sampler
+
+
 def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp: Mapping[str, Any], seed: int,
           device: torch.device, dtype: torch.dtype | None, ckpt: Checkpointer,
-          tensorboard_dir: str | os.PathLike | None = None) -> tuple[FinetuneState, TrainingLoop]:
-    """Epochs of accumulation groups with validation every ``eval_every`` of an epoch (resuming if possible)."""
+          tensorboard_dir: str | os.PathLike | None = None, loss_fn: MitigationLoss | None = None,
+          sampler: PerLanguageBalancedSampler | None = None) -> tuple[FinetuneState, TrainingLoop]:
+    """Epochs of accumulation groups with validation every ``eval_every`` of an epoch (resuming if possible).
+
+    ``loss_fn`` replaces the weighted cross-entropy (its parameters join the optimiser at the head's
+    learning rate); ``sampler`` draws each epoch's rows."""
     bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
     steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
     total_steps = steps_per_epoch * int(hp["epochs"])
     eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
     optimizer = make_optimizer(model, hp)
+    if loss_fn is not None and list(loss_fn.parameters()):
+        optimizer.add_param_group({"params": list(loss_fn.parameters()), "lr": float(hp["lr_head"])})
     # learning rates: linear warm-up over warmup_fraction of the steps, then linear decay to final_lr_fraction
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         warmup_decay, total_steps=total_steps, warmup_steps=round(float(hp["warmup_fraction"] or 0) * total_steps),
         peak=1.0, final=float(hp["final_lr_fraction"]), decay="linear"))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    parts = _Parts(model, optimizer, scheduler, scaler, device, dtype, pad_id)
+    parts = _Parts(model, optimizer, scheduler, scaler, device, dtype, pad_id, loss_fn)
     state = FinetuneState(best_state=_cpu_state(model))
     lengths = [len(f["input_ids"]) for f in train_feats]
     with TrainingLoop(state, total_steps, ckpt, stateful=parts.stateful(), tensorboard_dir=tensorboard_dir,
@@ -377,7 +432,7 @@ def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp
                  len(train_feats), steps_per_epoch, hp["epochs"], eval_interval,
                  f", resumed at step {start}" if loop.resumed_from is not None else "")
         for epoch in range(state.epoch, int(hp["epochs"])):
-            batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]))
+            batches = epoch_batches(lengths, bs, seed, epoch, bool(hp["length_grouped"]), sampler)
             _run_epoch(loop, parts, epoch, batches, train_feats, val_feats, hp, eval_interval)
     return state, loop
 
@@ -409,7 +464,7 @@ def _run_epoch(loop: TrainingLoop, parts: _Parts, epoch: int, batches: list[list
 def _step(parts: _Parts, state: FinetuneState, group: list[dict[str, torch.Tensor]]) -> None:
     """One optimiser step over an accumulation group of micro-batches."""
     for batch in group:
-        _, loss = _forward(parts.model, batch, parts.device, parts.dtype)
+        _, loss = _forward(parts.model, batch, parts.device, parts.dtype, parts.loss_fn)
         parts.scaler.scale(loss / len(group)).backward()
         state.loss_sum += float(loss.detach())
         state.loss_n += 1
@@ -423,7 +478,7 @@ def _step(parts: _Parts, state: FinetuneState, group: list[dict[str, torch.Tenso
 def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epoch: float) -> None:
     """A curve row with the validation loss; the weights are kept when it is the best so far."""
     state: FinetuneState = loop.state  # type: ignore[assignment]
-    _, val_loss = predict(parts.model, val_feats, batch_size, parts.pad_id, parts.device, parts.dtype)
+    _, val_loss = predict(parts.model, val_feats, batch_size, parts.pad_id, parts.device, parts.dtype, parts.loss_fn)
     train_loss = state.loss_sum / max(1, state.loss_n)
     lr = parts.optimizer.param_groups[0]["lr"]
     loop.log({"step": state.step, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
@@ -476,12 +531,14 @@ def _save_model(result: FinetuneResult, path: str | os.PathLike) -> None:
 
 # -- Snakemake job -----------------------------------------------------------------------
 def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_variants: list[str],
-                 hp: dict[str, Any], weighting: str, seed: int, ckpt_dir: str, keep_checkpoints: bool) -> None:
+                 hp: dict[str, Any], weighting: str, mitigation: dict[str, Any], seed: int, ckpt_dir: str,
+                 keep_checkpoints: bool) -> None:
     """Snakemake job; see the module docstring and :func:`finetune`.
 
     input: train, validation, tests (list, same order as ``test_variants``), model (only for a
     model the workflow builds: its local directory). ``model``: {path, revision,
-    trust_remote_code} of the pretrained model. output: model, metrics, predictions, curve.
+    trust_remote_code} of the pretrained model. ``mitigation``: the condition's mitigation keys
+    (empty: none). output: model, metrics, predictions, curve.
     """
     set_threads(job.threads)
     tests = [job.input.tests] if isinstance(job.input.tests, (str, os.PathLike)) else list(job.input.tests)
@@ -499,4 +556,4 @@ def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_var
              keep_checkpoints=bool(keep_checkpoints), revision=spec.get("revision") if not local else None,
              trust_remote_code=bool(spec.get("trust_remote_code", False)),
              outputs={k: getattr(job.output, k) for k in ("model", "metrics", "predictions", "curve")},
-             tensorboard_dir=job.tensorboard)
+             tensorboard_dir=job.tensorboard, mitigation=mitigation)

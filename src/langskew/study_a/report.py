@@ -1,5 +1,5 @@
 """Study A report: accuracy, language reliance, LID probe, SHAP, class weight and subset count
-tables + the accuracy figure.
+tables + the accuracy figure, and the mitigation ranking (table and figure).
 
 Every per-run file is stacked with the identifiers of its run (dataset, model, condition,
 seed) taken from a parallel ``params`` list, then aggregated over seeds: ``*_mean``,
@@ -9,6 +9,7 @@ seed) taken from a parallel ``params`` list, then aggregated over seeds: ``*_mea
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -193,9 +194,174 @@ def subset_counts_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) 
     return _concat_with_dataset(paths, ids)
 
 
+# -- mitigation ranking -------------------------------------------------------------------------
+#: Per-run measures of the mitigation table; True where higher is better (the rank's direction).
+MITIGATION_METRICS = {
+    "accuracy": True, "macro_f1": True, "worst_group_accuracy": True, "worst_language_accuracy": True,
+    "lid_accuracy": False, "reliance_gap": False, "tvd": False, "shap_neutral_abs_diff": False,
+}
+FIGURE_METRICS = ("accuracy", "macro_f1", "worst_group_accuracy")
+
+
+def prediction_metrics(pred: pd.DataFrame, n_classes: int) -> pd.DataFrame:
+    """Per test variant of one run's predictions: accuracy, macro-F1 (over all C classes), the
+    lowest accuracy of a (language, class) group and of a language. Long: test_variant, metric, value."""
+    from sklearn.metrics import f1_score
+
+    for col in ("test_variant", "language", "label", "prediction"):
+        if col not in pred.columns:
+            raise LangskewError(f"predictions: column {col!r} missing")
+    rows = []
+    for variant, df in pred.groupby("test_variant", sort=False):
+        correct = (df["label"] == df["prediction"]).astype(float)
+        values = {
+            "accuracy": correct.mean(),
+            "macro_f1": f1_score(df["label"], df["prediction"], labels=list(range(n_classes)), average="macro",
+                                 zero_division=0),
+            "worst_group_accuracy": correct.groupby([df["language"], df["label"]]).mean().min(),
+            "worst_language_accuracy": correct.groupby(df["language"]).mean().min(),
+        }
+        rows += [{"test_variant": variant, "metric": k, "value": float(v)} for k, v in values.items()]
+    return pd.DataFrame(rows, columns=["test_variant", "metric", "value"])
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t interval mean -+ t_{(1+level)/2, n-1} sd / sqrt(n); NaN bounds with n < 2."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def paired_test(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> tuple[float, float, float, int]:
+    """(mean difference, t, two-sided p, pairs) of a paired t-test (scipy.stats.ttest_rel) over
+    the seeds both have; t and p are NaN with fewer than 2 pairs or identical differences."""
+    from scipy import stats
+
+    seeds = [s for s in values if s in baseline and not (np.isnan(values[s]) or np.isnan(baseline[s]))]
+    if not seeds:
+        return math.nan, math.nan, math.nan, 0
+    a = np.array([values[s] for s in seeds], dtype=float)
+    b = np.array([baseline[s] for s in seeds], dtype=float)
+    diff = float((a - b).mean())
+    if len(seeds) < 2 or np.allclose(a - b, (a - b)[0]):
+        return diff, math.nan, math.nan, len(seeds)
+    res = stats.ttest_rel(a, b)
+    return diff, float(res.statistic), float(res.pvalue), len(seeds)
+
+
+MITIGATION_COLUMNS = ["dataset", "model", "metric", "test_variant", "rank", "condition", "mean", "ci_low", "ci_high",
+                      "n_seeds", "diff_vs_baseline", "t", "p_value", "n_pairs"]
+
+
+def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float = 0.95) -> pd.DataFrame:
+    """Conditions ranked per (dataset, model, metric, test variant), best first.
+
+    ``per_run``: dataset, model, condition, seed, metric, test_variant ("" where none), value.
+    Each condition gets the mean and t interval over seeds and, against ``baseline`` (seeds
+    paired), the mean difference and a paired t-test. Rank 1 is the best mean in the metric's
+    direction (:data:`MITIGATION_METRICS`).
+    """
+    if per_run.empty:
+        return pd.DataFrame(columns=MITIGATION_COLUMNS)
+    rows = []
+    for (dataset, model, metric, variant), block in per_run.groupby(["dataset", "model", "metric", "test_variant"],
+                                                                     sort=False):
+        base = block[block["condition"] == baseline].set_index("seed")["value"].to_dict() if baseline else {}
+        for cond, sub in block.groupby("condition", sort=False):
+            mean, low, high = t_interval(sub["value"], level)
+            values = sub.set_index("seed")["value"].to_dict()
+            diff, t, p, n_pairs = paired_test(values, base) if base and cond != baseline else (
+                math.nan, math.nan, math.nan, 0)
+            rows.append({"dataset": dataset, "model": model, "metric": metric, "test_variant": variant,
+                         "condition": cond, "mean": mean, "ci_low": low, "ci_high": high,
+                         "n_seeds": int(sub["value"].notna().sum()), "diff_vs_baseline": diff, "t": t, "p_value": p,
+                         "n_pairs": n_pairs})
+    table = pd.DataFrame(rows)
+    higher = table["metric"].map(MITIGATION_METRICS).fillna(True).astype(bool)
+    score = table["mean"].where(higher, -table["mean"])
+    table["rank"] = score.groupby([table["dataset"], table["model"], table["metric"], table["test_variant"]]).rank(
+        ascending=False, method="min").astype("Int64")
+    table = table.sort_values(["dataset", "model", "metric", "test_variant", "rank"], kind="stable")
+    return table[MITIGATION_COLUMNS].reset_index(drop=True)
+
+
+def collect_mitigation_runs(predictions: Sequence[str], run_ids: Sequence[Mapping[str, Any]],
+                            n_classes: Mapping[str, int], lid: pd.DataFrame, reliance: pd.DataFrame,
+                            shap: pd.DataFrame) -> pd.DataFrame:
+    """One long frame of every per-run measure: from the predictions (accuracy, macro-F1, worst
+    group / language accuracy per test variant), the LID probe (last layer), language reliance
+    (the pooled row's gap and TVD) and the SHAP comparisons (mean |difference| on neutral tokens)."""
+    keys = ["dataset", "model", "condition", "seed"]
+    frames = []
+    for path, ident in zip(as_list(predictions), run_ids):
+        metrics = prediction_metrics(pd.read_parquet(path), int(n_classes[ident["dataset"]]))
+        frames.append(metrics.assign(**{k: ident[k] for k in keys}))
+    if not lid.empty and "layer" in lid.columns:
+        last = lid[(lid["layer"].astype(str) == "last") & (lid["condition"] != "base")]
+        frames.append(last[keys].assign(test_variant="", metric="lid_accuracy", value=last["accuracy_mean"]))
+    if not reliance.empty:
+        pooled = reliance[reliance["language"] == ALL]
+        for metric in ("reliance_gap", "tvd"):
+            frames.append(pooled[keys].assign(test_variant="balanced", metric=metric, value=pooled[metric]))
+    if not shap.empty:
+        neutral = shap[shap["type"] == "neutral"].assign(abs_diff=lambda d: d["mean_diff"].abs())
+        per_run = neutral.groupby(["dataset", "model", "comparison", "seed"], as_index=False)["abs_diff"].mean()
+        frames.append(per_run.rename(columns={"comparison": "condition", "abs_diff": "value"})
+                      .assign(test_variant="", metric="shap_neutral_abs_diff"))
+    cols = [*keys, "metric", "test_variant", "value"]
+    frames = [f[cols] for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None):
+    """One row per (dataset, model), one panel per metric of :data:`FIGURE_METRICS` on the dataset's
+    first figure test variant: each condition's mean and 95% t interval, conditions ordered by
+    worst-group accuracy (best on top); a filled marker where the paired test against the
+    baseline has p < 0.05."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = list(dict.fromkeys(zip(table["dataset"], table["model"]))) or [("(none)", "")]
+    fig, axes = plt.subplots(len(blocks), len(FIGURE_METRICS), squeeze=False,
+                             figsize=(4.0 * len(FIGURE_METRICS), 0.5 + 0.35 * max(4, table["condition"].nunique())
+                                      * len(blocks)))
+    for r, (dataset, model) in enumerate(blocks):
+        sub = table[(table["dataset"] == dataset) & (table["model"] == model)]
+        wanted = (test_variants or {}).get(dataset)
+        variant = (wanted if isinstance(wanted, str) else (list(wanted)[0] if wanted else None)) or (
+            "balanced" if (sub["test_variant"] == "balanced").any() else "original")
+        order = (sub[(sub["metric"] == "worst_group_accuracy") & (sub["test_variant"] == variant)]
+                 .sort_values("mean")["condition"].tolist())
+        for c, metric in enumerate(FIGURE_METRICS):
+            ax = axes[r][c]
+            rows = sub[(sub["metric"] == metric) & (sub["test_variant"] == variant)].set_index("condition")
+            rows = rows.reindex([o for o in order if o in rows.index])
+            y = np.arange(len(rows))
+            err = np.vstack([(rows["mean"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["mean"]).fillna(0)])
+            ax.errorbar(rows["mean"], y, xerr=err, fmt="none", ecolor="grey", capsize=3)
+            significant = rows["p_value"] < 0.05
+            ax.scatter(rows["mean"][~significant], y[~significant.to_numpy()], facecolors="white", edgecolors="C0")
+            ax.scatter(rows["mean"][significant], y[significant.to_numpy()], color="C0")
+            ax.set_yticks(y, rows.index.tolist() if c == 0 else [""] * len(rows))
+            ax.set_title(f"{dataset} / {model}: {metric.replace('_', ' ')}\n(test: {variant})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: Sequence[Mapping[str, Any]],
                shap_ids: Sequence[Mapping[str, Any]], dataset_ids: Sequence[Mapping[str, Any]],
-               figure_test_variants: Mapping[str, Any]) -> None:
+               figure_test_variants: Mapping[str, Any], mitigation_baseline: str | None,
+               n_classes: Mapping[str, int]) -> None:
     """Snakemake job: the Study A report.
 
     input lists: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts``,
@@ -205,6 +371,8 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     and seed None), ``shap_ids`` ({dataset, model, seed}; also the ids of ``informative``) and
     ``dataset_ids`` ({dataset}; the ids of ``class_weights`` and ``counts``);
     ``figure_test_variants``: {dataset: test variant, list or None}, see :func:`figure_panels`.
+    ``predictions`` (finetune's predictions, ids ``accuracy_ids``) feed the mitigation ranking
+    against ``mitigation_baseline`` (a condition name or None); ``n_classes``: {dataset: C}.
     output: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` (CSV), the same
     names + ``_md`` (Markdown), optional ``informative`` (CSV, plus ``informative_md`` if
     given), optional ``reliance`` (+ ``reliance_md``) and ``accuracy_fig`` (PNG).
@@ -237,3 +405,13 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
         write_table(table, getattr(output, name), getattr(output, f"{name}_md", None), title=title)
     fig = accuracy_figure(accuracy, figure_test_variants)
     save_figure(fig, output.accuracy_fig)
+    if getattr(output, "mitigation", None) is not None:
+        per_run = collect_mitigation_runs(
+            as_list(getattr(inputs, "predictions", None)), accuracy_ids, n_classes,
+            stacked("lid", lid_ids, run_columns), stacked("reliance", accuracy_ids, run_columns),
+            stacked("shap", shap_ids, ["dataset", "model", "seed"]))
+        ranking = mitigation_table(per_run, mitigation_baseline)
+        write_table(ranking, output.mitigation, getattr(output, "mitigation_md", None),
+                    title=f"Study A: conditions ranked per metric (mean and 95% t interval over seeds; paired t-test "
+                          f"against {mitigation_baseline or 'no baseline'} over seeds)")
+        save_figure(mitigation_figure(ranking, figure_test_variants), output.mitigation_fig)
