@@ -1,0 +1,84 @@
+"""Draw the Study B miniature search (benchmarks/miniature_runs.csv) as a map: each capacity
+effect of every configuration against its compute 6 N D, the bars spanning the range over seeds.
+
+    python benchmarks/miniature_map.py                      # -> docs/miniature_map.png
+    python benchmarks/miniature_map.py --csv runs.csv --out map.png
+
+Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
+90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
+50/50 (above 0). Each point is labelled with its configuration's name; the title names the
+machines and dates of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PANELS = [  # (title, [(column stem, legend)], the value the effect must pass, its side)
+    ("50/50 token efficiency (effect: < 1)", [("teff_l1", "L1"), ("teff_l2", "L2")], 1.0, "below"),
+    ("representation cosine 90/10 - 50/50,\nmean over layers (effect: > 0)", [("rep_diff", None)], 0.0, "above"),
+    ("gradient cosine 90/10 - 50/50 (effect: > 0)", [("grad_diff", None)], 0.0, "above"),
+]
+REQUIRED = ["name", "compute", "machine", "date"] + [f"{stem}_{s}" for _, stems, _, _ in PANELS
+                                                     for stem, _ in stems for s in ("mean", "lo", "hi")]
+
+
+def read_runs(path: Path) -> pd.DataFrame:
+    """The CSV's rows with a compute and every effect; a missing column is named."""
+    df = pd.read_csv(path)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    df = df.dropna(subset=["compute"] + [c for c in REQUIRED if c.endswith("_mean")])
+    if df.empty:
+        raise ValueError(f"{path}: no row with a compute and all three effects")
+    return df
+
+
+def draw(df: pd.DataFrame, out: Path) -> Path:
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
+    for ax, (title, stems, threshold, side) in zip(axes, PANELS):
+        for k, (stem, legend) in enumerate(stems):
+            mean, lo, hi = df[f"{stem}_mean"], df[f"{stem}_lo"], df[f"{stem}_hi"]
+            shift = 1.0 + 0.06 * (k - (len(stems) - 1) / 2)  # side by side on the log axis
+            ax.errorbar(df["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=legend)
+        for _, row in df.iterrows():
+            ax.annotate(str(row["name"]), (row["compute"], row[f"{stems[0][0]}_mean"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.axhline(threshold, color="grey", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("compute of a 1x run, 6 N D (FLOPs)")
+        ax.set_title(title, fontsize=10)
+        ax.text(0.02, 0.02 if side == "above" else 0.95, f"effect {side} the line", transform=ax.transAxes,
+                fontsize=7, color="grey", va="bottom" if side == "above" else "top")
+        if any(legend for _, legend in stems):
+            ax.legend(fontsize=8)
+    machines = "; ".join(sorted(set(df["machine"].astype(str))))
+    dates = ", ".join(sorted(set(df["date"].astype(str))))
+    fig.suptitle(f"Study B miniature: capacity effects against compute (bars: range over seeds)\n{machines}, {dates}",
+                 fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/miniature_runs.csv")
+    ap.add_argument("--out", type=Path, default=REPO / "docs/miniature_map.png")
+    args = ap.parse_args(argv)
+    return draw(read_runs(args.csv), args.out)
+
+
+if __name__ == "__main__":
+    print(main())
