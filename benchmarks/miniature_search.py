@@ -145,7 +145,8 @@ def machine(note: str) -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU{', ' + note if note else ''}"
 
 
-def run_seed(args: argparse.Namespace, seed: int, outdir: Path) -> None:
+def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.Popen:
+    """Write the seed's overlay and start its Snakemake call (niced, one thread per job)."""
     outdir.mkdir(parents=True, exist_ok=True)
     ov = outdir / "overlay.yaml"
     ov.write_text(yaml.safe_dump(overlay(args, seed, outdir), sort_keys=False))
@@ -153,7 +154,21 @@ def run_seed(args: argparse.Namespace, seed: int, outdir: Path) -> None:
            "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(outdir / "snakemake.log", "a") as log:
-        subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_seeds(args: argparse.Namespace, base: Path) -> str:
+    """Run every seed, one after the other or (``--parallel``) side by side; "ok" or what failed."""
+    failed = []
+    if args.parallel:
+        procs = {seed: start_seed(args, seed, base / f"seed{seed}") for seed in args.seeds}
+        failed = [seed for seed, proc in procs.items() if proc.wait() != 0]
+    else:
+        for seed in args.seeds:
+            if start_seed(args, seed, base / f"seed{seed}").wait() != 0:
+                failed.append(seed)
+                break
+    return "ok" if not failed else "failed seed(s) " + " ".join(map(str, failed)) + " (see their snakemake.log)"
 
 
 def params_of(outdir: Path) -> int:
@@ -187,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--cores", type=int, default=2, help="Snakemake --cores (one thread per job)")
     ap.add_argument("--nice", type=int, default=19)
+    ap.add_argument("--parallel", action="store_true", help="run the seeds side by side (each with --cores)")
     ap.add_argument("--root", type=Path, default=REPO / "results" / "miniature", help="folder of the runs")
     ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/miniature_runs.csv")
     ap.add_argument("--machine-note", default="", help="appended to the machine, e.g. 'shared with other jobs'")
@@ -196,12 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = args.root / args.name
     load_start, start, status = os.getloadavg()[0], time.monotonic(), "ok"
     if not args.collect_only:
-        for seed in args.seeds:
-            try:
-                run_seed(args, seed, base / f"seed{seed}")
-            except subprocess.CalledProcessError:
-                status = f"seed {seed} failed (see {base / f'seed{seed}' / 'snakemake.log'})"
-                break
+        status = run_seeds(args, base)
     wall = time.monotonic() - start
     per_seed, done = [], []
     for seed in args.seeds:
