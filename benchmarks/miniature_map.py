@@ -3,6 +3,7 @@ effect of every configuration against its compute 6 N D, the bars spanning the r
 
     python benchmarks/miniature_map.py                      # -> docs/miniature_map.png
     python benchmarks/miniature_map.py --csv runs.csv --out map.png
+    python benchmarks/miniature_map.py --table              # the runs as a Markdown table
 
 Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
 90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
@@ -72,11 +73,35 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def _span(row: pd.Series, stem: str) -> str:
+    return f"{row[stem + '_mean']:.3f} ({row[stem + '_lo']:.3f} to {row[stem + '_hi']:.3f})"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """The runs as a Markdown table: setting, machine and load, wall time, each effect with its range over seeds."""
+    lines = ["| name | model | 1x steps, train docs, vocab/clone | seeds | machine (load average start / end) | wall "
+             "| 50/50 TEff L1 | 50/50 TEff L2 | rep. cosine per layer, 90/10 vs 50/50 | rep. 90/10 - 50/50 "
+             "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
+    for _, r in df.iterrows():
+        wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
+        shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))
+        lines.append(
+            f"| {r['name']} | {r.get('data', '')} {r.get('n_layer', '')} layers d {r.get('d_model', '')} "
+            f"| {r.get('steps', '')}, {r.get('train_docs', '')}, {r.get('vocab', '')} | {r.get('seeds', '')} "
+            f"| {r['machine']} ({r.get('load_start', '')} / {r.get('load_end', '')}), {r['date']} | {wall} "
+            f"| {_span(r, 'teff_l1')} | {_span(r, 'teff_l2')} | {r.get('rep_9010', '')} vs {r.get('rep_5050', '')} "
+            f"| {_span(r, 'rep_diff')} | {_span(r, 'grad_diff')} | {shows} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> Path | str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/miniature_runs.csv")
     ap.add_argument("--out", type=Path, default=REPO / "docs/miniature_map.png")
+    ap.add_argument("--table", action="store_true", help="print the runs as a Markdown table instead")
     args = ap.parse_args(argv)
+    if args.table:
+        return markdown(read_runs(args.csv))
     return draw(read_runs(args.csv), args.out)
 
 

@@ -122,6 +122,9 @@ def test_csv_row_and_map(search, mapping, tmp_path):
     assert float(rows[1]["teff_l1_hi"]) == pytest.approx(1.0)
     out = mapping.main(["--csv", str(path), "--out", str(tmp_path / "map.png")])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    table = mapping.main(["--csv", str(path), "--table"]).splitlines()
+    assert len(table) == 4 and table[3].startswith("| large |")
+    assert "| 0.900 (0.800 to 1.000) |" in table[3] and table[3].endswith("| no, no, no |")  # shows_* left empty
     pd.read_csv(path).drop(columns=["grad_diff_lo"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="grad_diff_lo"):
         mapping.main(["--csv", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad.png")])
