@@ -151,7 +151,7 @@ def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.
     ov = outdir / "overlay.yaml"
     ov.write_text(yaml.safe_dump(overlay(args, seed, outdir), sort_keys=False))
     cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--nolock",
-           "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
+           "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(outdir / "snakemake.log", "a") as log:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
