@@ -39,9 +39,9 @@ def read_runs(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    df = df.dropna(subset=["compute"] + [c for c in REQUIRED if c.endswith("_mean")])
+    df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
     if df.empty:
-        raise ValueError(f"{path}: no row with a compute and all three effects")
+        raise ValueError(f"{path}: no row with a compute and an effect")
     return df
 
 
@@ -49,10 +49,11 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
     for ax, (title, stems, threshold, side) in zip(axes, PANELS):
         for k, (stem, legend) in enumerate(stems):
-            mean, lo, hi = df[f"{stem}_mean"], df[f"{stem}_lo"], df[f"{stem}_hi"]
+            rows = df.dropna(subset=[f"{stem}_mean"])  # a run without this effect (e.g. no TEff) is left out
+            mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
             shift = 1.0 + 0.06 * (k - (len(stems) - 1) / 2)  # side by side on the log axis
-            ax.errorbar(df["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=legend)
-        for _, row in df.iterrows():
+            ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=legend)
+        for _, row in df.dropna(subset=[f"{stems[0][0]}_mean"]).iterrows():
             ax.annotate(str(row["name"]), (row["compute"], row[f"{stems[0][0]}_mean"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
         ax.axhline(threshold, color="grey", lw=1, ls="--")
@@ -74,6 +75,8 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
 
 
 def _span(row: pd.Series, stem: str) -> str:
+    if pd.isna(row[stem + "_mean"]):
+        return "not measured"
     return f"{row[stem + '_mean']:.3f} ({row[stem + '_lo']:.3f} to {row[stem + '_hi']:.3f})"
 
 

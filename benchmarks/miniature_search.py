@@ -29,6 +29,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -119,6 +120,26 @@ def seed_effects(report_dir: Path) -> dict[str, Any]:
             "grad_9010": g[RUN_9010], "grad_5050": g[RUN_5050], "grad_diff": g[RUN_9010] - g[RUN_5050]}
 
 
+def alignment_effects(runs_dir: Path) -> dict[str, Any]:
+    """The representation and gradient effects of one seed from its clone runs' own alignment tables
+    (``--skip-teff``: no monolingual runs, no fit, so no report); TEff is NaN."""
+    layers, g = {}, {}
+    for mix in (RUN_9010, RUN_5050):
+        folders = sorted(runs_dir.glob(f"*-1x-{mix}"))
+        if not folders:
+            raise SearchError(f"{runs_dir}: no 1x run ending in {mix!r}")
+        rep = pd.read_csv(folders[0] / "alignment_representation.csv").sort_values("layer")
+        layers[mix] = rep["cosine_mean"].astype(float).to_list()
+        grad = pd.read_csv(folders[0] / "alignment_gradient.csv").set_index("parameter")["cosine_mean"]
+        if "mean" not in grad.index:
+            raise SearchError(f"{folders[0]}/alignment_gradient.csv: no 'mean' row")
+        g[mix] = float(grad["mean"])
+    diffs = [a - b for a, b in zip(layers[RUN_9010], layers[RUN_5050])]
+    return {"teff_l1": math.nan, "teff_l2": math.nan, "fit_reliable": False,
+            "rep_9010": layers[RUN_9010], "rep_5050": layers[RUN_5050], "rep_diff": sum(diffs) / len(diffs),
+            "grad_9010": g[RUN_9010], "grad_5050": g[RUN_5050], "grad_diff": g[RUN_9010] - g[RUN_5050]}
+
+
 def _stats(values: Sequence[float]) -> tuple[float, float, float]:
     return sum(values) / len(values), min(values), max(values)
 
@@ -134,7 +155,7 @@ def summarise(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
         per_layer = zip(*(s[mix] for s in per_seed))
         out[mix] = " ".join(f"{sum(v) / len(v):.3f}" for v in per_layer)
     out["fit_reliable"] = all(s["fit_reliable"] for s in per_seed)
-    out["shows_teff"] = out["teff_l1_hi"] < 1 and out["teff_l2_hi"] < 1
+    out["shows_teff"] = bool(out["teff_l1_hi"] < 1 and out["teff_l2_hi"] < 1)  # False when TEff is NaN
     out["shows_rep"] = out["rep_diff_lo"] > 0 and all(min(s["rep_9010"]) > 0 for s in per_seed)
     out["shows_grad"] = out["grad_diff_lo"] > 0
     return out
@@ -152,6 +173,10 @@ def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.
     ov.write_text(yaml.safe_dump(overlay(args, seed, outdir), sort_keys=False))
     cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--nolock",
            "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
+    if args.skip_teff:  # only the clone runs and their alignment
+        runs = outdir / "results" / "study_b" / "runs"
+        cmd += [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in (RUN_5050, RUN_9010)
+                for what in ("representation", "gradient")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(outdir / "snakemake.log", "a") as log:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -185,7 +210,8 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="raise")
         if new:
             writer.writeheader()
-        writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else f"{v:.4g}" if isinstance(v, float)
+                             else v) for k, v in row.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -206,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--root", type=Path, default=REPO / "results" / "miniature", help="folder of the runs")
     ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/miniature_runs.csv")
     ap.add_argument("--machine-note", default="", help="appended to the machine, e.g. 'shared with other jobs'")
+    ap.add_argument("--skip-teff", action="store_true",
+                    help="train only the clones and measure their alignment (no monolingual runs, fit or TEff)")
     ap.add_argument("--collect-only", action="store_true", help="do not run; read the finished seeds")
     args = ap.parse_args(argv)
 
@@ -216,16 +244,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     wall = time.monotonic() - start
     per_seed, done = [], []
     for seed in args.seeds:
-        report = base / f"seed{seed}" / "results" / "report" / "study_b"
+        results = base / f"seed{seed}" / "results"
+        report = results / "report" / "study_b"
         if (report / "token_efficiency.csv").exists():
             per_seed.append(seed_effects(report))
+            done.append(seed)
+        elif args.skip_teff and all((results / "study_b" / "runs" / f"tiny-1x-{mix}" / "alignment_gradient.csv").exists()
+                                    for mix in (RUN_5050, RUN_9010)):
+            per_seed.append(alignment_effects(results / "study_b" / "runs"))
             done.append(seed)
     summary = summarise(per_seed)
     params = params_of(base / f"seed{done[0]}")
     tokens = args.steps * BATCH * CONTEXT
     row = {"name": args.name, "date": dt.date.today().isoformat(), "machine": machine(args.machine_note),
            "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
-           "wall_s": "" if args.collect_only else round(wall), "status": status,
+           "wall_s": "" if args.collect_only else round(wall),
+           "status": status + (" (--skip-teff: no monolingual runs, no TEff)" if args.skip_teff else ""),
            "seeds": " ".join(map(str, done)), "data": "text" if args.text else "synthetic",
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
            "train_docs": args.train_docs, "vocab": args.vocab, "params": params, "tokens": tokens,

@@ -120,11 +120,39 @@ def test_csv_row_and_map(search, mapping, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == ["small", "large"] and list(rows[0]) == search.CSV_COLUMNS
     assert float(rows[1]["teff_l1_hi"]) == pytest.approx(1.0)
+    search.append_row(path, {**base, "name": "no-teff", "compute": 1e13, "machine": "2-core x86_64 CPU",
+                             "date": "2026-12-06", "rep_diff_mean": 0.0, "rep_diff_lo": 0.0, "rep_diff_hi": 0.0,
+                             "grad_diff_mean": 0.1, "grad_diff_lo": 0.0, "grad_diff_hi": 0.2})
     out = mapping.main(["--csv", str(path), "--out", str(tmp_path / "map.png")])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     table = mapping.main(["--csv", str(path), "--table"]).splitlines()
-    assert len(table) == 4 and table[3].startswith("| large |")
+    assert len(table) == 5 and table[3].startswith("| large |")
+    assert "| not measured | not measured |" in table[4]
     assert "| 0.900 (0.800 to 1.000) |" in table[3] and table[3].endswith("| no, no, no |")  # shows_* left empty
     pd.read_csv(path).drop(columns=["grad_diff_lo"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="grad_diff_lo"):
         mapping.main(["--csv", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad.png")])
+
+
+def test_alignment_effects_from_the_run_folders(search, tmp_path):
+    """--skip-teff: the alignment tables of the two 1x clone runs, as the alignment rule writes them."""
+    for mix, layers, grad in (("clone2-p0.10", [0.6, 0.1], 0.30), ("clone2-p0.50", [0.2, 0.3], 0.05)):
+        folder = tmp_path / f"tiny-1x-{mix}"
+        folder.mkdir()
+        pd.DataFrame({"layer": [2, 1], "cosine_mean": layers[::-1], "cosine_sd": 0.1, "n": 32}).to_csv(
+            folder / "alignment_representation.csv", index=False)
+        pd.DataFrame({"parameter": ["h.0.attn.weight", "mean", "mean_all_tensors"], "cosine_mean": [9.0, grad, 7.0],
+                      "n": 32}).to_csv(folder / "alignment_gradient.csv", index=False)
+    e = search.alignment_effects(tmp_path)
+    assert e["rep_9010"] == pytest.approx([0.6, 0.1]) and e["rep_diff"] == pytest.approx(0.1)  # (0.4 - 0.2) / 2
+    assert e["grad_diff"] == pytest.approx(0.25)
+    s = search.summarise([e])
+    assert s["shows_rep"] and s["shows_grad"] and s["shows_teff"] is False  # no TEff measured
+    path = tmp_path / "runs.csv"
+    search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **s, "name": "x", "compute": 1e12,
+                             "machine": "m", "date": "2026-12-06"})
+    row = pd.read_csv(path).iloc[0]
+    assert pd.isna(row["teff_l1_mean"]) and row["grad_diff_mean"] == pytest.approx(0.25)
+    (tmp_path / "tiny-1x-clone2-p0.10" / "alignment_gradient.csv").write_text("parameter,cosine_mean\nh.0,0.1\n")
+    with pytest.raises(search.SearchError, match="'mean' row"):
+        search.alignment_effects(tmp_path)
