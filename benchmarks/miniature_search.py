@@ -171,12 +171,13 @@ def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.
     outdir.mkdir(parents=True, exist_ok=True)
     ov = outdir / "overlay.yaml"
     ov.write_text(yaml.safe_dump(overlay(args, seed, outdir), sort_keys=False))
-    cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--nolock",
-           "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
+    targets = []
     if args.skip_teff:  # only the clone runs and their alignment
         runs = outdir / "results" / "study_b" / "runs"
-        cmd += [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in (RUN_5050, RUN_9010)
-                for what in ("representation", "gradient")]
+        targets = [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in (RUN_5050, RUN_9010)
+                   for what in ("representation", "gradient")]
+    cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", *targets, "--cores", str(args.cores),
+           "--nolock", "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(outdir / "snakemake.log", "a") as log:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
