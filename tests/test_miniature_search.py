@@ -156,3 +156,21 @@ def test_alignment_effects_from_the_run_folders(search, tmp_path):
     (tmp_path / "tiny-1x-clone2-p0.10" / "alignment_gradient.csv").write_text("parameter,cosine_mean\nh.0,0.1\n")
     with pytest.raises(search.SearchError, match="'mean' row"):
         search.alignment_effects(tmp_path)
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_overlay_passes_the_workflows_config_validation(search, root, tmp_path, text):
+    from langskew.config import load_config
+
+    files = None
+    if text:
+        (tmp_path / "book.txt").write_text("A first paragraph.\n\nA second one.\n")
+        files = [str(tmp_path / "book.txt")]
+    args = search.argparse.Namespace(text=files, train_docs=100, document_split="blank_line", vocab=384,
+                                     n_layer=1, d_model=32, n_head=2, steps=10)
+    ov = tmp_path / "overlay.yaml"
+    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+    cfg = load_config(root / "config.yaml", root / "presets/demo.yaml", ov)
+    en = cfg["study_b"]["languages"]["en"]
+    assert en["source"] == ("local" if text else "synthetic")
+    assert cfg["study_b"]["sizes"]["tiny"]["d_model"] == 32 and cfg["study_b"]["tokenizer"]["vocab_size"] == 384
