@@ -129,6 +129,9 @@ def test_csv_row_and_map(search, mapping, tmp_path):
     assert len(table) == 5 and table[3].startswith("| large |")
     assert "| not measured | not measured |" in table[4]
     assert "| 0.900 (0.800 to 1.000) |" in table[3] and table[3].endswith("| no, no, no |")  # shows_* left empty
+    no_teff = pd.read_csv(path).assign(teff_l1_mean=float("nan"), teff_l2_mean=float("nan"))
+    no_teff.to_csv(tmp_path / "no_teff.csv", index=False)  # no run measured TEff: its panel says so
+    assert mapping.main(["--csv", str(tmp_path / "no_teff.csv"), "--out", str(tmp_path / "m2.png")]).exists()
     pd.read_csv(path).drop(columns=["grad_diff_lo"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="grad_diff_lo"):
         mapping.main(["--csv", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad.png")])
