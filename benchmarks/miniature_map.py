@@ -5,6 +5,7 @@ effect of every configuration against its compute 6 N D, the bars spanning the r
     python benchmarks/miniature_map.py --csv runs.csv --out map.png
     python benchmarks/miniature_map.py --table              # the runs as a Markdown table
 
+The map shows the last row of each configuration name; the table (``--table``) shows every row.
 Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
 90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
 50/50 (above 0). Each point is labelled with its configuration's name; the title names the
@@ -46,7 +47,14 @@ def read_runs(path: Path) -> pd.DataFrame:
     return df
 
 
+def latest_per_name(df: pd.DataFrame) -> pd.DataFrame:
+    """The last row of each configuration: a later call of the driver on the same seeds (e.g. the
+    full grid after ``--skip-teff``) re-reads the same clone runs and adds what the first lacked."""
+    return df.drop_duplicates(subset="name", keep="last")
+
+
 def draw(df: pd.DataFrame, out: Path) -> Path:
+    df = latest_per_name(df)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
     xlim = (df["compute"].min() / 2, df["compute"].max() * 2)
     for ax, (title, stems, threshold, _side) in zip(axes, PANELS):

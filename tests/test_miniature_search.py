@@ -177,3 +177,9 @@ def test_overlay_passes_the_workflows_config_validation(search, root, tmp_path, 
     en = cfg["study_b"]["languages"]["en"]
     assert en["source"] == ("local" if text else "synthetic")
     assert cfg["study_b"]["sizes"]["tiny"]["d_model"] == 32 and cfg["study_b"]["tokenizer"]["vocab_size"] == 384
+
+
+def test_map_draws_the_last_row_of_each_configuration(mapping):
+    df = pd.DataFrame({"name": ["a", "b", "a"], "teff_l1_mean": [None, 1.2, 1.3], "rep_diff_mean": [0.1, 0.2, 0.1]})
+    latest = mapping.latest_per_name(df)
+    assert list(latest["name"]) == ["b", "a"] and latest.set_index("name").loc["a", "teff_l1_mean"] == 1.3
