@@ -1,0 +1,123 @@
+"""Draw the Study B miniature search (benchmarks/miniature_runs.csv) as a map: each capacity
+effect of every configuration against its compute 6 N D, the bars spanning the range over seeds.
+
+    python benchmarks/miniature_map.py                      # -> docs/miniature_map.png
+    python benchmarks/miniature_map.py --csv runs.csv --out map.png
+    python benchmarks/miniature_map.py --table              # the runs as a Markdown table
+
+The map shows the last row of each configuration name; the table (``--table``) shows every row.
+Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
+90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
+50/50 (above 0). Each point is labelled with its configuration's name; the title names the
+machines and dates of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PANELS = [  # (title, [(column stem, legend)], the value the effect must pass (dashed line), its side)
+    ("50/50 token efficiency\n(effect: below the line)", [("teff_l1", "L1"), ("teff_l2", "L2")], 1.0, "below"),
+    ("representation cosine 90/10 - 50/50, mean over layers\n(effect: above the line)", [("rep_diff", None)], 0.0,
+     "above"),
+    ("gradient cosine 90/10 - 50/50\n(effect: above the line)", [("grad_diff", None)], 0.0, "above"),
+]
+REQUIRED = ["name", "compute", "machine", "date"] + [f"{stem}_{s}" for _, stems, _, _ in PANELS
+                                                     for stem, _ in stems for s in ("mean", "lo", "hi")]
+
+
+def read_runs(path: Path) -> pd.DataFrame:
+    """The CSV's rows with a compute and every effect; a missing column is named."""
+    df = pd.read_csv(path)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
+    if df.empty:
+        raise ValueError(f"{path}: no row with a compute and an effect")
+    return df
+
+
+def latest_per_name(df: pd.DataFrame) -> pd.DataFrame:
+    """The last row of each configuration: a later call of the driver on the same seeds (e.g. the
+    full grid after ``--skip-teff``) re-reads the same clone runs and adds what the first lacked."""
+    return df.drop_duplicates(subset="name", keep="last")
+
+
+def draw(df: pd.DataFrame, out: Path) -> Path:
+    df = latest_per_name(df)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
+    xlim = (df["compute"].min() / 2, df["compute"].max() * 2)
+    for ax, (title, stems, threshold, _side) in zip(axes, PANELS):
+        if df[[f"{stem}_mean" for stem, _ in stems]].isna().all().all():
+            ax.text(0.5, 0.65, "not measured in these runs", transform=ax.transAxes, ha="center", color="grey")
+        for k, (stem, legend) in enumerate(stems):
+            rows = df.dropna(subset=[f"{stem}_mean"])  # a run without this effect (e.g. no TEff) is left out
+            mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
+            shift = 1.0 + 0.06 * (k - (len(stems) - 1) / 2)  # side by side on the log axis
+            ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=legend)
+        for _, row in df.dropna(subset=[f"{stems[0][0]}_mean"]).iterrows():
+            ax.annotate(str(row["name"]), (row["compute"], row[f"{stems[0][0]}_mean"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.axhline(threshold, color="grey", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlim(*xlim)
+        ax.set_xlabel("compute of a 1x run, 6 N D (FLOPs)")
+        ax.set_title(title, fontsize=10)
+        if any(legend for _, legend in stems) and not df[f"{stems[0][0]}_mean"].isna().all():
+            ax.legend(fontsize=8)
+    machines = "; ".join(sorted(set(df["machine"].astype(str))))
+    dates = ", ".join(sorted(set(df["date"].astype(str))))
+    fig.suptitle(f"Study B miniature: capacity effects against compute (bars: range over seeds)\n{machines}, {dates}",
+                 fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _span(row: pd.Series, stem: str) -> str:
+    if pd.isna(row[stem + "_mean"]):
+        return "not measured"
+    return f"{row[stem + '_mean']:.3f} ({row[stem + '_lo']:.3f} to {row[stem + '_hi']:.3f})"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """The runs as a Markdown table: setting, machine and load, wall time, each effect with its range over seeds."""
+    lines = ["| name | model | 1x steps, train docs, vocab/clone | seeds | machine (load average start / end) | wall "
+             "| 50/50 TEff L1 | 50/50 TEff L2 | rep. cosine per layer, 90/10 vs 50/50 | rep. 90/10 - 50/50 "
+             "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
+    for _, r in df.iterrows():
+        wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
+        shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))
+        lines.append(
+            f"| {r['name']} | {r.get('data', '')} {r.get('n_layer', '')} layers d {r.get('d_model', '')} "
+            f"| {r.get('steps', '')}, {r.get('train_docs', '')}, {r.get('vocab', '')} | {r.get('seeds', '')} "
+            f"| {r['machine']} ({r.get('load_start', '')} / {r.get('load_end', '')}), {r['date']} | {wall} "
+            f"| {_span(r, 'teff_l1')} | {_span(r, 'teff_l2')} | {r.get('rep_9010', '')} vs {r.get('rep_5050', '')} "
+            f"| {_span(r, 'rep_diff')} | {_span(r, 'grad_diff')} | {shows} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> Path | str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/miniature_runs.csv")
+    ap.add_argument("--out", type=Path, default=REPO / "docs/miniature_map.png")
+    ap.add_argument("--table", action="store_true", help="print the runs as a Markdown table instead")
+    args = ap.parse_args(argv)
+    if args.table:
+        return markdown(read_runs(args.csv))
+    return draw(read_runs(args.csv), args.out)
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,185 @@
+"""The miniature search's driver (effects read from fabricated report tables, summary over
+seeds, CSV row, overlay) and its map script, on tiny inputs worked out by hand."""
+import csv
+import importlib.util
+
+import pandas as pd
+import pytest
+import yaml
+
+
+def _load(root, name):
+    spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def search(root):
+    return _load(root, "miniature_search")
+
+
+@pytest.fixture(scope="module")
+def mapping(root):
+    return _load(root, "miniature_map")
+
+
+def fake_report(folder, teff, rep_9010, rep_5050, grad_9010, grad_5050):
+    """Report tables shaped as the workflow writes them, with distractor rows (mono, a 2x clone run)."""
+    folder.mkdir(parents=True)
+    rows = [{"run": "tiny-1x-clone2-p0.50", "scale": 1.0, "language": lang, "TEff": v, "fit_reliable": True}
+            for lang, v in zip(("L1", "L2"), teff)]
+    rows += [{"run": "tiny-2x-clone2-p0.50", "scale": 2.0, "language": "L1", "TEff": 0.1, "fit_reliable": True},
+             {"run": "tiny-1x-clone2-p0.10", "scale": 1.0, "language": "L1", "TEff": 0.2, "fit_reliable": True},
+             {"run": "tiny-1x-clone2-p0.10", "scale": 1.0, "language": "L2", "TEff": 3.0, "fit_reliable": True}]
+    pd.DataFrame(rows).to_csv(folder / "token_efficiency.csv", index=False)
+    rep = [{"run": f"tiny-1x-{mix}", "scale": 1.0, "layer": layer, "cosine": v}
+           for mix, values in (("clone2-p0.10", rep_9010), ("clone2-p0.50", rep_5050))
+           for layer, v in reversed(list(enumerate(values, start=1)))]  # unsorted layers on purpose
+    rep += [{"run": "tiny-2x-clone2-p0.10", "scale": 2.0, "layer": 1, "cosine": -9.0}]
+    pd.DataFrame(rep).to_csv(folder / "representation_alignment.csv", index=False)
+    pd.DataFrame([{"run": "tiny-1x-clone2-p0.10", "scale": 1.0, "mean_cosine": grad_9010},
+                  {"run": "tiny-1x-clone2-p0.50", "scale": 1.0, "mean_cosine": grad_5050},
+                  {"run": "tiny-2x-clone2-p0.50", "scale": 2.0, "mean_cosine": 5.0}]).to_csv(
+        folder / "gradient_alignment.csv", index=False)
+    return folder
+
+
+def test_seed_effects_reads_the_1x_clone_runs(search, tmp_path):
+    report = fake_report(tmp_path / "a", (0.95, 0.90), [0.5, 0.2], [0.3, 0.1], 0.10, 0.04)
+    e = search.seed_effects(report)
+    assert e["teff_l1"] == pytest.approx(0.95) and e["teff_l2"] == pytest.approx(0.90)
+    assert e["rep_9010"] == pytest.approx([0.5, 0.2]) and e["rep_5050"] == pytest.approx([0.3, 0.1])
+    assert e["rep_diff"] == pytest.approx(0.15)  # ((0.5 - 0.3) + (0.2 - 0.1)) / 2
+    assert e["grad_diff"] == pytest.approx(0.06)
+    assert e["fit_reliable"] is True
+
+
+def test_summary_over_seeds_mean_range_and_verdicts(search, tmp_path):
+    a = search.seed_effects(fake_report(tmp_path / "a", (0.95, 0.90), [0.5, 0.2], [0.3, 0.1], 0.10, 0.04))
+    b = search.seed_effects(fake_report(tmp_path / "b", (0.85, 1.10), [0.4, 0.0], [0.4, 0.2], 0.02, 0.05))
+    s = search.summarise([a, b])
+    assert (s["teff_l1_mean"], s["teff_l1_lo"], s["teff_l1_hi"]) == pytest.approx((0.90, 0.85, 0.95))
+    assert (s["teff_l2_mean"], s["teff_l2_lo"], s["teff_l2_hi"]) == pytest.approx((1.00, 0.90, 1.10))
+    # seed b: diffs 0.0 and -0.2 -> -0.1
+    assert (s["rep_diff_mean"], s["rep_diff_lo"], s["rep_diff_hi"]) == pytest.approx((0.025, -0.1, 0.15))
+    assert (s["grad_diff_mean"], s["grad_diff_lo"], s["grad_diff_hi"]) == pytest.approx((0.015, -0.03, 0.06))
+    assert s["rep_9010"] == "0.450 0.100" and s["rep_5050"] == "0.350 0.150"
+    assert not (s["shows_teff"] or s["shows_rep"] or s["shows_grad"])  # seed b breaks every direction
+    one = search.summarise([a])
+    assert one["shows_teff"] and one["shows_rep"] and one["shows_grad"]
+
+
+def test_missing_run_or_language_is_named(search, tmp_path):
+    report = fake_report(tmp_path / "a", (0.95, 0.90), [0.5], [0.3], 0.1, 0.0)
+    te = pd.read_csv(report / "token_efficiency.csv")
+    te[te["language"] != "L2"].to_csv(report / "token_efficiency.csv", index=False)
+    with pytest.raises(search.SearchError, match="L2"):
+        search.seed_effects(report)
+    g = pd.read_csv(report / "gradient_alignment.csv")
+    fake_report(tmp_path / "b", (0.9, 0.9), [0.5], [0.3], 0.1, 0.0)
+    g[~g["run"].str.endswith("p0.10")].to_csv(tmp_path / "b" / "gradient_alignment.csv", index=False)
+    with pytest.raises(search.SearchError, match="clone2-p0.10"):
+        search.seed_effects(tmp_path / "b")
+    with pytest.raises(search.SearchError, match="no seed"):
+        search.summarise([])
+
+
+def test_overlay_changes_size_data_and_budget_only(search, root, tmp_path):
+    from snakemake.utils import update_config
+
+    from langskew.study_b.grid import expand_runs
+
+    args = search.argparse.Namespace(text=None, train_docs=3000, document_split="blank_line", vocab=1024,
+                                     n_layer=4, d_model=128, n_head=4, steps=500)
+    ov = search.overlay(args, 7, tmp_path)
+    demo = yaml.safe_load((root / "presets/demo.yaml").read_text())["study_b"]
+    assert set(ov["study_b"]) <= {"seed", "languages", "tokenizer", "sizes", "train", "grid"}
+    assert ov["study_b"]["train"] == {"base_tokens": 500 * 16 * 64}
+    assert demo["train"]["context"] == 64 and demo["train"]["batch_size"] == 16  # the driver's tokens per step
+    update_config(demo, ov["study_b"])  # Snakemake's merge of --configfile overlays
+    runs = expand_runs(demo)
+    assert sorted(runs) == sorted(["tiny-1x-clone2-p0.50", "tiny-1x-clone2-p0.10", "tiny-mono-en-f0.25",
+                                   "tiny-mono-en-f0.5", "tiny-mono-en-f1", "tiny-mono-en-f2"])
+    assert runs["tiny-mono-en-f2"]["steps"] == 1000
+    assert ov["study_a"] == {"enabled": False} and ov["outdir"] == str(tmp_path / "results")
+
+
+def test_csv_row_and_map(search, mapping, tmp_path):
+    path = tmp_path / "runs.csv"
+    base = {c: "" for c in search.CSV_COLUMNS}
+    for name, compute, teff, rep, grad in (("small", 1e12, 1.3, -0.05, -0.01), ("large", 1e14, 0.9, 0.1, 0.2)):
+        search.append_row(path, {**base, "name": name, "compute": compute, "machine": "2-core x86_64 CPU",
+                                 "date": "2026-12-06", "teff_l1_mean": teff, "teff_l1_lo": teff - .1,
+                                 "teff_l1_hi": teff + .1, "teff_l2_mean": teff, "teff_l2_lo": teff - .1,
+                                 "teff_l2_hi": teff + .1, "rep_diff_mean": rep, "rep_diff_lo": rep - .01,
+                                 "rep_diff_hi": rep + .01, "grad_diff_mean": grad, "grad_diff_lo": grad,
+                                 "grad_diff_hi": grad})
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["small", "large"] and list(rows[0]) == search.CSV_COLUMNS
+    assert float(rows[1]["teff_l1_hi"]) == pytest.approx(1.0)
+    search.append_row(path, {**base, "name": "no-teff", "compute": 1e13, "machine": "2-core x86_64 CPU",
+                             "date": "2026-12-06", "rep_diff_mean": 0.0, "rep_diff_lo": 0.0, "rep_diff_hi": 0.0,
+                             "grad_diff_mean": 0.1, "grad_diff_lo": 0.0, "grad_diff_hi": 0.2})
+    out = mapping.main(["--csv", str(path), "--out", str(tmp_path / "map.png")])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    table = mapping.main(["--csv", str(path), "--table"]).splitlines()
+    assert len(table) == 5 and table[3].startswith("| large |")
+    assert "| not measured | not measured |" in table[4]
+    assert "| 0.900 (0.800 to 1.000) |" in table[3] and table[3].endswith("| no, no, no |")  # shows_* left empty
+    no_teff = pd.read_csv(path).assign(teff_l1_mean=float("nan"), teff_l2_mean=float("nan"))
+    no_teff.to_csv(tmp_path / "no_teff.csv", index=False)  # no run measured TEff: its panel says so
+    assert mapping.main(["--csv", str(tmp_path / "no_teff.csv"), "--out", str(tmp_path / "m2.png")]).exists()
+    pd.read_csv(path).drop(columns=["grad_diff_lo"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="grad_diff_lo"):
+        mapping.main(["--csv", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad.png")])
+
+
+def test_alignment_effects_from_the_run_folders(search, tmp_path):
+    """--skip-teff: the alignment tables of the two 1x clone runs, as the alignment rule writes them."""
+    for mix, layers, grad in (("clone2-p0.10", [0.6, 0.1], 0.30), ("clone2-p0.50", [0.2, 0.3], 0.05)):
+        folder = tmp_path / f"tiny-1x-{mix}"
+        folder.mkdir()
+        pd.DataFrame({"layer": [2, 1], "cosine_mean": layers[::-1], "cosine_sd": 0.1, "n": 32}).to_csv(
+            folder / "alignment_representation.csv", index=False)
+        pd.DataFrame({"parameter": ["h.0.attn.weight", "mean", "mean_all_tensors"], "cosine_mean": [9.0, grad, 7.0],
+                      "n": 32}).to_csv(folder / "alignment_gradient.csv", index=False)
+    e = search.alignment_effects(tmp_path)
+    assert e["rep_9010"] == pytest.approx([0.6, 0.1]) and e["rep_diff"] == pytest.approx(0.1)  # (0.4 - 0.2) / 2
+    assert e["grad_diff"] == pytest.approx(0.25)
+    s = search.summarise([e])
+    assert s["shows_rep"] and s["shows_grad"] and s["shows_teff"] is False  # no TEff measured
+    path = tmp_path / "runs.csv"
+    search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **s, "name": "x", "compute": 1e12,
+                             "machine": "m", "date": "2026-12-06"})
+    row = pd.read_csv(path).iloc[0]
+    assert pd.isna(row["teff_l1_mean"]) and row["grad_diff_mean"] == pytest.approx(0.25)
+    (tmp_path / "tiny-1x-clone2-p0.10" / "alignment_gradient.csv").write_text("parameter,cosine_mean\nh.0,0.1\n")
+    with pytest.raises(search.SearchError, match="'mean' row"):
+        search.alignment_effects(tmp_path)
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_overlay_passes_the_workflows_config_validation(search, root, tmp_path, text):
+    from langskew.config import load_config
+
+    files = None
+    if text:
+        (tmp_path / "book.txt").write_text("A first paragraph.\n\nA second one.\n")
+        files = [str(tmp_path / "book.txt")]
+    args = search.argparse.Namespace(text=files, train_docs=100, document_split="blank_line", vocab=384,
+                                     n_layer=1, d_model=32, n_head=2, steps=10)
+    ov = tmp_path / "overlay.yaml"
+    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+    cfg = load_config(root / "config.yaml", root / "presets/demo.yaml", ov)
+    en = cfg["study_b"]["languages"]["en"]
+    assert en["source"] == ("local" if text else "synthetic")
+    assert cfg["study_b"]["sizes"]["tiny"]["d_model"] == 32 and cfg["study_b"]["tokenizer"]["vocab_size"] == 384
+
+
+def test_map_draws_the_last_row_of_each_configuration(mapping):
+    df = pd.DataFrame({"name": ["a", "b", "a"], "teff_l1_mean": [None, 1.2, 1.3], "rep_diff_mean": [0.1, 0.2, 0.1]})
+    latest = mapping.latest_per_name(df)
+    assert list(latest["name"]) == ["b", "a"] and latest.set_index("name").loc["a", "teff_l1_mean"] == 1.3
