@@ -33,7 +33,7 @@ report: install
 	$(VENV)/bin/snakemake --configfile presets/demo.yaml --report report.html
 
 test: install
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=15 tests
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not slurm" tests
