@@ -139,8 +139,9 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
     _, conf = demo
     extra = overlay(tmp_path, "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n")
     out, c = dry_run_counts(conf, extra)
-    # 3 conditions x 2 seeds of synth_nli, and what depends on them; nothing of synth_reviews
-    assert c.get("study_a_finetune") == 6 and c.get("study_a_evaluate") == 6 and c.get("study_a_probe") == 6
+    # 7 conditions (3 of the paper, 4 mitigations) x 2 seeds of synth_nli, and what depends on them;
+    # SHAP for the 3 paper conditions only; nothing of synth_reviews
+    assert c.get("study_a_finetune") == 14 and c.get("study_a_evaluate") == 14 and c.get("study_a_probe") == 14
     assert c.get("study_a_shap_values") == 6 and c.get("study_a_shap_compare") == 2 and c.get("study_a_report") == 1
     for rule in ["study_a_dataset", "study_a_subsets", "study_a_tiny_model", "study_a_probe_base"]:
         assert rule not in c, (rule, out[-3000:])
@@ -153,7 +154,7 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
     ("study_a:\n  shap: {max_evals: 90}\n",
      {"study_a_shap_values": 12, "study_a_shap_compare": 4, "study_a_report": 1}),
     ("study_a:\n  shap: {threshold: 0.02}\n", {"study_a_shap_compare": 4, "study_a_report": 1}),
-    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 12, "study_a_probe_base": 2, "study_a_report": 1}),
+    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 28, "study_a_probe_base": 2, "study_a_report": 1}),
     ("study_b:\n  eval: {stride: 32}\n", None),
 ])
 def test_analysis_settings_never_rerun_training(demo, tmp_path, text, expected):
