@@ -31,3 +31,15 @@ def demo(tmp_path_factory):
     if proc.returncode != 0:
         raise AssertionError(f"the demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return base, conf
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest (and least disturbed by other processes) on one thread; torch's
+    thread count is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -44,12 +44,7 @@ HP = {"context": 16, "batch_size": 8, "micro_batch_size": 4, "lr": 3e-3, "min_lr
       "compile": False, "eval_every": 12, "eval_batches": 2, "checkpoint_every": 0, "log_every": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
