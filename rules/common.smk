@@ -1,7 +1,8 @@
 # Shared by both studies: config validation, the output folders, script paths, the code digest of
 # a rule's params, resources of GPU and CPU rules, local files as inputs, and the training-curve
 # targets.
-# The package `langskew` must be installed (pip install ".[torch]", or the envs/*.yaml environments);
+# The package `langskew` must be installed from this checkout in editable mode (pip install -e ".[torch]",
+# or the envs/*.yaml environments): a job that imports another copy of the package stops;
 # paths of the workflow's own files are taken relative to this file, so that the workflow also
 # runs as a Snakemake `module` from another folder.
 import math
