@@ -36,11 +36,15 @@ REQUIRED = ["name", "compute", "machine", "date"] + [f"{stem}_{s}" for _, stems,
 
 
 def read_runs(path: Path) -> pd.DataFrame:
-    """The CSV's rows with a compute and every effect; a missing column is named."""
+    """The CSV's rows with a compute and every effect; a missing column is named. A row without
+    a richness (written before the driver had ``--richness``) has richness 1."""
     df = pd.read_csv(path)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
+    if "richness" not in df.columns:
+        df["richness"] = 1
+    df["richness"] = df["richness"].fillna(1).astype(int)
     df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
     if df.empty:
         raise ValueError(f"{path}: no row with a compute and an effect")
@@ -97,10 +101,11 @@ def markdown(df: pd.DataFrame) -> str:
              "| 50/50 TEff L1 | 50/50 TEff L2 | rep. cosine per layer, 90/10 vs 50/50 | rep. 90/10 - 50/50 "
              "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
     for _, r in df.iterrows():
+        data = f"{r.get('data', '')} (richness {r['richness']})" if r.get("richness", 1) != 1 else r.get("data", "")
         wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
         shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))
         lines.append(
-            f"| {r['name']} | {r.get('data', '')} {r.get('n_layer', '')} layers d {r.get('d_model', '')} "
+            f"| {r['name']} | {data} {r.get('n_layer', '')} layers d {r.get('d_model', '')} "
             f"| {r.get('steps', '')}, {r.get('train_docs', '')}, {r.get('vocab', '')} | {r.get('seeds', '')} "
             f"| {r['machine']} ({r.get('load_start', '')} / {r.get('load_end', '')}), {r['date']} | {wall} "
             f"| {_span(r, 'teff_l1')} | {_span(r, 'teff_l2')} | {r.get('rep_9010', '')} vs {r.get('rep_5050', '')} "

@@ -4,8 +4,9 @@ several seeds, collect the three capacity effects and append a row to a CSV.
 Each seed is a separate Snakemake call (``study_b.seed`` is global) on ``presets/demo.yaml``
 plus an overlay written into ``<root>/<name>/seed<k>/overlay.yaml``: Study A off, the grid cut
 to what the effects need (clones 50/50 and 90/10, monolingual L1 at 0.25 / 0.5 / 1 / 2x for
-the scaling fit), and only data, model size and training budget changed. The evaluation is the
-workflow's own; the effects are read from its report tables:
+the scaling fit), and only data (``--richness``: the synthetic grammar's lexicon size, for both
+languages and the parallel pairs), model size and training budget changed. The evaluation is
+the workflow's own; the effects are read from its report tables:
 
 * ``teff``: the 50/50 run's TEff of L1 and L2 (the paper: 0.887 / 0.885, below 1);
 * ``rep``: the clones' representation cosine per layer, 90/10 and 50/50, and their difference
@@ -21,6 +22,7 @@ tokens D of a 1x run and the compute 6 N D.
     python benchmarks/miniature_search.py --name demo-d128 --n-layer 4 --d-model 128 --n-head 4 \
         --seeds 0 1 --cores 2 --nice 19
     python benchmarks/miniature_search.py --name demo-d128 ... --collect-only   # re-read finished runs
+    python benchmarks/miniature_search.py --name synth-r4 --richness 4 ...   # 4x the grammar's lexicon
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ RUN_5050, RUN_9010 = "clone2-p0.50", "clone2-p0.10"
 CONTEXT, BATCH = 64, 16  # the demo's sequence length and batch (study_b.train)
 CSV_COLUMNS = [
     "name", "date", "machine", "load_start", "load_end", "wall_s", "status", "seeds", "data", "n_layer", "d_model",
-    "n_head", "steps", "train_docs", "vocab", "params", "tokens", "compute",
+    "n_head", "steps", "train_docs", "vocab", "richness", "params", "tokens", "compute",
     "teff_l1_mean", "teff_l1_lo", "teff_l1_hi", "teff_l2_mean", "teff_l2_lo", "teff_l2_hi", "fit_reliable",
     "rep_9010", "rep_5050", "rep_diff_mean", "rep_diff_lo", "rep_diff_hi",
     "grad_9010_mean", "grad_9010_lo", "grad_9010_hi", "grad_5050_mean", "grad_5050_lo", "grad_5050_hi",
@@ -61,13 +63,17 @@ class SearchError(Exception):
 # -- configuration ----------------------------------------------------------------------
 def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]:
     """The overlay of presets/demo.yaml for one seed of one configuration."""
+    richness = int(getattr(args, "richness", 1))
     if args.text:
         en = {"source": "local", "local": {"train": list(args.text), "document_split": args.document_split},
               "test_fraction": 0.02, "max_documents": {"train": args.train_docs, "test": 200}}
     else:
         en = {"source": "synthetic", "synthetic": {"grammar": "en", "n_documents": {"train": args.train_docs,
-                                                                                       "test": 200}, "seed": 0},
+                                                                                       "test": 200}, "seed": 0,
+                                                   "richness": richness},
               "max_documents": {"train": None, "test": None}}
+    # fr and the parallel pairs keep the preset's other settings (Snakemake merges the overlay)
+    languages = {"en": en, "fr": {"synthetic": {"richness": richness}}}
     return {
         "outdir": str(outdir / "results"),
         "checkpoint_dir": str(outdir / "checkpoints"),
@@ -75,7 +81,8 @@ def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]
         "study_a": {"enabled": False},
         "study_b": {
             "seed": int(seed),
-            "languages": {"en": en},
+            "languages": languages,
+            "parallel": {"synthetic": {"richness": richness}},
             "tokenizer": {"vocab_size": args.vocab},
             "sizes": {"tiny": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head}},
             "train": {"base_tokens": args.steps * BATCH * CONTEXT},
@@ -205,8 +212,27 @@ def params_of(outdir: Path) -> int:
     return int(json.loads(metrics[0].read_text())["n_params"])
 
 
+def upgrade_csv(path: Path) -> None:
+    """Rewrite a CSV written before a column was added (e.g. ``richness``) with the current
+    columns, the new ones empty in the old rows, so that appended rows line up."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        header = list(rows[0]) if rows else None
+    if header is None or header == CSV_COLUMNS:
+        return
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        raise SearchError(f"{path}: column(s) {unknown} are not the driver's; use another --csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def append_row(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
+    if not new:
+        upgrade_csv(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="raise")
         if new:
@@ -224,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", type=int, default=1000, help="optimizer steps of a 1x run (16 x 64 tokens each)")
     ap.add_argument("--train-docs", type=int, default=15000, help="train documents of L1's corpus")
     ap.add_argument("--vocab", type=int, default=512, help="tokenizer pieces per clone")
+    ap.add_argument("--richness", type=int, default=1,
+                    help="the synthetic grammar's lexicon size: k times the hand-written nouns, adjectives and verbs")
     ap.add_argument("--text", nargs="*", default=None, help="local text files (globs) instead of the synthetic grammar")
     ap.add_argument("--document-split", default="blank_line", choices=["file", "blank_line", "line"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -237,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     help="train only the clones and measure their alignment (no monolingual runs, fit or TEff)")
     ap.add_argument("--collect-only", action="store_true", help="do not run; read the finished seeds")
     args = ap.parse_args(argv)
+    if args.richness < 1:
+        ap.error(f"--richness must be at least 1, got {args.richness}")
+    if args.text and args.richness != 1:
+        ap.error("--richness sets the synthetic grammar; with --text L1 is your text")
 
     base = args.root / args.name
     load_start, start, status = os.getloadavg()[0], time.monotonic(), "ok"
@@ -263,8 +295,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "status": status + (" (--skip-teff: no monolingual runs, no TEff)" if args.skip_teff else ""),
            "seeds": " ".join(map(str, done)), "data": "text" if args.text else "synthetic",
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
-           "train_docs": args.train_docs, "vocab": args.vocab, "params": params, "tokens": tokens,
-           "compute": float(6 * params * tokens), **summary}
+           "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "params": params,
+           "tokens": tokens, "compute": float(6 * params * tokens), **summary}
     append_row(args.csv, row)
     print(json.dumps(row, indent=1, default=str))
     return row

@@ -1,5 +1,6 @@
 # Study B: names, paths, per-job config slices and targets (helpers of rules/study_b.smk).
 from langskew.study_b import grid as sbgrid
+from langskew.study_b.synthetic_lang import parallel_richness
 
 SB = config.get("study_b") or {}
 SB_ON = bool(SB.get("enabled", False))
@@ -71,7 +72,13 @@ def local_parallel_files(w):
 
 
 def parallel_spec(w):
-    return {k: v for k, v in SB_PARALLEL.items() if k != "languages"}
+    """The parallel source's settings; synthetic pairs get the richness of the languages'
+    synthetic corpora unless the spec sets one (the lexicon they share)."""
+    spec = {k: v for k, v in SB_PARALLEL.items() if k != "languages"}
+    if spec.get("source", "synthetic") == "synthetic":
+        richness = parallel_richness(SB_PARALLEL, SB.get("languages") or {})
+        spec["synthetic"] = {**(spec.get("synthetic") or {}), "richness": richness}
+    return spec
 
 
 def parallel_tokenizers(w):

@@ -92,10 +92,11 @@ def test_overlay_changes_size_data_and_budget_only(search, root, tmp_path):
     from langskew.study_b.grid import expand_runs
 
     args = search.argparse.Namespace(text=None, train_docs=3000, document_split="blank_line", vocab=1024,
-                                     n_layer=4, d_model=128, n_head=4, steps=500)
+                                     n_layer=4, d_model=128, n_head=4, steps=500, richness=1)
     ov = search.overlay(args, 7, tmp_path)
     demo = yaml.safe_load((root / "presets/demo.yaml").read_text())["study_b"]
-    assert set(ov["study_b"]) <= {"seed", "languages", "tokenizer", "sizes", "train", "grid"}
+    assert set(ov["study_b"]) <= {"seed", "languages", "tokenizer", "sizes", "train", "grid", "parallel"}
+    assert ov["study_b"]["parallel"] == {"synthetic": {"richness": 1}}
     assert ov["study_b"]["train"] == {"base_tokens": 500 * 16 * 64}
     assert demo["train"]["context"] == 64 and demo["train"]["batch_size"] == 16  # the driver's tokens per step
     update_config(demo, ov["study_b"])  # Snakemake's merge of --configfile overlays
@@ -170,16 +171,49 @@ def test_overlay_passes_the_workflows_config_validation(search, root, tmp_path, 
         (tmp_path / "book.txt").write_text("A first paragraph.\n\nA second one.\n")
         files = [str(tmp_path / "book.txt")]
     args = search.argparse.Namespace(text=files, train_docs=100, document_split="blank_line", vocab=384,
-                                     n_layer=1, d_model=32, n_head=2, steps=10)
+                                     n_layer=1, d_model=32, n_head=2, steps=10, richness=1 if text else 3)
     ov = tmp_path / "overlay.yaml"
     ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
     cfg = load_config(root / "config.yaml", root / "presets/demo.yaml", ov)
     en = cfg["study_b"]["languages"]["en"]
     assert en["source"] == ("local" if text else "synthetic")
     assert cfg["study_b"]["sizes"]["tiny"]["d_model"] == 32 and cfg["study_b"]["tokenizer"]["vocab_size"] == 384
+    if not text:  # --richness: both languages and the parallel pairs, the preset's other settings kept
+        fr = cfg["study_b"]["languages"]["fr"]
+        assert en["synthetic"]["richness"] == fr["synthetic"]["richness"] == 3
+        assert fr["synthetic"]["grammar"] == "fr" and fr["synthetic"]["seed"] == 1
+        assert cfg["study_b"]["parallel"]["synthetic"] == {"seed": 2, "richness": 3}
 
 
 def test_map_draws_the_last_row_of_each_configuration(mapping):
     df = pd.DataFrame({"name": ["a", "b", "a"], "teff_l1_mean": [None, 1.2, 1.3], "rep_diff_mean": [0.1, 0.2, 0.1]})
     latest = mapping.latest_per_name(df)
     assert list(latest["name"]) == ["b", "a"] and latest.set_index("name").loc["a", "teff_l1_mean"] == 1.3
+
+
+def test_richness_column_old_rows_and_table(search, mapping, tmp_path):
+    """Rows written before --richness have none (read as 1); appending to such a CSV first adds the
+    column; the table names a richness other than 1."""
+    assert search.CSV_COLUMNS[search.CSV_COLUMNS.index("vocab") + 1] == "richness"
+    old_columns = [c for c in search.CSV_COLUMNS if c != "richness"]
+    base = {"compute": 1e12, "machine": "m", "date": "2026-12-06", "data": "synthetic", "n_layer": 2, "d_model": 64,
+            **{f"{s}_{x}": 0.1 for s in ("teff_l1", "teff_l2", "rep_diff", "grad_diff") for x in ("mean", "lo", "hi")}}
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns, restval="")
+        writer.writeheader()
+        writer.writerow({**base, "name": "old"})
+    assert mapping.read_runs(path)["richness"].tolist() == [1]
+    search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **base, "name": "rich", "richness": 4})
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == search.CSV_COLUMNS and [r["richness"] for r in rows] == ["", "4"]
+    assert rows[0]["name"] == "old" and rows[0]["d_model"] == "64"
+    assert mapping.read_runs(path)["richness"].tolist() == [1, 4]
+    table = mapping.main(["--csv", str(path), "--table"]).splitlines()
+    assert table[2].startswith("| old | synthetic 2 layers d 64 |")
+    assert table[3].startswith("| rich | synthetic (richness 4) 2 layers d 64 |")
+    shipped = pd.read_csv(search.REPO / "benchmarks/miniature_runs.csv")
+    assert list(shipped.columns) == search.CSV_COLUMNS  # the search's own CSV has the column
+    with pytest.raises(SystemExit):
+        search.main(["--name", "x", "--richness", "0"])

@@ -295,7 +295,7 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
     """Values the Study B jobs check: corpus sources, grammars, the model and batch shapes of each
     size the grid uses, and the evaluation windows against the context."""
     from .study_b import grid
-    from .study_b.synthetic_lang import GRAMMARS
+    from .study_b.synthetic_lang import GRAMMARS, check_richness, parallel_richness
 
     if not sb.get("enabled", True):
         return []
@@ -309,6 +309,12 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
         if isinstance(syn, dict) and (syn.get("grammar") or lang) not in GRAMMARS:
             out.append(f"config key '{key}.synthetic.grammar': the generator has grammars {', '.join(GRAMMARS)}; "
                        f"name one for language '{lang}'")
+        # corpus.synthetic_documents -> synthetic_lang.lexicon: the richness of the lexicon
+        if isinstance(syn, dict):
+            try:
+                check_richness(syn.get("richness", 1), "richness")
+            except LangskewError as err:
+                out.append(f"config key '{key}.synthetic.richness': {err}")
     par = sb.get("parallel") or {}
     out += _check_source_sections("study_b.parallel", par, ("hub", "local"))
     if par.get("source") == "hub" and isinstance(par.get("hub"), dict):
@@ -326,6 +332,11 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
             if grammars.get(lang, lang) not in GRAMMARS:
                 out.append(f"config key 'study_b.parallel.synthetic.grammars': no grammar for language '{lang}' "
                            f"(the generator has {', '.join(GRAMMARS)})")
+        # the parallel job's richness (rules/study_b_common.smk parallel_spec): given, or the languages' one
+        try:
+            parallel_richness(par, sb.get("languages") or {})
+        except LangskewError as err:
+            out.append(f"config key 'study_b.parallel.synthetic.richness': {err}")
 
     try:
         runs = grid.expand_runs(sb)

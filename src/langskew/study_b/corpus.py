@@ -205,13 +205,16 @@ def local_documents(local: dict, split: str, where: str = "local source") -> Ite
 
 
 def synthetic_documents(syn: dict, split: str, language: str) -> Iterator[str]:
-    """Synthetic documents in grammar ``syn["grammar"]`` (default: the language name)."""
+    """Synthetic documents in grammar ``syn["grammar"]`` (default: the language name), with the
+    lexicon of ``syn["richness"]`` (default 1)."""
     grammar = syn.get("grammar") or language
     n = (syn.get("n_documents") or {}).get(split)
     if n is None:
         raise LangskewError(f"synthetic source of {language!r}: n_documents.{split} is missing")
     seed = int(syn.get("seed", 0)) * 1000 + SPLITS.index(split)
-    return synthetic_lang.documents(grammar, int(n), seed)
+    richness = synthetic_lang.check_richness(syn.get("richness", 1),
+                                             f"study_b.languages.{language}.synthetic.richness")
+    return synthetic_lang.documents(grammar, int(n), seed, richness=richness)
 
 
 def source_split(spec: dict, split: str, language: str) -> Iterator[str] | None:
@@ -396,7 +399,10 @@ def _parallel_pairs(spec: dict, languages: list[str]) -> Iterator[tuple[str, ...
     if source == "synthetic":
         syn = spec.get("synthetic") or {}
         grammars = tuple((syn.get("grammars") or {}).get(lang, lang) for lang in languages)
-        pairs: Iterable[tuple] = synthetic_lang.parallel_sentences(grammars, int(n or 10**9), int(syn.get("seed", 0)))
+        # richness: the workflow fills in the languages' one when it is not set (synthetic_lang.parallel_richness)
+        richness = synthetic_lang.check_richness(syn.get("richness") or 1, "study_b.parallel.synthetic.richness")
+        pairs: Iterable[tuple] = synthetic_lang.parallel_sentences(grammars, int(n or 10**9), int(syn.get("seed", 0)),
+                                                                   richness=richness)
     elif source == "hub":
         pairs = _hub_pairs(spec.get("hub") or {}, languages)
     elif source == "local":

@@ -9,12 +9,22 @@ punctuation are shared between the two, so an anchored vocabulary has real ancho
 Documents are short stories with a protagonist, a tense and a topic (a few favoured
 nouns), with Zipf-distributed word choice, so a tiny GPT's perplexity keeps dropping
 with more data. Everything is deterministic given the seed.
+
+``richness`` (an integer k >= 1) sets the size of the lexicon: the hand-written nouns,
+adjectives and verbs below, then (k - 1) times as many generated pseudo-words per class
+(:func:`lexicon`), built from English-like and French-like syllables with each grammar's
+morphology (plurals, gender, agreement, tenses). The generated words come from a fixed seed,
+not the documents' seed, so every corpus and the parallel data of one richness share one
+lexicon, and the lexicon of k is the start of the lexicon of k + 1. Word choice stays Zipf
+over the whole lexicon, so a richer lexicon adds a longer tail of rarer words. Richness 1
+is the hand-written lexicon alone and gives the same documents as before the knob existed.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -77,6 +87,174 @@ WAS = ("was", "is", "était", "est")
 VOWELS = tuple("aeiouéèêâîôûh")
 
 
+# ---------------------------------------------------------------------------------------
+# The lexicon and its richness
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lexicon:
+    """Nouns, adjectives and verbs of both grammars, entries shaped as NOUNS, ADJECTIVES, VERBS."""
+
+    nouns: tuple[tuple[str, str, str, str, str], ...]
+    adjectives: tuple[tuple[str, str, str, bool], ...]
+    verbs: tuple[tuple[str, str, str, str], ...]
+
+
+LEXICON_SEED = 0x1E81C0  # the generated words' seed: the same for every corpus and richness
+
+# Syllable inventories: English-like (consonant clusters, -ck, -ng, ...) and French-like
+# (ou, oi, an, é, ... and French endings), so a generated entry is spelled differently in each.
+EN_ONSETS = ("b", "bl", "br", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "h", "j", "k", "l", "m", "n", "p", "pl",
+             "pr", "r", "s", "sc", "sh", "sk", "sl", "sn", "sp", "st", "sw", "t", "th", "tr", "tw", "w", "wh")
+EN_VOWELS = ("a", "e", "i", "o", "u", "ea", "ee", "oo", "ai", "oa")
+EN_CODAS = ("b", "ck", "d", "ft", "g", "ld", "lk", "m", "mp", "nd", "ng", "nk", "nt", "p", "rk", "rn", "sk", "sh",
+            "st", "t", "tch", "x")
+EN_MIDDLE = ("", "", "n", "r", "l", "m")  # an inner syllable's coda
+EN_NOUN_SUFFIXES = ("", "", "", "er", "et", "on")
+EN_ADJ_SUFFIXES = ("", "y", "ish", "ful", "en", "ic")
+FR_ONSETS = ("b", "br", "c", "ch", "cr", "d", "f", "fl", "g", "gr", "j", "l", "m", "n", "p", "pl", "qu", "r", "s",
+             "t", "tr", "v", "vr")
+FR_VOWELS = ("a", "ai", "an", "au", "é", "eu", "i", "in", "o", "oi", "on", "ou", "u")
+FR_FEMININE_ENDINGS = ("ette", "elle", "ine", "ure", "ade", "ion", "erie", "ille", "ance")
+FR_MASCULINE_ENDINGS = ("eau", "age", "on", "in", "ier", "oir", "ot", "and", "ail")
+FR_ADJ_ENDINGS = ("ant", "ard", "in", "ot", "u", "é", "ent", "ais", "ble", "ique", "ide", "ore")
+FR_LINKS = ("l", "r", "n", "t", "s", "v", "m", "d", "ch", "g")  # before an ending that starts with a vowel
+FR_VERB_VOWELS = ("a", "ou", "i", "o", "eu", "u", "ai")
+FR_VERB_CODAS = ("l", "r", "n", "t", "ss", "ch", "m", "d", "v", "p", "rd", "ng")
+
+
+def _function_words() -> set[str]:
+    """Every word of the fixed word lists, which a generated word must not be."""
+    phrases = [w for pair in PREPOSITIONS + TIMES + CONNECTIVES for w in pair] + list(SAY) + list(WAS)
+    phrases += [n.lower() for n in NAMES] + ["the a an le la les l un une du des au de d aux"]
+    return {w for phrase in phrases for w in phrase.replace("'", " ").split()}
+
+
+def _en_plural(word: str) -> str:
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _en_past(stem: str) -> str:
+    return stem + "d" if stem.endswith("e") else stem + "ed"
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _en_stem(rng: np.random.Generator) -> str:
+    """One or two English-like syllables, the last closed by a consonant."""
+    n = 1 + int(rng.random() < 0.5)
+    word = ""
+    for i in range(n):
+        if i == 0 and rng.random() < 0.15:  # a word that starts with a vowel ("an ...")
+            word += _pick(rng, ("a", "e", "i", "o", "u"))
+        else:
+            word += _pick(rng, EN_ONSETS) + _pick(rng, EN_VOWELS)
+        word += _pick(rng, EN_MIDDLE) if i < n - 1 else _pick(rng, EN_CODAS)
+    return word
+
+
+def _en_entry(cls: str, rng: np.random.Generator) -> tuple[str, ...]:
+    if cls == "noun":
+        word = _en_stem(rng) + _pick(rng, EN_NOUN_SUFFIXES)
+        return word, _en_plural(word)
+    if cls == "adj":
+        return (_en_stem(rng) + _pick(rng, EN_ADJ_SUFFIXES),)
+    stem = _en_stem(rng)
+    return _en_plural(stem), _en_past(stem)  # 3sg present (+s / +es), past (+ed)
+
+
+def _fr_syllables(rng: np.random.Generator, n: int) -> str:
+    return "".join(_pick(rng, FR_ONSETS) + _pick(rng, FR_VOWELS) for _ in range(n))
+
+
+def _fr_word(rng: np.random.Generator, n: int, endings: tuple[str, ...]) -> str:
+    """``n`` French-like syllables and an ending, joined by a consonant where the ending starts with a vowel."""
+    ending = _pick(rng, endings)
+    link = _pick(rng, FR_LINKS) if ending[0] in "aeiouéy" else ""
+    return _fr_syllables(rng, n) + link + ending
+
+
+def _fr_entry(cls: str, rng: np.random.Generator) -> tuple[Any, ...]:
+    n = 1 + int(rng.random() < 0.4)
+    if cls == "noun":
+        gender = "f" if rng.random() < 0.5 else "m"
+        sg = _fr_word(rng, n, FR_FEMININE_ENDINGS if gender == "f" else FR_MASCULINE_ENDINGS)
+        return sg, sg + ("x" if sg.endswith("eau") else "s"), gender
+    if cls == "adj":
+        masc = _fr_word(rng, n, FR_ADJ_ENDINGS)
+        fem = masc if masc.endswith("e") else masc + "e"
+        return masc, fem, bool(rng.random() < 0.15)  # most French adjectives follow the noun
+    stem = _fr_syllables(rng, n - 1) + _pick(rng, FR_ONSETS) + _pick(rng, FR_VERB_VOWELS) + _pick(rng, FR_VERB_CODAS)
+    return stem + "e", stem + "é"  # present 3sg, past participle (first conjugation)
+
+
+def _generated_block(rng: np.random.Generator, taken: set[str]) -> dict[str, list[tuple]]:
+    """As many new nouns, adjectives and verbs as the hand-written lexicon has, every form of
+    every word new (not in ``taken``, which grows). An entry is its English forms, then its
+    French ones, as in NOUNS, ADJECTIVES and VERBS."""
+    block: dict[str, list[tuple]] = {"noun": [], "adj": [], "verb": []}
+    for cls, count in (("noun", len(NOUNS)), ("adj", len(ADJECTIVES)), ("verb", len(VERBS))):
+        while len(block[cls]) < count:
+            en, fr = _en_entry(cls, rng), _fr_entry(cls, rng)
+            forms = {f for f in en + fr if isinstance(f, str) and len(f) > 1}
+            if len(en[0]) < 3 or len(fr[0]) < 3 or forms & taken or set(en) & set(fr):
+                continue
+            taken |= forms
+            block[cls].append(en + fr)
+    return block
+
+
+def check_richness(richness: Any, where: str = "richness") -> int:
+    """``richness`` as an int; a LangskewError unless it is a whole number of at least 1."""
+    integral = isinstance(richness, (int, np.integer)) or (isinstance(richness, float) and richness.is_integer())
+    if isinstance(richness, bool) or not integral or richness < 1:
+        raise LangskewError(f"{where} must be a whole number of at least 1 (1 - the hand-written lexicon, "
+                            f"k - k times as many nouns, adjectives and verbs), got {richness!r}")
+    return int(richness)
+
+
+@functools.lru_cache(maxsize=None)
+def lexicon(richness: int = 1) -> Lexicon:
+    """The lexicon of ``richness`` k: the hand-written entries, then k - 1 blocks of generated
+    ones (as many per block as there are hand-written entries of each class)."""
+    k = check_richness(richness)
+    nouns, adjectives, verbs = list(NOUNS), list(ADJECTIVES), list(VERBS)
+    if k > 1:
+        rng = np.random.default_rng(LEXICON_SEED)
+        taken = _function_words() | {w for entry in NOUNS + ADJECTIVES + VERBS for w in entry if isinstance(w, str)}
+        for _ in range(k - 1):
+            block = _generated_block(rng, taken)
+            nouns += block["noun"]
+            adjectives += block["adj"]
+            verbs += block["verb"]
+    return Lexicon(tuple(nouns), tuple(adjectives), tuple(verbs))
+
+
+def parallel_richness(parallel: dict, languages: dict) -> int:
+    """Richness of the synthetic parallel sentences: ``parallel.synthetic.richness`` when given,
+    else that of the parallel languages' synthetic corpora (so the pairs share their lexicon),
+    which must then agree; 1 when no parallel language is synthetic."""
+    given = (parallel.get("synthetic") or {}).get("richness")
+    if given is not None:
+        return check_richness(given, "study_b.parallel.synthetic.richness")
+    found: dict[str, int] = {}
+    for lang in parallel.get("languages") or []:
+        spec = languages.get(lang) or {}
+        if spec.get("source") == "synthetic":
+            found[lang] = check_richness((spec.get("synthetic") or {}).get("richness", 1),
+                                         f"study_b.languages.{lang}.synthetic.richness")
+    if len(set(found.values())) > 1:
+        values = ", ".join(f"{lang}: {k}" for lang, k in found.items())
+        raise LangskewError(f"study_b.parallel.synthetic.richness is not set and the parallel languages' synthetic "
+                            f"corpora have different richness ({values}); set it to the lexicon the pairs should use")
+    return next(iter(found.values()), 1)
+
+
 def _zipf(n: int, s: float = 1.0) -> np.ndarray:
     w = 1.0 / np.arange(1, n + 1) ** s
     return w / w.sum()
@@ -109,26 +287,27 @@ class Frame:
 class Story:
     """Draws frames for one document: protagonist, topic nouns, tense."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, lex: Lexicon | None = None):
         self.rng = rng
+        self.lex = lex = lex or lexicon(1)
         self.name = NAMES[rng.choice(len(NAMES), p=_zipf(len(NAMES), 0.7))]
         self.friend = NAMES[rng.integers(len(NAMES))]
-        self.topic = rng.choice(len(NOUNS), size=4, replace=False, p=_zipf(len(NOUNS), 0.8))
+        self.topic = rng.choice(len(lex.nouns), size=4, replace=False, p=_zipf(len(lex.nouns), 0.8))
         self.past = bool(rng.random() < 0.6)
-        self.noun_p = _zipf(len(NOUNS), 1.1)
-        self.adj_p = _zipf(len(ADJECTIVES), 1.0)
-        self.verb_p = _zipf(len(VERBS), 1.0)
+        self.noun_p = _zipf(len(lex.nouns), 1.1)
+        self.adj_p = _zipf(len(lex.adjectives), 1.0)
+        self.verb_p = _zipf(len(lex.verbs), 1.0)
 
     def noun(self) -> int:
         if self.rng.random() < 0.7:
             return int(self.rng.choice(self.topic))
-        return int(self.rng.choice(len(NOUNS), p=self.noun_p))
+        return int(self.rng.choice(len(self.lex.nouns), p=self.noun_p))
 
     def np_(self, allow_count: bool = True) -> NP:
         count = 1
         if allow_count and self.rng.random() < 0.25:
             count = int(self.rng.integers(2, 13))
-        adj = int(self.rng.choice(len(ADJECTIVES), p=self.adj_p)) if self.rng.random() < 0.5 else None
+        adj = int(self.rng.choice(len(self.lex.adjectives), p=self.adj_p)) if self.rng.random() < 0.5 else None
         return NP(self.noun(), count, adj, definite=bool(self.rng.random() < 0.6))
 
     def frame(self, first: bool) -> Frame:
@@ -143,40 +322,40 @@ class Story:
         connective = None if first or self.rng.random() < 0.6 else int(self.rng.integers(len(CONNECTIVES)))
         obj = self.np_(allow_count=form != "say")
         if form == "say":
-            obj.adj = int(self.rng.choice(len(ADJECTIVES), p=self.adj_p))
+            obj.adj = int(self.rng.choice(len(self.lex.adjectives), p=self.adj_p))
         if form == "count":
             obj.count = int(self.rng.integers(2, 100))
-        return Frame(form, subject, int(self.rng.choice(len(VERBS), p=self.verb_p)), obj, place, time,
+        return Frame(form, subject, int(self.rng.choice(len(self.lex.verbs), p=self.verb_p)), obj, place, time,
                      connective, self.past)
 
 
 # ---------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------
-def _en_np(np_: NP, with_adj: bool = True) -> str:
-    noun = NOUNS[np_.noun]
+def _en_np(np_: NP, lex: Lexicon, with_adj: bool = True) -> str:
+    noun = lex.nouns[np_.noun]
     word = noun[0] if np_.count == 1 else noun[1]
-    adj = f"{ADJECTIVES[np_.adj][0]} " if with_adj and np_.adj is not None else ""
+    adj = f"{lex.adjectives[np_.adj][0]} " if with_adj and np_.adj is not None else ""
     if np_.count > 1:
         return f"{np_.count} {adj}{word}"
     det = "the" if np_.definite else ("an" if (adj or word)[0] in "aeiou" else "a")
     return f"{det} {adj}{word}"
 
 
-def _fr_adj(adj: int, gender: str, plural: bool) -> str:
-    form = ADJECTIVES[adj][1] if gender == "m" else ADJECTIVES[adj][2]
+def _fr_adj(adj: int, gender: str, plural: bool, lex: Lexicon) -> str:
+    form = lex.adjectives[adj][1] if gender == "m" else lex.adjectives[adj][2]
     if plural and not form.endswith(("s", "x")):
         form += "x" if form.endswith("eau") else "s"
     return form
 
 
-def _fr_np(np_: NP, with_adj: bool = True) -> str:
-    _, _, sg, pl, gender = NOUNS[np_.noun]
+def _fr_np(np_: NP, lex: Lexicon, with_adj: bool = True) -> str:
+    _, _, sg, pl, gender = lex.nouns[np_.noun]
     plural = np_.count > 1
     word = pl if plural else sg
     if with_adj and np_.adj is not None:
-        adj = _fr_adj(np_.adj, gender, plural)
-        word = f"{adj} {word}" if ADJECTIVES[np_.adj][3] else f"{word} {adj}"
+        adj = _fr_adj(np_.adj, gender, plural, lex)
+        word = f"{adj} {word}" if lex.adjectives[np_.adj][3] else f"{word} {adj}"
     if plural:
         return f"{np_.count} {word}"
     if np_.definite:
@@ -198,12 +377,17 @@ def _fr_after(prep: str, phrase: str) -> str:
     return f"{prep} {phrase}"
 
 
-def render(frame: Frame, grammar: str) -> str:
-    """One sentence of ``frame`` in the ``en`` or ``fr`` grammar."""
+def render(frame: Frame, grammar: str, lex: Lexicon | None = None) -> str:
+    """One sentence of ``frame`` in the ``en`` or ``fr`` grammar, its words from ``lex``
+    (default: the hand-written lexicon, richness 1)."""
     if grammar not in GRAMMARS:
         raise LangskewError(f"synthetic grammar {grammar!r} is not one of {', '.join(GRAMMARS)}")
+    lex = lex or lexicon(1)
     en = grammar == "en"
-    np_fn = _en_np if en else _fr_np
+
+    def np_fn(np_: NP) -> str:
+        return _en_np(np_, lex) if en else _fr_np(np_, lex)
+
     subj = frame.subject if isinstance(frame.subject, str) else np_fn(frame.subject)
     words: list[str] = []
     if frame.connective is not None:
@@ -216,10 +400,10 @@ def render(frame: Frame, grammar: str) -> str:
         bare = NP(frame.obj.noun, 1, None, True)
         words.append(np_fn(bare))
         words.append(WAS[(0 if frame.past else 1) if en else (2 if frame.past else 3)])
-        gender = NOUNS[frame.obj.noun][4]
-        words.append(ADJECTIVES[frame.obj.adj][0] if en else _fr_adj(frame.obj.adj, gender, False))
+        gender = lex.nouns[frame.obj.noun][4]
+        words.append(lex.adjectives[frame.obj.adj][0] if en else _fr_adj(frame.obj.adj, gender, False, lex))
     else:
-        verb = VERBS[frame.verb]
+        verb = lex.verbs[frame.verb]
         if en:
             words.append(verb[1] if frame.past else verb[0])
         else:
@@ -227,27 +411,32 @@ def render(frame: Frame, grammar: str) -> str:
         words.append(np_fn(frame.obj))
         if frame.place is not None:
             prep, place_np = frame.place
-            words.append(f"{PREPOSITIONS[prep][0]} {_en_np(place_np)}" if en
-                         else _fr_after(PREPOSITIONS[prep][1], _fr_np(place_np)))
+            words.append(f"{PREPOSITIONS[prep][0]} {_en_np(place_np, lex)}" if en
+                         else _fr_after(PREPOSITIONS[prep][1], _fr_np(place_np, lex)))
     if frame.time is not None and en:
         words.append(TIMES[frame.time][0])
     text = " ".join(words).replace(" ,", ",") + "."
     return text[0].upper() + text[1:]
 
 
-def documents(grammar: str, n: int, seed: int, min_sentences: int = 3, max_sentences: int = 9) -> Iterator[str]:
-    """``n`` synthetic documents (short stories) in ``grammar``; deterministic by seed."""
+def documents(grammar: str, n: int, seed: int, min_sentences: int = 3, max_sentences: int = 9,
+              richness: int = 1) -> Iterator[str]:
+    """``n`` synthetic documents (short stories) in ``grammar`` with the lexicon of ``richness``;
+    deterministic by seed."""
+    lex = lexicon(check_richness(richness))
     rng = np.random.default_rng([int(seed), 0x5E7, GRAMMARS.index(grammar) if grammar in GRAMMARS else 99])
     for _ in range(int(n)):
-        story = Story(rng)
+        story = Story(rng, lex)
         k = int(rng.integers(min_sentences, max_sentences + 1))
-        yield " ".join(render(story.frame(i == 0), grammar) for i in range(k))
+        yield " ".join(render(story.frame(i == 0), grammar, lex) for i in range(k))
 
 
-def parallel_sentences(grammars: tuple[str, str], n: int, seed: int) -> Iterator[tuple[str, str]]:
-    """``n`` pairs of the same content rendered in both grammars (two-sentence snippets)."""
+def parallel_sentences(grammars: tuple[str, str], n: int, seed: int, richness: int = 1) -> Iterator[tuple[str, str]]:
+    """``n`` pairs of the same content rendered in both grammars (two-sentence snippets), with
+    the lexicon of ``richness``."""
+    lex = lexicon(check_richness(richness))
     rng = np.random.default_rng([int(seed), 0x9A2])
     for _ in range(int(n)):
-        story = Story(rng)
+        story = Story(rng, lex)
         frames = [story.frame(i == 0) for i in range(2)]
-        yield tuple(" ".join(render(f, g) for f in frames) for g in grammars)  # type: ignore[misc]
+        yield tuple(" ".join(render(f, g, lex) for f in frames) for g in grammars)  # type: ignore[misc]
