@@ -5,7 +5,8 @@ effect of every configuration against its compute 6 N D, the bars spanning the r
     python benchmarks/miniature_map.py --csv runs.csv --out map.png
     python benchmarks/miniature_map.py --table              # the runs as a Markdown table
 
-The map shows the last row of each configuration name; the table (``--table``) shows every row.
+The map shows the last row of each configuration name, one marker per richness of the synthetic grammar;
+the table (``--table``) shows every row.
 Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
 90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
 50/50 (above 0). Each point is labelled with its configuration's name; the title names the
@@ -31,6 +32,7 @@ PANELS = [  # (title, [(column stem, legend)], the value the effect must pass (d
      "above"),
     ("gradient cosine 90/10 - 50/50\n(effect: above the line)", [("grad_diff", None)], 0.0, "above"),
 ]
+MARKERS = ["o", "s", "^", "D", "v", "P"]
 REQUIRED = ["name", "compute", "machine", "date"] + [f"{stem}_{s}" for _, stems, _, _ in PANELS
                                                      for stem, _ in stems for s in ("mean", "lo", "hi")]
 
@@ -61,14 +63,20 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
     df = latest_per_name(df)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
     xlim = (df["compute"].min() / 2, df["compute"].max() * 2)
+    richness = sorted(df["richness"].unique())  # one series (marker and colour) per richness of the grammar
     for ax, (title, stems, threshold, _side) in zip(axes, PANELS):
         if df[[f"{stem}_mean" for stem, _ in stems]].isna().all().all():
             ax.text(0.5, 0.65, "not measured in these runs", transform=ax.transAxes, ha="center", color="grey")
-        for k, (stem, legend) in enumerate(stems):
-            rows = df.dropna(subset=[f"{stem}_mean"])  # a run without this effect (e.g. no TEff) is left out
+        series = [(stem, legend, j, k) for stem, legend in stems for j, k in enumerate(richness)]
+        for i, (stem, legend, j, k) in enumerate(series):
+            rows = df[df["richness"] == k].dropna(subset=[f"{stem}_mean"])  # runs without this effect: left out
+            if rows.empty:
+                continue
             mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
-            shift = 1.0 + 0.06 * (k - (len(stems) - 1) / 2)  # side by side on the log axis
-            ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=legend)
+            shift = 1.0 + 0.08 * (i - (len(series) - 1) / 2)  # side by side on the log axis
+            label = ", ".join(x for x in (legend, f"richness {k}" if len(richness) > 1 else None) if x) or None
+            ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt=MARKERS[j % len(MARKERS)],
+                        capsize=3, label=label)
         for _, row in df.dropna(subset=[f"{stems[0][0]}_mean"]).iterrows():
             ax.annotate(str(row["name"]), (row["compute"], row[f"{stems[0][0]}_mean"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
@@ -77,7 +85,7 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
         ax.set_xlim(*xlim)
         ax.set_xlabel("compute of a 1x run, 6 N D (FLOPs)")
         ax.set_title(title, fontsize=10)
-        if any(legend for _, legend in stems) and not df[f"{stems[0][0]}_mean"].isna().all():
+        if (any(legend for _, legend in stems) or len(richness) > 1) and not df[f"{stems[0][0]}_mean"].isna().all():
             ax.legend(fontsize=8)
     machines = "; ".join(sorted(set(df["machine"].astype(str))))
     dates = ", ".join(sorted(set(df["date"].astype(str))))
@@ -95,6 +103,11 @@ def _span(row: pd.Series, stem: str) -> str:
     return f"{row[stem + '_mean']:.3f} ({row[stem + '_lo']:.3f} to {row[stem + '_hi']:.3f})"
 
 
+def _code(row: pd.Series) -> str:
+    code = row.get("code")
+    return "" if code is None or pd.isna(code) or not str(code) else f", code {code}"
+
+
 def markdown(df: pd.DataFrame) -> str:
     """The runs as a Markdown table: setting, machine and load, wall time, each effect with its range over seeds."""
     lines = ["| name | model | 1x steps, train docs, vocab/clone | seeds | machine (load average start / end) | wall "
@@ -107,7 +120,7 @@ def markdown(df: pd.DataFrame) -> str:
         lines.append(
             f"| {r['name']} | {data} {r.get('n_layer', '')} layers d {r.get('d_model', '')} "
             f"| {r.get('steps', '')}, {r.get('train_docs', '')}, {r.get('vocab', '')} | {r.get('seeds', '')} "
-            f"| {r['machine']} ({r.get('load_start', '')} / {r.get('load_end', '')}), {r['date']} | {wall} "
+            f"| {r['machine']} ({r.get('load_start', '')} / {r.get('load_end', '')}), {r['date']}{_code(r)} | {wall} "
             f"| {_span(r, 'teff_l1')} | {_span(r, 'teff_l2')} | {r.get('rep_9010', '')} vs {r.get('rep_5050', '')} "
             f"| {_span(r, 'rep_diff')} | {_span(r, 'grad_diff')} | {shows} |")
     return "\n".join(lines)

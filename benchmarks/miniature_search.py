@@ -52,7 +52,7 @@ CSV_COLUMNS = [
     "teff_l1_mean", "teff_l1_lo", "teff_l1_hi", "teff_l2_mean", "teff_l2_lo", "teff_l2_hi", "fit_reliable",
     "rep_9010", "rep_5050", "rep_diff_mean", "rep_diff_lo", "rep_diff_hi",
     "grad_9010_mean", "grad_9010_lo", "grad_9010_hi", "grad_5050_mean", "grad_5050_lo", "grad_5050_hi",
-    "grad_diff_mean", "grad_diff_lo", "grad_diff_hi", "shows_teff", "shows_rep", "shows_grad",
+    "grad_diff_mean", "grad_diff_lo", "grad_diff_hi", "shows_teff", "shows_rep", "shows_grad", "code",
 ]
 
 
@@ -169,6 +169,18 @@ def summarise(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- running ----------------------------------------------------------------------------
+def code_version() -> str:
+    """The checkout the runs used: its short commit, "+changes" when files differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
 def machine(note: str) -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU{', ' + note if note else ''}"
 
@@ -296,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "seeds": " ".join(map(str, done)), "data": "text" if args.text else "synthetic",
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
            "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "params": params,
-           "tokens": tokens, "compute": float(6 * params * tokens), **summary}
+           "tokens": tokens, "compute": float(6 * params * tokens), **summary, "code": code_version()}
     append_row(args.csv, row)
     print(json.dumps(row, indent=1, default=str))
     return row

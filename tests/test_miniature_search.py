@@ -2,6 +2,7 @@
 seeds, CSV row, overlay) and its map script, on tiny inputs worked out by hand."""
 import csv
 import importlib.util
+import subprocess
 
 import pandas as pd
 import pytest
@@ -217,3 +218,27 @@ def test_richness_column_old_rows_and_table(search, mapping, tmp_path):
     assert list(shipped.columns) == search.CSV_COLUMNS  # the search's own CSV has the column
     with pytest.raises(SystemExit):
         search.main(["--name", "x", "--richness", "0"])
+
+
+def test_rows_record_the_code_they_ran_on(search, mapping, tmp_path):
+    """Each row names the checkout (short commit, "+changes" when tracked files differ); the table
+    shows it beside the machine, and rows of two grammar richnesses draw as two series."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=search.REPO, capture_output=True,
+                          text=True)
+    version = search.code_version()
+    if head.returncode == 0:
+        assert version.split("+")[0] == head.stdout.strip() and version.endswith(("+changes", head.stdout.strip()))
+    else:
+        assert version == "unknown"
+    assert search.CSV_COLUMNS[-1] == "code"
+    path = tmp_path / "runs.csv"
+    for name, richness in (("plain", 1), ("rich", 8)):
+        search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, "name": name, "compute": 1e12,
+                                 "machine": "2-core x86_64 CPU", "date": "2026-12-06", "richness": richness,
+                                 "code": "abc1234", **{f"{k}_{s}": v for k, v in (("teff_l1", 1.2), ("teff_l2", 1.1),
+                                                                                   ("rep_diff", 0.01),
+                                                                                   ("grad_diff", -0.01))
+                                                       for s in ("mean", "lo", "hi")}})
+    table = mapping.main(["--csv", str(path), "--table"]).splitlines()
+    assert ", 2026-12-06, code abc1234 |" in table[2] and "code" not in table[0]
+    assert mapping.main(["--csv", str(path), "--out", str(tmp_path / "m.png")]).stat().st_size > 10_000
