@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +69,12 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
         if df[[f"{stem}_mean" for stem, _ in stems]].isna().all().all():
             ax.text(0.5, 0.65, "not measured in these runs", transform=ax.transAxes, ha="center", color="grey")
         series = [(stem, legend, j, k) for stem, legend in stems for j, k in enumerate(richness)]
+        not_finite: set[str] = set()
         for i, (stem, legend, j, k) in enumerate(series):
             rows = df[df["richness"] == k].dropna(subset=[f"{stem}_mean"])  # runs without this effect: left out
+            finite = np.isfinite(rows[[f"{stem}_mean", f"{stem}_lo", f"{stem}_hi"]].astype(float)).all(axis=1)
+            not_finite.update(rows.loc[~finite, "name"].astype(str))  # e.g. TEff of a degenerate scaling fit
+            rows = rows[finite]
             if rows.empty:
                 continue
             mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
@@ -77,7 +82,12 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
             label = ", ".join(x for x in (legend, f"richness {k}" if len(richness) > 1 else None) if x) or None
             ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt=MARKERS[j % len(MARKERS)],
                         capsize=3, label=label)
+        if not_finite:
+            ax.text(0.02, 0.97, "not finite in a seed (not drawn): " + ", ".join(sorted(not_finite)), va="top",
+                    transform=ax.transAxes, fontsize=7, color="grey")
         for _, row in df.dropna(subset=[f"{stems[0][0]}_mean"]).iterrows():
+            if not np.isfinite(float(row[f"{stems[0][0]}_mean"])):
+                continue
             ax.annotate(str(row["name"]), (row["compute"], row[f"{stems[0][0]}_mean"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
         ax.axhline(threshold, color="grey", lw=1, ls="--")
