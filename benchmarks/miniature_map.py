@@ -48,6 +48,7 @@ def read_runs(path: Path) -> pd.DataFrame:
     if "richness" not in df.columns:
         df["richness"] = 1
     df["richness"] = df["richness"].fillna(1).astype(int)
+    df["clones"] = (df["clones"] if "clones" in df.columns else pd.Series(2, index=df.index)).fillna(2).astype(int)
     df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
     if df.empty:
         raise ValueError(f"{path}: no row with a compute and an effect")
@@ -124,7 +125,8 @@ def markdown(df: pd.DataFrame) -> str:
              "| 50/50 TEff L1 | 50/50 TEff L2 | rep. cosine per layer, 90/10 vs 50/50 | rep. 90/10 - 50/50 "
              "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
     for _, r in df.iterrows():
-        data = f"{r.get('data', '')} (richness {r['richness']})" if r.get("richness", 1) != 1 else r.get("data", "")
+        notes = [f"richness {r['richness']}"] * (r.get("richness", 1) != 1) + [f"{r['clones']} clones"] * (r.get("clones", 2) != 2)
+        data = f"{r.get('data', '')} ({', '.join(notes)})" if notes else r.get("data", "")
         wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
         shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))
         lines.append(

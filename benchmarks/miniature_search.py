@@ -45,10 +45,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_5050, RUN_9010 = "clone2-p0.50", "clone2-p0.10"
+SKEWED_L1 = 0.9  # L1's share in the skewed mix of more than two clones (the others share the rest)
+
+
+def mixes(clones: int = 2) -> tuple[str, str]:
+    """(balanced, skewed) run-id endings: 50/50 and 90/10 for two clones; for K > 2 clones all K
+    uniform and L1 at 0.9 with the other K - 1 sharing 0.1 (grid ``p_l1``), on which the same
+    effects are read for L1 and L2."""
+    if clones == 2:
+        return RUN_5050, RUN_9010
+    return f"clone{clones}-uniform", f"clone{clones}-l1p{SKEWED_L1:.2f}"
 CONTEXT, BATCH = 64, 16  # the demo's sequence length and batch (study_b.train)
 CSV_COLUMNS = [
     "name", "date", "machine", "load_start", "load_end", "wall_s", "status", "seeds", "data", "n_layer", "d_model",
-    "n_head", "steps", "train_docs", "vocab", "richness", "params", "tokens", "compute",
+    "n_head", "steps", "train_docs", "vocab", "richness", "clones", "params", "tokens", "compute",
     "teff_l1_mean", "teff_l1_lo", "teff_l1_hi", "teff_l2_mean", "teff_l2_lo", "teff_l2_hi", "fit_reliable",
     "rep_9010", "rep_5050", "rep_diff_mean", "rep_diff_lo", "rep_diff_hi",
     "grad_9010_mean", "grad_9010_lo", "grad_9010_hi", "grad_5050_mean", "grad_5050_lo", "grad_5050_hi",
@@ -64,6 +74,7 @@ class SearchError(Exception):
 def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]:
     """The overlay of presets/demo.yaml for one seed of one configuration."""
     richness = int(getattr(args, "richness", 1))
+    clones = int(getattr(args, "clones", 2))
     if args.text:
         en = {"source": "local", "local": {"train": list(args.text), "document_split": args.document_split},
               "test_fraction": 0.02, "max_documents": {"train": args.train_docs, "test": 200}}
@@ -87,7 +98,9 @@ def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]
             "sizes": {"tiny": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head}},
             "train": {"base_tokens": args.steps * BATCH * CONTEXT},
             "grid": [
-                {"name": "balance", "kind": "clone", "sizes": ["tiny"], "p_l2": [0.5, 0.1]},
+                {"name": "balance", "kind": "clone", "sizes": ["tiny"], "p_l2": [0.5, 0.1]} if clones == 2 else
+                {"name": "balance", "kind": "clone", "sizes": ["tiny"], "n_languages": clones,
+                 "p_l1": ["uniform", SKEWED_L1]},
                 {"name": "mono", "kind": "mono", "sizes": ["tiny"], "languages": ["en"],
                  "fractions": [0.25, 0.5, 1, 2]},
             ],
@@ -106,8 +119,10 @@ def _rows(table: pd.DataFrame, mix: str, what: str) -> pd.DataFrame:
     return rows
 
 
-def seed_effects(report_dir: Path) -> dict[str, Any]:
-    """The three effects of one seed from the Study B report tables in ``report_dir``."""
+def seed_effects(report_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
+    """The three effects of one seed from the Study B report tables in ``report_dir``; ``runs``:
+    the (balanced, skewed) run-id endings (:func:`mixes`)."""
+    RUN_5050, RUN_9010 = runs  # noqa: N806 (the two mixes, named as for two clones)
     teff = pd.read_csv(report_dir / "token_efficiency.csv")
     rep = pd.read_csv(report_dir / "representation_alignment.csv")
     grad = pd.read_csv(report_dir / "gradient_alignment.csv")
@@ -127,9 +142,10 @@ def seed_effects(report_dir: Path) -> dict[str, Any]:
             "grad_9010": g[RUN_9010], "grad_5050": g[RUN_5050], "grad_diff": g[RUN_9010] - g[RUN_5050]}
 
 
-def alignment_effects(runs_dir: Path) -> dict[str, Any]:
+def alignment_effects(runs_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
     """The representation and gradient effects of one seed from its clone runs' own alignment tables
     (``--skip-teff``: no monolingual runs, no fit, so no report); TEff is NaN."""
+    RUN_5050, RUN_9010 = runs  # noqa: N806
     layers, g = {}, {}
     for mix in (RUN_9010, RUN_5050):
         folders = sorted(runs_dir.glob(f"*-1x-{mix}"))
@@ -193,7 +209,7 @@ def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.
     targets = []
     if args.skip_teff:  # only the clone runs and their alignment
         runs = outdir / "results" / "study_b" / "runs"
-        targets = [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in (RUN_5050, RUN_9010)
+        targets = [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in mixes(args.clones)
                    for what in ("representation", "gradient")]
     cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", *targets, "--cores", str(args.cores),
            "--nolock", "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
@@ -216,9 +232,9 @@ def run_seeds(args: argparse.Namespace, base: Path) -> str:
     return "ok" if not failed else "failed seed(s) " + " ".join(map(str, failed)) + " (see their snakemake.log)"
 
 
-def params_of(outdir: Path) -> int:
+def params_of(outdir: Path, balanced: str = RUN_5050) -> int:
     runs = outdir / "results" / "study_b" / "runs"
-    metrics = [p for p in runs.glob(f"*{RUN_5050}/metrics.json")]
+    metrics = [p for p in runs.glob(f"*{balanced}/metrics.json")]
     if not metrics:
         raise SearchError(f"no metrics.json of the 50/50 run under {runs}")
     return int(json.loads(metrics[0].read_text())["n_params"])
@@ -264,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--vocab", type=int, default=512, help="tokenizer pieces per clone")
     ap.add_argument("--richness", type=int, default=1,
                     help="the synthetic grammar's lexicon size: k times the hand-written nouns, adjectives and verbs")
+    ap.add_argument("--clones", type=int, default=2,
+                    help="clones of L1 (more than 2: all uniform against L1 at 0.9, the effects read for L1 and L2)")
     ap.add_argument("--text", nargs="*", default=None, help="local text files (globs) instead of the synthetic grammar")
     ap.add_argument("--document-split", default="blank_line", choices=["file", "blank_line", "line"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -281,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ap.error(f"--richness must be at least 1, got {args.richness}")
     if args.text and args.richness != 1:
         ap.error("--richness sets the synthetic grammar; with --text L1 is your text")
+    if args.clones < 2:
+        ap.error(f"--clones must be at least 2, got {args.clones}")
+    runs = mixes(args.clones)
 
     base = args.root / args.name
     load_start, start, status = os.getloadavg()[0], time.monotonic(), "ok"
@@ -292,14 +313,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results = base / f"seed{seed}" / "results"
         report = results / "report" / "study_b"
         if (report / "token_efficiency.csv").exists():
-            per_seed.append(seed_effects(report))
+            per_seed.append(seed_effects(report, runs))
             done.append(seed)
         elif args.skip_teff and all((results / "study_b" / "runs" / f"tiny-1x-{mix}" / "alignment_gradient.csv").exists()
-                                    for mix in (RUN_5050, RUN_9010)):
-            per_seed.append(alignment_effects(results / "study_b" / "runs"))
+                                    for mix in runs):
+            per_seed.append(alignment_effects(results / "study_b" / "runs", runs))
             done.append(seed)
     summary = summarise(per_seed)
-    params = params_of(base / f"seed{done[0]}")
+    params = params_of(base / f"seed{done[0]}", runs[0])
     tokens = args.steps * BATCH * CONTEXT
     row = {"name": args.name, "date": dt.date.today().isoformat(), "machine": machine(args.machine_note),
            "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
@@ -307,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "status": status + (" (--skip-teff: no monolingual runs, no TEff)" if args.skip_teff else ""),
            "seeds": " ".join(map(str, done)), "data": "text" if args.text else "synthetic",
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
-           "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "params": params,
+           "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "clones": args.clones, "params": params,
            "tokens": tokens, "compute": float(6 * params * tokens), **summary, "code": code_version()}
     append_row(args.csv, row)
     print(json.dumps(row, indent=1, default=str))

@@ -242,3 +242,34 @@ def test_rows_record_the_code_they_ran_on(search, mapping, tmp_path):
     table = mapping.main(["--csv", str(path), "--table"]).splitlines()
     assert ", 2026-12-06, code abc1234 |" in table[2] and "code" not in table[0]
     assert mapping.main(["--csv", str(path), "--out", str(tmp_path / "m.png")]).stat().st_size > 10_000
+
+
+def test_more_clones_uniform_against_l1_at_09(search, mapping, root, tmp_path):
+    """--clones K > 2: the balance block trains all K uniform and L1 at 0.9 (the other K - 1 at
+    0.1 / (K - 1) each), the run ids the workflow's grid gives them are the ones the effects are
+    read from, and two clones keep the 50/50 and 90/10 runs."""
+    from langskew.config import load_config
+    from langskew.study_b import grid
+
+    assert search.mixes(2) == (search.RUN_5050, search.RUN_9010)
+    args = search.argparse.Namespace(text=None, train_docs=100, document_split="blank_line", vocab=384,
+                                     n_layer=1, d_model=32, n_head=2, steps=10, richness=1, clones=10)
+    ov = tmp_path / "overlay.yaml"
+    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+    cfg = load_config(root / "config.yaml", root / "presets/demo.yaml", ov)
+    runs = grid.expand_runs(cfg["study_b"])
+    balanced, skewed = search.mixes(10)
+    assert f"tiny-1x-{balanced}" in runs and f"tiny-1x-{skewed}" in runs
+    probs = {mix: runs[f"tiny-1x-{mix}"]["schedule"][0] for mix in (balanced, skewed)}
+    assert probs[balanced] == pytest.approx([0.1] * 10)
+    assert probs[skewed] == pytest.approx([0.9] + [0.1 / 9] * 9) and sum(probs[skewed]) == pytest.approx(1.0)
+    assert not any("clone2" in rid for rid in runs)
+    with pytest.raises(SystemExit):
+        search.main(["--name", "x", "--clones", "1"])
+    path = tmp_path / "runs.csv"
+    search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, "name": "ten", "compute": 1e12,
+                             "machine": "m", "date": "2026-12-06", "data": "synthetic", "clones": 10,
+                             **{f"{k}_{s}": 0.5 for k in ("teff_l1", "teff_l2", "rep_diff", "grad_diff")
+                                for s in ("mean", "lo", "hi")}})
+    table = mapping.main(["--csv", str(path), "--table"]).splitlines()
+    assert table[2].startswith("| ten | synthetic (10 clones) ")
