@@ -122,32 +122,32 @@ def _rows(table: pd.DataFrame, mix: str, what: str) -> pd.DataFrame:
 def seed_effects(report_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
     """The three effects of one seed from the Study B report tables in ``report_dir``; ``runs``:
     the (balanced, skewed) run-id endings (:func:`mixes`)."""
-    RUN_5050, RUN_9010 = runs  # noqa: N806 (the two mixes, named as for two clones)
+    balanced, skewed = runs
     teff = pd.read_csv(report_dir / "token_efficiency.csv")
     rep = pd.read_csv(report_dir / "representation_alignment.csv")
     grad = pd.read_csv(report_dir / "gradient_alignment.csv")
-    t = _rows(teff, RUN_5050, "token_efficiency.csv").set_index("language")
+    t = _rows(teff, balanced, "token_efficiency.csv").set_index("language")
     missing = {"L1", "L2"} - set(t.index)
     if missing:
         raise SearchError(f"token_efficiency.csv: 50/50 run lacks language(s) {sorted(missing)}")
     layers = {mix: _rows(rep, mix, "representation_alignment.csv").sort_values("layer")["cosine"].to_list()
-              for mix in (RUN_9010, RUN_5050)}
-    if len(layers[RUN_9010]) != len(layers[RUN_5050]):
+              for mix in (skewed, balanced)}
+    if len(layers[skewed]) != len(layers[balanced]):
         raise SearchError("representation_alignment.csv: 90/10 and 50/50 have different numbers of layers")
-    g = {mix: float(_rows(grad, mix, "gradient_alignment.csv")["mean_cosine"].iloc[0]) for mix in (RUN_9010, RUN_5050)}
+    g = {mix: float(_rows(grad, mix, "gradient_alignment.csv")["mean_cosine"].iloc[0]) for mix in (skewed, balanced)}
     reliable = t["fit_reliable"].astype(str).str.lower().isin(["true", "1"]).all() if "fit_reliable" in t else False
-    diffs = [a - b for a, b in zip(layers[RUN_9010], layers[RUN_5050])]
+    diffs = [a - b for a, b in zip(layers[skewed], layers[balanced])]
     return {"teff_l1": float(t.loc["L1", "TEff"]), "teff_l2": float(t.loc["L2", "TEff"]), "fit_reliable": bool(reliable),
-            "rep_9010": layers[RUN_9010], "rep_5050": layers[RUN_5050], "rep_diff": sum(diffs) / len(diffs),
-            "grad_9010": g[RUN_9010], "grad_5050": g[RUN_5050], "grad_diff": g[RUN_9010] - g[RUN_5050]}
+            "rep_9010": layers[skewed], "rep_5050": layers[balanced], "rep_diff": sum(diffs) / len(diffs),
+            "grad_9010": g[skewed], "grad_5050": g[balanced], "grad_diff": g[skewed] - g[balanced]}
 
 
 def alignment_effects(runs_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
     """The representation and gradient effects of one seed from its clone runs' own alignment tables
     (``--skip-teff``: no monolingual runs, no fit, so no report); TEff is NaN."""
-    RUN_5050, RUN_9010 = runs  # noqa: N806
+    balanced, skewed = runs
     layers, g = {}, {}
-    for mix in (RUN_9010, RUN_5050):
+    for mix in (skewed, balanced):
         folders = sorted(runs_dir.glob(f"*-1x-{mix}"))
         if not folders:
             raise SearchError(f"{runs_dir}: no 1x run ending in {mix!r}")
@@ -157,10 +157,10 @@ def alignment_effects(runs_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_901
         if "mean" not in grad.index:
             raise SearchError(f"{folders[0]}/alignment_gradient.csv: no 'mean' row")
         g[mix] = float(grad["mean"])
-    diffs = [a - b for a, b in zip(layers[RUN_9010], layers[RUN_5050])]
+    diffs = [a - b for a, b in zip(layers[skewed], layers[balanced])]
     return {"teff_l1": math.nan, "teff_l2": math.nan, "fit_reliable": False,
-            "rep_9010": layers[RUN_9010], "rep_5050": layers[RUN_5050], "rep_diff": sum(diffs) / len(diffs),
-            "grad_9010": g[RUN_9010], "grad_5050": g[RUN_5050], "grad_diff": g[RUN_9010] - g[RUN_5050]}
+            "rep_9010": layers[skewed], "rep_5050": layers[balanced], "rep_diff": sum(diffs) / len(diffs),
+            "grad_9010": g[skewed], "grad_5050": g[balanced], "grad_diff": g[skewed] - g[balanced]}
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, float]:

@@ -43,3 +43,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_raw():
+    """The demo configuration (config.yaml + presets/demo.yaml) before validation; copy it before
+    changing it (tests.helpers.rejected does)."""
+    from langskew.config import load_config
+
+    return load_config(ROOT / "config.yaml", ROOT / "presets" / "demo.yaml", validate=False)

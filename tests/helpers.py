@@ -212,3 +212,19 @@ def job(input=None, output=None, threads: int = 1, log_file=None, **kw):
         return Namedlist(list(x))
 
     return Job(input=as_named(input), output=as_named(output), threads=threads, log_file=log_file, **kw)
+
+
+# --- config validation ------------------------------------------------------------------------
+def rejected(raw, mutate) -> str:
+    """The message of the ConfigError that validating a changed copy of ``raw`` raises."""
+    import copy
+
+    import pytest
+
+    from langskew.config import ConfigError, validate_config
+
+    cfg = copy.deepcopy(raw)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    return str(e.value)

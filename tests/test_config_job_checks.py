@@ -6,28 +6,16 @@ import copy
 import pytest
 
 from conftest import ROOT
-from langskew.config import ConfigError, load_config, validate_config
+from helpers import rejected
+from langskew.config import load_config, validate_config
 from langskew.errors import LangskewError
 
 PAPER, DEMO = ROOT / "config.yaml", ROOT / "presets" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_raw():
-    return load_config(PAPER, DEMO, validate=False)
-
-
-@pytest.fixture(scope="module")
 def paper_raw():
     return load_config(PAPER, validate=False)
-
-
-def rejected(raw, mutate) -> str:
-    cfg = copy.deepcopy(raw)
-    mutate(cfg)
-    with pytest.raises(ConfigError) as e:
-        validate_config(cfg)
-    return str(e.value)
 
 
 def test_the_shipped_configs_pass(demo_raw, paper_raw):

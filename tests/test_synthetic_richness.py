@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from langskew.config import ConfigError, load_config, validate_config
+from helpers import rejected
+from langskew.config import validate_config
 from langskew.errors import LangskewError
 from langskew.study_b import corpus
 from langskew.study_b import synthetic_lang as sl
@@ -174,19 +175,6 @@ def test_parallel_richness_follows_the_languages():
 
 
 # --- config ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def demo_raw():
-    return load_config(ROOT / "config.yaml", ROOT / "presets" / "demo.yaml", validate=False)
-
-
-def rejected(raw, mutate) -> str:
-    cfg = copy.deepcopy(raw)
-    mutate(cfg)
-    with pytest.raises(ConfigError) as e:
-        validate_config(cfg)
-    return str(e.value)
-
-
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "x"])
 def test_config_refuses_a_bad_richness(demo_raw, bad):
     msg = rejected(demo_raw, lambda c: c["study_b"]["languages"]["fr"]["synthetic"].update(richness=bad))
