@@ -5,8 +5,9 @@ effect of every configuration against its compute 6 N D, the bars spanning the r
     python benchmarks/miniature_map.py --csv runs.csv --out map.png
     python benchmarks/miniature_map.py --table              # the runs as a Markdown table
 
-The map shows the last row of each configuration name, one marker per richness of the synthetic grammar;
-the table (``--table``) shows every row.
+The map shows the last row of each configuration name, one marker per family of data (the
+synthetic grammar at each richness, the public-domain text; more than two clones a family of its
+own); the table (``--table``) shows every row.
 Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
 90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
 50/50 (above 0). Each point is labelled with its configuration's name; the title names the
@@ -49,10 +50,21 @@ def read_runs(path: Path) -> pd.DataFrame:
         df["richness"] = 1
     df["richness"] = df["richness"].fillna(1).astype(int)
     df["clones"] = (df["clones"] if "clones" in df.columns else pd.Series(2, index=df.index)).fillna(2).astype(int)
+    if "data" not in df.columns:
+        df["data"] = "synthetic"
+    df["data"] = df["data"].astype(object).where(df["data"].notna(), "synthetic").astype(str)
+    df["family"] = [family(data, k, c) for data, k, c in zip(df["data"], df["richness"], df["clones"])]
     df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
     if df.empty:
         raise ValueError(f"{path}: no row with a compute and an effect")
     return df
+
+
+def family(data: str, richness: int = 1, clones: int = 2) -> str:
+    """The series a run belongs to on the map: its data (the synthetic grammar and its richness,
+    or text) and, when not two, its number of clones."""
+    name = "text" if data == "text" else "synthetic" + (f", richness {richness}" if richness != 1 else "")
+    return name + (f", {clones} clones" if clones != 2 else "")
 
 
 def latest_per_name(df: pd.DataFrame) -> pd.DataFrame:
@@ -65,14 +77,14 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
     df = latest_per_name(df)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2), constrained_layout=True)
     xlim = (df["compute"].min() / 2, df["compute"].max() * 2)
-    richness = sorted(df["richness"].unique())  # one series (marker and colour) per richness of the grammar
+    families = sorted(df["family"].unique(), key=lambda f: (f.startswith("text"), f))  # a marker and colour each
     for ax, (title, stems, threshold, _side) in zip(axes, PANELS):
         if df[[f"{stem}_mean" for stem, _ in stems]].isna().all().all():
             ax.text(0.5, 0.65, "not measured in these runs", transform=ax.transAxes, ha="center", color="grey")
-        series = [(stem, legend, j, k) for stem, legend in stems for j, k in enumerate(richness)]
+        series = [(stem, legend, j, k) for stem, legend in stems for j, k in enumerate(families)]
         not_finite: set[str] = set()
         for i, (stem, legend, j, k) in enumerate(series):
-            rows = df[df["richness"] == k].dropna(subset=[f"{stem}_mean"])  # runs without this effect: left out
+            rows = df[df["family"] == k].dropna(subset=[f"{stem}_mean"])  # runs without this effect: left out
             finite = np.isfinite(rows[[f"{stem}_mean", f"{stem}_lo", f"{stem}_hi"]].astype(float)).all(axis=1)
             not_finite.update(rows.loc[~finite, "name"].astype(str))  # e.g. TEff of a degenerate scaling fit
             rows = rows[finite]
@@ -80,7 +92,7 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
                 continue
             mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
             shift = 1.0 + 0.08 * (i - (len(series) - 1) / 2)  # side by side on the log axis
-            label = ", ".join(x for x in (legend, f"richness {k}" if len(richness) > 1 else None) if x) or None
+            label = ", ".join(x for x in (legend, k if len(families) > 1 else None) if x) or None
             ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt=MARKERS[j % len(MARKERS)],
                         capsize=3, label=label)
         if not_finite:
@@ -96,7 +108,7 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
         ax.set_xlim(*xlim)
         ax.set_xlabel("compute of a 1x run, 6 N D (FLOPs)")
         ax.set_title(title, fontsize=10)
-        if (any(legend for _, legend in stems) or len(richness) > 1) and not df[f"{stems[0][0]}_mean"].isna().all():
+        if (any(legend for _, legend in stems) or len(families) > 1) and not df[f"{stems[0][0]}_mean"].isna().all():
             ax.legend(fontsize=8)
     machines = "; ".join(sorted(set(df["machine"].astype(str))))
     dates = ", ".join(sorted(set(df["date"].astype(str))))

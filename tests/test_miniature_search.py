@@ -273,3 +273,17 @@ def test_more_clones_uniform_against_l1_at_09(search, mapping, root, tmp_path):
                                 for s in ("mean", "lo", "hi")}})
     table = mapping.main(["--csv", str(path), "--table"]).splitlines()
     assert table[2].startswith("| ten | synthetic (10 clones) ")
+
+
+def test_map_series_are_the_families_of_data(search, mapping, tmp_path):
+    """The map draws one series per family of data: the synthetic grammar per richness, the
+    text, and more than two clones apart from two; rows written before the data column are synthetic."""
+    path = tmp_path / "runs.csv"
+    effects = {f"{k}_{s}": 0.1 for k in ("teff_l1", "teff_l2", "rep_diff", "grad_diff") for s in ("mean", "lo", "hi")}
+    for name, data, richness, clones in (("a", "synthetic", 1, 2), ("b", "synthetic", 8, 2), ("c", "text", 1, 2),
+                                         ("d", "synthetic", 1, 10), ("e", "", "", "")):
+        search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **effects, "name": name, "compute": 1e12,
+                                 "machine": "m", "date": "d", "data": data, "richness": richness, "clones": clones})
+    assert mapping.read_runs(path)["family"].tolist() == [
+        "synthetic", "synthetic, richness 8", "text", "synthetic, 10 clones", "synthetic"]
+    assert mapping.main(["--csv", str(path), "--out", str(tmp_path / "m.png")]).stat().st_size > 10_000
