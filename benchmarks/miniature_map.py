@@ -50,6 +50,8 @@ def read_runs(path: Path) -> pd.DataFrame:
         df["richness"] = 1
     df["richness"] = df["richness"].fillna(1).astype(int)
     df["clones"] = (df["clones"] if "clones" in df.columns else pd.Series(2, index=df.index)).fillna(2).astype(int)
+    # L1's share in the skewed run; rows written before the column: 0.9 (90/10, or L1 0.9 of K clones)
+    df["skewed_l1"] = (df["skewed_l1"] if "skewed_l1" in df.columns else pd.Series(0.9, index=df.index)).fillna(0.9)
     if "data" not in df.columns:
         df["data"] = "synthetic"
     df["data"] = df["data"].astype(object).where(df["data"].notna(), "synthetic").astype(str)
@@ -138,6 +140,7 @@ def markdown(df: pd.DataFrame) -> str:
              "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
     for _, r in df.iterrows():
         notes = [f"richness {r['richness']}"] * (r.get("richness", 1) != 1) + [f"{r['clones']} clones"] * (r.get("clones", 2) != 2)
+        notes += [f"skewed: L1 {r['skewed_l1']:g}"] * (r["skewed_l1"] != 0.9)
         data = f"{r.get('data', '')} ({', '.join(notes)})" if notes else r.get("data", "")
         wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
         shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))

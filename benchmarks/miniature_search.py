@@ -45,20 +45,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_5050, RUN_9010 = "clone2-p0.50", "clone2-p0.10"
-SKEWED_L1 = 0.9  # L1's share in the skewed mix of more than two clones (the others share the rest)
+SKEWED_L1 = 0.9  # L1's share in the skewed mix by default: 90/10, or L1 0.9 and the other clones sharing 0.1
 
 
-def mixes(clones: int = 2) -> tuple[str, str]:
-    """(balanced, skewed) run-id endings: 50/50 and 90/10 for two clones; for K > 2 clones all K
-    uniform and L1 at 0.9 with the other K - 1 sharing 0.1 (grid ``p_l1``), on which the same
-    effects are read for L1 and L2."""
+def mixes(clones: int = 2, skewed_l1: float = SKEWED_L1) -> tuple[str, str]:
+    """(balanced, skewed) run-id endings: for two clones 50/50 and L1 at ``skewed_l1`` (90/10 by
+    default); for K > 2 clones all K uniform and L1 at ``skewed_l1`` with the other K - 1 sharing
+    the rest (grid ``p_l1``; the paper's ten-language grid: 0.5), on which the same effects are
+    read for L1 and L2."""
     if clones == 2:
-        return RUN_5050, RUN_9010
-    return f"clone{clones}-uniform", f"clone{clones}-l1p{SKEWED_L1:.2f}"
+        return RUN_5050, f"clone2-p{1 - skewed_l1:.2f}"
+    return f"clone{clones}-uniform", f"clone{clones}-l1p{skewed_l1:.2f}"
 CONTEXT, BATCH = 64, 16  # the demo's sequence length and batch (study_b.train)
 CSV_COLUMNS = [
     "name", "date", "machine", "load_start", "load_end", "wall_s", "status", "seeds", "data", "n_layer", "d_model",
-    "n_head", "steps", "train_docs", "vocab", "richness", "clones", "params", "tokens", "compute",
+    "n_head", "steps", "train_docs", "vocab", "richness", "clones", "skewed_l1", "params", "tokens", "compute",
     "teff_l1_mean", "teff_l1_lo", "teff_l1_hi", "teff_l2_mean", "teff_l2_lo", "teff_l2_hi", "fit_reliable",
     "rep_9010", "rep_5050", "rep_diff_mean", "rep_diff_lo", "rep_diff_hi",
     "grad_9010_mean", "grad_9010_lo", "grad_9010_hi", "grad_5050_mean", "grad_5050_lo", "grad_5050_hi",
@@ -75,6 +76,7 @@ def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]
     """The overlay of presets/demo.yaml for one seed of one configuration."""
     richness = int(getattr(args, "richness", 1))
     clones = int(getattr(args, "clones", 2))
+    skewed_l1 = float(getattr(args, "skewed_l1", SKEWED_L1))
     if args.text:
         en = {"source": "local", "local": {"train": list(args.text), "document_split": args.document_split},
               "test_fraction": 0.02, "max_documents": {"train": args.train_docs, "test": 200}}
@@ -98,9 +100,9 @@ def overlay(args: argparse.Namespace, seed: int, outdir: Path) -> dict[str, Any]
             "sizes": {"tiny": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head}},
             "train": {"base_tokens": args.steps * BATCH * CONTEXT},
             "grid": [
-                {"name": "balance", "kind": "clone", "sizes": ["tiny"], "p_l2": [0.5, 0.1]} if clones == 2 else
+                {"name": "balance", "kind": "clone", "sizes": ["tiny"], "p_l2": [0.5, round(1 - skewed_l1, 6)]} if clones == 2 else
                 {"name": "balance", "kind": "clone", "sizes": ["tiny"], "n_languages": clones,
-                 "p_l1": ["uniform", SKEWED_L1]},
+                 "p_l1": ["uniform", skewed_l1]},
                 {"name": "mono", "kind": "mono", "sizes": ["tiny"], "languages": ["en"],
                  "fractions": [0.25, 0.5, 1, 2]},
             ],
@@ -209,7 +211,7 @@ def start_seed(args: argparse.Namespace, seed: int, outdir: Path) -> subprocess.
     targets = []
     if args.skip_teff:  # only the clone runs and their alignment
         runs = outdir / "results" / "study_b" / "runs"
-        targets = [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in mixes(args.clones)
+        targets = [str(runs / f"tiny-1x-{mix}" / f"alignment_{what}.csv") for mix in mixes(args.clones, args.skewed_l1)
                    for what in ("representation", "gradient")]
     cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "snakemake", *targets, "--cores", str(args.cores),
            "--nolock", "--rerun-incomplete", "--configfile", str(REPO / "presets/demo.yaml"), str(ov)]
@@ -281,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--richness", type=int, default=1,
                     help="the synthetic grammar's lexicon size: k times the hand-written nouns, adjectives and verbs")
     ap.add_argument("--clones", type=int, default=2,
-                    help="clones of L1 (more than 2: all uniform against L1 at 0.9, the effects read for L1 and L2)")
+                    help="clones of L1 (more than 2: all uniform against L1 at --skewed-l1, the effects read for L1 and L2)")
+    ap.add_argument("--skewed-l1", type=float, default=SKEWED_L1,
+                    help="L1's share in the skewed run (0.9: 90/10 for two clones; the paper's ten languages: 0.5)")
     ap.add_argument("--text", nargs="*", default=None, help="local text files (globs) instead of the synthetic grammar")
     ap.add_argument("--document-split", default="blank_line", choices=["file", "blank_line", "line"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -301,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ap.error("--richness sets the synthetic grammar; with --text L1 is your text")
     if args.clones < 2:
         ap.error(f"--clones must be at least 2, got {args.clones}")
-    runs = mixes(args.clones)
+    if not 1 / args.clones < args.skewed_l1 < 1:
+        ap.error(f"--skewed-l1 is L1's share in the skewed run: above the uniform 1/{args.clones} and below 1, "
+                 f"got {args.skewed_l1}")
+    runs = mixes(args.clones, args.skewed_l1)
 
     base = args.root / args.name
     load_start, start, status = os.getloadavg()[0], time.monotonic(), "ok"
@@ -328,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "status": status + (" (--skip-teff: no monolingual runs, no TEff)" if args.skip_teff else ""),
            "seeds": " ".join(map(str, done)), "data": "text" if args.text else "synthetic",
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
-           "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "clones": args.clones, "params": params,
+           "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "clones": args.clones,
+           "skewed_l1": args.skewed_l1, "params": params,
            "tokens": tokens, "compute": float(6 * params * tokens), **summary, "code": code_version()}
     append_row(args.csv, row)
     print(json.dumps(row, indent=1, default=str))

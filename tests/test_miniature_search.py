@@ -266,13 +266,27 @@ def test_more_clones_uniform_against_l1_at_09(search, mapping, root, tmp_path):
     assert not any("clone2" in rid for rid in runs)
     with pytest.raises(SystemExit):
         search.main(["--name", "x", "--clones", "1"])
+    # --skewed-l1: the paper's ten languages (L1 0.5, the nine others 0.5 / 9 each); with two clones 80/20
+    args.skewed_l1 = 0.5
+    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+    runs = grid.expand_runs(load_config(root / "config.yaml", root / "presets/demo.yaml", ov)["study_b"])
+    skewed = search.mixes(10, 0.5)[1]
+    assert runs[f"tiny-1x-{skewed}"]["schedule"][0] == pytest.approx([0.5] + [0.5 / 9] * 9)
+    args.clones, args.skewed_l1 = 2, 0.8
+    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+    runs = grid.expand_runs(load_config(root / "config.yaml", root / "presets/demo.yaml", ov)["study_b"])
+    assert search.mixes(2, 0.8) == (search.RUN_5050, "clone2-p0.20")
+    assert runs["tiny-1x-clone2-p0.20"]["schedule"][0] == pytest.approx([0.8, 0.2])
+    for bad in (["--clones", "10", "--skewed-l1", "0.1"], ["--skewed-l1", "0.5"], ["--skewed-l1", "1"]):
+        with pytest.raises(SystemExit):
+            search.main(["--name", "x", *bad])
     path = tmp_path / "runs.csv"
     search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, "name": "ten", "compute": 1e12,
-                             "machine": "m", "date": "2026-12-06", "data": "synthetic", "clones": 10,
+                             "machine": "m", "date": "2026-12-06", "data": "synthetic", "clones": 10, "skewed_l1": 0.5,
                              **{f"{k}_{s}": 0.5 for k in ("teff_l1", "teff_l2", "rep_diff", "grad_diff")
                                 for s in ("mean", "lo", "hi")}})
     table = mapping.main(["--csv", str(path), "--table"]).splitlines()
-    assert table[2].startswith("| ten | synthetic (10 clones) ")
+    assert table[2].startswith("| ten | synthetic (10 clones, skewed: L1 0.5) ")
 
 
 def test_map_series_are_the_families_of_data(search, mapping, tmp_path):
