@@ -187,13 +187,16 @@ def summarise(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- running ----------------------------------------------------------------------------
-def code_version() -> str:
-    """The checkout the runs used: its short commit, "+changes" when files differ from it."""
+def code_version(repo: Path = REPO, ignore: Sequence[Path] = ()) -> str:
+    """The checkout the runs used: its short commit, "+changes" when tracked files differ from it
+    (``ignore``: files the search itself writes, such as the CSV it appends to)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        top = Path(repo).resolve()
+        excluded = [f":(exclude){Path(p).resolve()}" for p in ignore if Path(p).resolve().is_relative_to(top)]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+changes" if dirty else "")
@@ -337,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
            "n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head, "steps": args.steps,
            "train_docs": args.train_docs, "vocab": args.vocab, "richness": args.richness, "clones": args.clones,
            "skewed_l1": args.skewed_l1, "params": params,
-           "tokens": tokens, "compute": float(6 * params * tokens), **summary, "code": code_version()}
+           "tokens": tokens, "compute": float(6 * params * tokens), **summary, "code": code_version(ignore=[args.csv])}
     append_row(args.csv, row)
     print(json.dumps(row, indent=1, default=str))
     return row

@@ -231,6 +231,22 @@ def test_rows_record_the_code_they_ran_on(search, mapping, tmp_path):
     else:
         assert version == "unknown"
     assert search.CSV_COLUMNS[-1] == "code"
+    # a checkout whose only change is the CSV the search appends to is not "+changes"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "runs.csv").write_text("name\n")
+    (repo / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    commit = git("rev-parse", "--short", "HEAD").stdout.strip()
+    (repo / "runs.csv").write_text("name\nrow\n")
+    assert search.code_version(repo, ignore=[repo / "runs.csv"]) == commit
+    assert search.code_version(repo) == commit + "+changes"
+    assert search.code_version(repo, ignore=[tmp_path / "elsewhere.csv"]) == commit + "+changes"  # outside: no-op
+    (repo / "code.py").write_text("x = 2\n")
+    assert search.code_version(repo, ignore=[repo / "runs.csv"]) == commit + "+changes"
     path = tmp_path / "runs.csv"
     for name, richness in (("plain", 1), ("rich", 8)):
         search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, "name": name, "compute": 1e12,
