@@ -180,7 +180,9 @@ def summarise(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
         per_layer = zip(*(s[mix] for s in per_seed))
         out[mix] = " ".join(f"{sum(v) / len(v):.3f}" for v in per_layer)
     out["fit_reliable"] = all(s["fit_reliable"] for s in per_seed)
-    out["shows_teff"] = bool(out["teff_l1_hi"] < 1 and out["teff_l2_hi"] < 1)  # False when TEff is NaN
+    # TEff below 1 in every seed, on scaling fits the workflow flags reliable in every seed (a TEff
+    # read off a fit that misses its own points says nothing); False when TEff is NaN
+    out["shows_teff"] = bool(out["teff_l1_hi"] < 1 and out["teff_l2_hi"] < 1 and out["fit_reliable"])
     out["shows_rep"] = out["rep_diff_lo"] > 0 and all(min(s["rep_9010"]) > 0 for s in per_seed)
     out["shows_grad"] = out["grad_diff_lo"] > 0
     return out

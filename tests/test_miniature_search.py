@@ -70,6 +70,9 @@ def test_summary_over_seeds_mean_range_and_verdicts(search, tmp_path):
     assert not (s["shows_teff"] or s["shows_rep"] or s["shows_grad"])  # seed b breaks every direction
     one = search.summarise([a])
     assert one["shows_teff"] and one["shows_rep"] and one["shows_grad"]
+    # TEff below 1 on a fit the workflow flags unreliable does not show
+    unsound = search.summarise([{**a, "fit_reliable": False}])
+    assert unsound["teff_l1_hi"] < 1 and not unsound["shows_teff"] and unsound["shows_rep"]
 
 
 def test_missing_run_or_language_is_named(search, tmp_path):
