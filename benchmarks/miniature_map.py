@@ -7,7 +7,8 @@ effect of every configuration against its compute 6 N D, the bars spanning the r
 
 The map shows the last row of each configuration name, one marker per family of data (the
 synthetic grammar at each richness, the public-domain text; more than two clones a family of its
-own); the table (``--table``) shows every row.
+own; a TEff whose scaling fit the workflow flags unreliable in a seed is hollow); the table
+(``--table``) shows every row.
 Panels: the 50/50 TEff of L1 and L2 (the effect: below 1), the clones' representation cosine
 90/10 minus 50/50 averaged over layers (above 0), and the mean gradient cosine 90/10 minus
 50/50 (above 0). Each point is labelled with its configuration's name; the title names the
@@ -17,6 +18,7 @@ machines and dates of the runs.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +51,8 @@ def read_runs(path: Path) -> pd.DataFrame:
     if "richness" not in df.columns:
         df["richness"] = 1
     df["richness"] = df["richness"].fillna(1).astype(int)
+    reliable = df["fit_reliable"] if "fit_reliable" in df.columns else pd.Series(True, index=df.index)
+    df["fit_reliable"] = reliable.map(lambda v: str(v).strip().lower() not in ("false", "0"))
     df["clones"] = (df["clones"] if "clones" in df.columns else pd.Series(2, index=df.index)).fillna(2).astype(int)
     # L1's share in the skewed run; rows written before the column: 0.9 (90/10, or L1 0.9 of K clones)
     df["skewed_l1"] = (df["skewed_l1"] if "skewed_l1" in df.columns else pd.Series(0.9, index=df.index)).fillna(0.9)
@@ -85,6 +89,7 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
             ax.text(0.5, 0.65, "not measured in these runs", transform=ax.transAxes, ha="center", color="grey")
         series = [(stem, legend, j, k) for stem, legend in stems for j, k in enumerate(families)]
         not_finite: set[str] = set()
+        unsound = False
         for i, (stem, legend, j, k) in enumerate(series):
             rows = df[df["family"] == k].dropna(subset=[f"{stem}_mean"])  # runs without this effect: left out
             finite = np.isfinite(rows[[f"{stem}_mean", f"{stem}_lo", f"{stem}_hi"]].astype(float)).all(axis=1)
@@ -92,14 +97,25 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
             rows = rows[finite]
             if rows.empty:
                 continue
-            mean, lo, hi = rows[f"{stem}_mean"], rows[f"{stem}_lo"], rows[f"{stem}_hi"]
             shift = 1.0 + 0.08 * (i - (len(series) - 1) / 2)  # side by side on the log axis
             label = ", ".join(x for x in (legend, k if len(families) > 1 else None) if x) or None
-            ax.errorbar(rows["compute"] * shift, mean, yerr=[mean - lo, hi - mean], fmt=MARKERS[j % len(MARKERS)],
-                        capsize=3, label=label)
+            # TEff on a scaling fit the workflow flags unreliable in some seed: a hollow marker
+            sound = rows["fit_reliable"] if stem.startswith("teff") else pd.Series(True, index=rows.index)
+            colour = None
+            for part, hollow in ((rows[sound], False), (rows[~sound], True)):
+                if part.empty:
+                    continue
+                mean, lo, hi = part[f"{stem}_mean"], part[f"{stem}_lo"], part[f"{stem}_hi"]
+                drawn = ax.errorbar(part["compute"] * shift, mean, yerr=[mean - lo, hi - mean],
+                                    fmt=MARKERS[j % len(MARKERS)], capsize=3, color=colour,
+                                    mfc="none" if hollow else None, label=label)
+                colour, label = drawn.lines[0].get_color(), None  # one legend entry and colour per series
+                unsound |= hollow
+        notes = ["hollow: scaling fit flagged unreliable in a seed"] * unsound
         if not_finite:
-            ax.text(0.02, 0.97, "not finite in a seed (not drawn): " + ", ".join(sorted(not_finite)), va="top",
-                    transform=ax.transAxes, fontsize=7, color="grey")
+            notes.append(textwrap.fill("not finite in a seed (not drawn): " + ", ".join(sorted(not_finite)), 90))
+        if notes:  # under the axis label, clear of the points
+            ax.text(0.0, -0.2, "\n".join(notes), va="top", transform=ax.transAxes, fontsize=7, color="grey")
         for _, row in df.dropna(subset=[f"{stems[0][0]}_mean"]).iterrows():
             if not np.isfinite(float(row[f"{stems[0][0]}_mean"])):
                 continue

@@ -317,6 +317,12 @@ def test_map_series_are_the_families_of_data(search, mapping, tmp_path):
                                          ("d", "synthetic", 1, 10), ("e", "", "", "")):
         search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **effects, "name": name, "compute": 1e12,
                                  "machine": "m", "date": "d", "data": data, "richness": richness, "clones": clones})
-    assert mapping.read_runs(path)["family"].tolist() == [
+    runs = mapping.read_runs(path)
+    assert runs["family"].tolist() == [
         "synthetic", "synthetic, richness 8", "text", "synthetic, 10 clones", "synthetic"]
+    # fit_reliable (written "False" / "True" / empty) decides a hollow TEff marker: empty reads as sound
+    assert runs["fit_reliable"].tolist() == [True] * 5
+    search.append_row(path, {**{c: "" for c in search.CSV_COLUMNS}, **effects, "name": "f", "compute": 1e12,
+                             "machine": "m", "date": "d", "fit_reliable": False})
+    assert mapping.read_runs(path)["fit_reliable"].tolist() == [True] * 5 + [False]
     assert mapping.main(["--csv", str(path), "--out", str(tmp_path / "m.png")]).stat().st_size > 10_000
