@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -43,27 +43,31 @@ REQUIRED = ["name", "compute", "machine", "date"] + [f"{stem}_{s}" for _, stems,
 
 def read_runs(path: Path) -> pd.DataFrame:
     """The CSV's rows with a compute and every effect; a missing column is named. A row without
-    a richness (written before the driver had ``--richness``) has richness 1."""
+    a richness (written before the driver had ``--richness``) has richness 1, and likewise for the
+    other columns added since (two clones, L1 at 0.9 in the skewed run, synthetic data)."""
     df = pd.read_csv(path)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    if "richness" not in df.columns:
-        df["richness"] = 1
-    df["richness"] = df["richness"].fillna(1).astype(int)
-    reliable = df["fit_reliable"] if "fit_reliable" in df.columns else pd.Series(True, index=df.index)
-    df["fit_reliable"] = reliable.map(lambda v: str(v).strip().lower() not in ("false", "0"))
-    df["clones"] = (df["clones"] if "clones" in df.columns else pd.Series(2, index=df.index)).fillna(2).astype(int)
+    df["richness"] = _column(df, "richness", 1).astype(int)
+    df["fit_reliable"] = _column(df, "fit_reliable", True).map(lambda v: str(v).strip().lower() not in ("false", "0"))
+    df["clones"] = _column(df, "clones", 2).astype(int)
     # L1's share in the skewed run; rows written before the column: 0.9 (90/10, or L1 0.9 of K clones)
-    df["skewed_l1"] = (df["skewed_l1"] if "skewed_l1" in df.columns else pd.Series(0.9, index=df.index)).fillna(0.9)
-    if "data" not in df.columns:
-        df["data"] = "synthetic"
-    df["data"] = df["data"].astype(object).where(df["data"].notna(), "synthetic").astype(str)
+    df["skewed_l1"] = _column(df, "skewed_l1", 0.9).astype(float)
+    df["data"] = _column(df, "data", "synthetic").astype(str)
     df["family"] = [family(data, k, c) for data, k, c in zip(df["data"], df["richness"], df["clones"])]
     df = df.dropna(subset=["compute"]).dropna(how="all", subset=[c for c in REQUIRED if c.endswith("_mean")])
     if df.empty:
         raise ValueError(f"{path}: no row with a compute and an effect")
     return df
+
+
+def _column(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
+    """Column ``name`` with ``default`` where it is empty, or everywhere when the CSV was written
+    before the driver had it."""
+    if name not in df.columns:
+        return pd.Series(default, index=df.index)
+    return df[name].astype(object).where(df[name].notna(), default)
 
 
 def family(data: str, richness: int = 1, clones: int = 2) -> str:
@@ -155,8 +159,8 @@ def markdown(df: pd.DataFrame) -> str:
              "| 50/50 TEff L1 | 50/50 TEff L2 | rep. cosine per layer, 90/10 vs 50/50 | rep. 90/10 - 50/50 "
              "| grad. cosine 90/10 - 50/50 | shows (TEff, rep., grad.) |", "|" + "---|" * 12]
     for _, r in df.iterrows():
-        notes = [f"richness {r['richness']}"] * (r.get("richness", 1) != 1) + [f"{r['clones']} clones"] * (r.get("clones", 2) != 2)
-        notes += [f"skewed: L1 {r['skewed_l1']:g}"] * (r["skewed_l1"] != 0.9)
+        notes = ([f"richness {r['richness']}"] * (r["richness"] != 1) + [f"{r['clones']} clones"] * (r["clones"] != 2)
+                 + [f"skewed: L1 {r['skewed_l1']:g}"] * (r["skewed_l1"] != 0.9))
         data = f"{r.get('data', '')} ({', '.join(notes)})" if notes else r.get("data", "")
         wall = "" if pd.isna(r.get("wall_s")) else f"{int(r['wall_s']) // 60}m{int(r['wall_s']) % 60:02d}s"
         shows = ", ".join("yes" if str(r.get(f"shows_{k}")).lower() == "true" else "no" for k in ("teff", "rep", "grad"))

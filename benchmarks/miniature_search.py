@@ -46,6 +46,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 RUN_5050, RUN_9010 = "clone2-p0.50", "clone2-p0.10"
 SKEWED_L1 = 0.9  # L1's share in the skewed mix by default: 90/10, or L1 0.9 and the other clones sharing 0.1
+CONTEXT, BATCH = 64, 16  # the demo's sequence length and batch (study_b.train)
 
 
 def mixes(clones: int = 2, skewed_l1: float = SKEWED_L1) -> tuple[str, str]:
@@ -56,7 +57,8 @@ def mixes(clones: int = 2, skewed_l1: float = SKEWED_L1) -> tuple[str, str]:
     if clones == 2:
         return RUN_5050, f"clone2-p{1 - skewed_l1:.2f}"
     return f"clone{clones}-uniform", f"clone{clones}-l1p{skewed_l1:.2f}"
-CONTEXT, BATCH = 64, 16  # the demo's sequence length and batch (study_b.train)
+
+
 CSV_COLUMNS = [
     "name", "date", "machine", "load_start", "load_end", "wall_s", "status", "seeds", "data", "n_layer", "d_model",
     "n_head", "steps", "train_docs", "vocab", "richness", "clones", "skewed_l1", "params", "tokens", "compute",
@@ -121,6 +123,17 @@ def _rows(table: pd.DataFrame, mix: str, what: str) -> pd.DataFrame:
     return rows
 
 
+def _effects(teff_l1: float, teff_l2: float, reliable: bool, layers: dict[str, list[float]], g: dict[str, float],
+             runs: tuple[str, str]) -> dict[str, Any]:
+    """One seed's effects from its TEff, its per-layer representation cosines and its mean gradient
+    cosines (both keyed by run-id ending), ``runs`` = (balanced, skewed)."""
+    balanced, skewed = runs
+    diffs = [a - b for a, b in zip(layers[skewed], layers[balanced])]
+    return {"teff_l1": teff_l1, "teff_l2": teff_l2, "fit_reliable": bool(reliable),
+            "rep_9010": layers[skewed], "rep_5050": layers[balanced], "rep_diff": sum(diffs) / len(diffs),
+            "grad_9010": g[skewed], "grad_5050": g[balanced], "grad_diff": g[skewed] - g[balanced]}
+
+
 def seed_effects(report_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
     """The three effects of one seed from the Study B report tables in ``report_dir``; ``runs``:
     the (balanced, skewed) run-id endings (:func:`mixes`)."""
@@ -138,10 +151,7 @@ def seed_effects(report_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010))
         raise SearchError("representation_alignment.csv: 90/10 and 50/50 have different numbers of layers")
     g = {mix: float(_rows(grad, mix, "gradient_alignment.csv")["mean_cosine"].iloc[0]) for mix in (skewed, balanced)}
     reliable = t["fit_reliable"].astype(str).str.lower().isin(["true", "1"]).all() if "fit_reliable" in t else False
-    diffs = [a - b for a, b in zip(layers[skewed], layers[balanced])]
-    return {"teff_l1": float(t.loc["L1", "TEff"]), "teff_l2": float(t.loc["L2", "TEff"]), "fit_reliable": bool(reliable),
-            "rep_9010": layers[skewed], "rep_5050": layers[balanced], "rep_diff": sum(diffs) / len(diffs),
-            "grad_9010": g[skewed], "grad_5050": g[balanced], "grad_diff": g[skewed] - g[balanced]}
+    return _effects(float(t.loc["L1", "TEff"]), float(t.loc["L2", "TEff"]), reliable, layers, g, runs)
 
 
 def alignment_effects(runs_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_9010)) -> dict[str, Any]:
@@ -159,10 +169,7 @@ def alignment_effects(runs_dir: Path, runs: tuple[str, str] = (RUN_5050, RUN_901
         if "mean" not in grad.index:
             raise SearchError(f"{folders[0]}/alignment_gradient.csv: no 'mean' row")
         g[mix] = float(grad["mean"])
-    diffs = [a - b for a, b in zip(layers[skewed], layers[balanced])]
-    return {"teff_l1": math.nan, "teff_l2": math.nan, "fit_reliable": False,
-            "rep_9010": layers[skewed], "rep_5050": layers[balanced], "rep_diff": sum(diffs) / len(diffs),
-            "grad_9010": g[skewed], "grad_5050": g[balanced], "grad_diff": g[skewed] - g[balanced]}
+    return _effects(math.nan, math.nan, False, layers, g, runs)
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, float]:

@@ -54,17 +54,19 @@ def book_text(raw: str, name: str = "text") -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("books", nargs="+", help="FILE:NAME[:ENCODING], a Gutenberg plain-text file, the output's "
                     "name and the file's encoding (utf-8 by default; the older editions: latin-1)")
     ap.add_argument("--out", type=Path, required=True, help="folder of the NAME.txt files")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for spec in args.books:
-        path, name, encoding = (spec.split(":") + ["utf-8"])[:3]
-        if not name:
+    args = ap.parse_args(argv)
+    books = [spec.split(":") for spec in args.books]
+    for spec, parts in zip(args.books, books):  # every spec checked before any file is written
+        if len(parts) not in (2, 3) or not all(parts):
             ap.error(f"{spec!r}: give FILE:NAME[:ENCODING]")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for parts in books:
+        path, name, encoding = (parts + ["utf-8"])[:3]
         text = book_text(Path(path).read_text(encoding=encoding), path)
         (args.out / f"{name}.txt").write_text(text, encoding="utf-8")
         print(f"{name}.txt: {len(text.encode()):,} bytes, {len(text.split()):,} words, "

@@ -228,3 +228,16 @@ def rejected(raw, mutate) -> str:
     with pytest.raises(ConfigError) as e:
         validate_config(cfg)
     return str(e.value)
+
+
+# --- benchmark scripts ---------------------------------------------------------------------------
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (the folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,29 +1,23 @@
 """The miniature search's driver (effects read from fabricated report tables, summary over
 seeds, CSV row, overlay) and its map script, on tiny inputs worked out by hand."""
 import csv
-import importlib.util
 import subprocess
 
 import pandas as pd
 import pytest
 import yaml
 
-
-def _load(root, name):
-    spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
-def search(root):
-    return _load(root, "miniature_search")
+def search():
+    return load_benchmark("miniature_search")
 
 
 @pytest.fixture(scope="module")
-def mapping(root):
-    return _load(root, "miniature_map")
+def mapping():
+    return load_benchmark("miniature_map")
 
 
 def fake_report(folder, teff, rep_9010, rep_5050, grad_9010, grad_5050):
@@ -270,13 +264,16 @@ def test_more_clones_uniform_against_l1_at_09(search, mapping, root, tmp_path):
     from langskew.config import load_config
     from langskew.study_b import grid
 
+    def workflow_runs(args):
+        """The runs the workflow's grid expands the driver's overlay into."""
+        ov = tmp_path / "overlay.yaml"
+        ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
+        return grid.expand_runs(load_config(root / "config.yaml", root / "presets/demo.yaml", ov)["study_b"])
+
     assert search.mixes(2) == (search.RUN_5050, search.RUN_9010)
     args = search.argparse.Namespace(text=None, train_docs=100, document_split="blank_line", vocab=384,
                                      n_layer=1, d_model=32, n_head=2, steps=10, richness=1, clones=10)
-    ov = tmp_path / "overlay.yaml"
-    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
-    cfg = load_config(root / "config.yaml", root / "presets/demo.yaml", ov)
-    runs = grid.expand_runs(cfg["study_b"])
+    runs = workflow_runs(args)
     balanced, skewed = search.mixes(10)
     assert f"tiny-1x-{balanced}" in runs and f"tiny-1x-{skewed}" in runs
     probs = {mix: runs[f"tiny-1x-{mix}"]["schedule"][0] for mix in (balanced, skewed)}
@@ -287,13 +284,11 @@ def test_more_clones_uniform_against_l1_at_09(search, mapping, root, tmp_path):
         search.main(["--name", "x", "--clones", "1"])
     # --skewed-l1: the paper's ten languages (L1 0.5, the nine others 0.5 / 9 each); with two clones 80/20
     args.skewed_l1 = 0.5
-    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
-    runs = grid.expand_runs(load_config(root / "config.yaml", root / "presets/demo.yaml", ov)["study_b"])
+    runs = workflow_runs(args)
     skewed = search.mixes(10, 0.5)[1]
     assert runs[f"tiny-1x-{skewed}"]["schedule"][0] == pytest.approx([0.5] + [0.5 / 9] * 9)
     args.clones, args.skewed_l1 = 2, 0.8
-    ov.write_text(yaml.safe_dump(search.overlay(args, 0, tmp_path)))
-    runs = grid.expand_runs(load_config(root / "config.yaml", root / "presets/demo.yaml", ov)["study_b"])
+    runs = workflow_runs(args)
     assert search.mixes(2, 0.8) == (search.RUN_5050, "clone2-p0.20")
     assert runs["tiny-1x-clone2-p0.20"]["schedule"][0] == pytest.approx([0.8, 0.2])
     for bad in (["--clones", "10", "--skewed-l1", "0.1"], ["--skewed-l1", "0.5"], ["--skewed-l1", "1"]):

@@ -1,11 +1,11 @@
 """The public-domain books of benchmarks/texts: how they are cut from a Gutenberg edition
 (on a small edition written out by hand) and what ships (every file listed, sized and free of
 the Gutenberg licence, readable by the workflow's local source)."""
-import importlib.util
 import re
 
 import pytest
 
+from helpers import load_benchmark
 from langskew.study_b.corpus import local_documents
 
 # a Gutenberg edition in miniature: BOM, CRLF, a header, a credit, hard-wrapped paragraphs,
@@ -40,11 +40,8 @@ EDITION = (
 
 
 @pytest.fixture(scope="module")
-def prepare(root):
-    spec = importlib.util.spec_from_file_location("public_domain_text", root / "benchmarks" / "public_domain_text.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def prepare():
+    return load_benchmark("public_domain_text")
 
 
 def test_book_text_keeps_the_book_alone(prepare):
@@ -66,6 +63,20 @@ def test_book_text_refuses_an_empty_book(prepare):
     empty = "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nProduced by Nobody\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n"
     with pytest.raises(prepare.TextError, match="no text between the markers"):
         prepare.book_text(empty, "x.txt")
+
+
+def test_each_book_needs_a_file_and_a_name(prepare, tmp_path):
+    """FILE:NAME[:ENCODING] writes NAME.txt; a spec without a name is refused, not named after the encoding."""
+    (tmp_path / "in.txt").write_text(EDITION.replace("\ufeff", "").replace("“", '"').replace("”", '"'),
+                                     encoding="latin-1")
+    prepare.main([f"{tmp_path / 'in.txt'}:book:latin-1", "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "book.txt").read_text(encoding="utf-8").startswith("A BOOK\n\nIt was a dark")
+    for bad in (str(tmp_path / "in.txt"), f"{tmp_path / 'in.txt'}:", f"{tmp_path / 'in.txt'}:a:b:c"):
+        with pytest.raises(SystemExit):
+            prepare.main([bad, "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):  # a bad spec after a good one: nothing is written
+        prepare.main([f"{tmp_path / 'in.txt'}:book:latin-1", str(tmp_path / "in.txt"), "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
 
 
 def shipped(root):
