@@ -254,6 +254,13 @@ def _check_study_a_jobs(cfg: dict, schema_path: str | Path) -> list[str]:
                     subset_sizes(ratio, int(size), len(ds["labels"]), lang)
                 except LangskewError as err:
                     out.append(f"config key '{key}.split_sizes.{split}': {err}")
+    return out + _check_tiny_models(cfg)
+
+
+def _check_tiny_models(cfg: dict) -> list[str]:
+    """The models Study A builds (``source: tiny``): their shape and the probed layers."""
+    sa = cfg["study_a"]
+    out: list[str] = []
     for name in sa["models"]:
         model = cfg["models"].get(name) or {}
         if model.get("source") != "tiny":
@@ -295,10 +302,21 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
     """Values the Study B jobs check: corpus sources, grammars, the model and batch shapes of each
     size the grid uses, and the evaluation windows against the context."""
     from .study_b import grid
-    from .study_b.synthetic_lang import GRAMMARS, check_richness, parallel_richness
 
     if not sb.get("enabled", True):
         return []
+    out = _check_study_b_languages(sb) + _check_study_b_parallel(sb)
+    try:
+        runs = grid.expand_runs(sb)
+    except LangskewError as err:
+        return out + [f"config key 'study_b.grid': {err}"]
+    return out + _check_study_b_eval(sb, runs)
+
+
+def _check_study_b_languages(sb: dict) -> list[str]:
+    """Each language's corpus source: its section, hub files, grammar and lexicon richness."""
+    from .study_b.synthetic_lang import GRAMMARS, check_richness
+
     out: list[str] = []
     for lang, spec in (sb.get("languages") or {}).items():
         key = f"study_b.languages.{lang}"
@@ -315,6 +333,14 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
                 check_richness(syn.get("richness", 1), "richness")
             except LangskewError as err:
                 out.append(f"config key '{key}.synthetic.richness': {err}")
+    return out
+
+
+def _check_study_b_parallel(sb: dict) -> list[str]:
+    """The parallel corpus of the alignment: its source, files and synthetic grammars."""
+    from .study_b.synthetic_lang import GRAMMARS, parallel_richness
+
+    out: list[str] = []
     par = sb.get("parallel") or {}
     out += _check_source_sections("study_b.parallel", par, ("hub", "local"))
     if par.get("source") == "hub" and isinstance(par.get("hub"), dict):
@@ -337,11 +363,14 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
             parallel_richness(par, sb.get("languages") or {})
         except LangskewError as err:
             out.append(f"config key 'study_b.parallel.synthetic.richness': {err}")
+    return out
 
-    try:
-        runs = grid.expand_runs(sb)
-    except LangskewError as err:
-        return out + [f"config key 'study_b.grid': {err}"]
+
+def _check_study_b_eval(sb: dict, runs: dict[str, dict]) -> list[str]:
+    """The evaluation windows, and the model and batch shapes of each size the grid uses."""
+    from .study_b import grid
+
+    out: list[str] = []
     ev = sb["eval"]
     # perplexity.sliding_window_nll: windows move by stride and score its last stride tokens
     if ev["stride"] > ev["window"]:

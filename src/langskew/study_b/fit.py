@@ -223,19 +223,7 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
     if teff_tokens not in TEFF_TOKENS:
         raise LangskewError(f"scaling fit: teff_tokens must be one of {', '.join(TEFF_TOKENS)}, got {teff_tokens!r}")
     points = fit_points(mono_runs, mono_ppl)
-    fits, quality, boots = {}, {}, {}
-    for key, pts in points.items():
-        x, y = [p[0] for p in pts], [p[1] for p in pts]
-        try:
-            fits[key] = fit_power_law(x, y, method)
-        except RuntimeError as exc:  # the least-squares search did not converge
-            raise LangskewError(f"scaling fit {key[0]}/{key[1]} ({method}): {exc}; "
-                                f"try study_b.eval.fit_method: bounded") from exc
-        res = fit_residuals(x, y, fits[key])
-        quality[key] = {"fit_rmse": float(np.sqrt(np.mean(res["residual"] ** 2))),
-                        "fit_max_rel_error": float(res["ppl_rel_error"].abs().max()),
-                        "fit_at_bound": ";".join(params_at_bound(fits[key], method=method))}
-        boots[key] = bootstrap_fits(x, y, n_boot, seed, method) if n_boot else []
+    fits = {key: _fit_group(key, pts, method, n_boot, seed) for key, pts in points.items()}
     rows = []
     for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
         expected = expected_tokens_seen(run, batch_size, context)
@@ -247,27 +235,50 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
             key = (run["size"], base)
             if key not in fits:
                 raise LangskewError(f"scaling fit: no monolingual runs of size {run['size']!r} for {base!r}")
-            c, a, b = fits[key]
             exp_tokens = float(expected[language_index(run, name)])
             seen = float(counted.get(name, exp_tokens)) if teff_tokens == "counted" else exp_tokens
-            tokens_needed = mlte(float(value), c, a, b, budget)
             row = {"run": run["id"], "label": run.get("label"), "size": run["size"], "language": name,
                    "base_language": base, "ppl": float(value), "tokens_seen": seen,
                    "tokens_expected": exp_tokens, "tokens_counted": float(counted.get(name, math.nan)),
                    "data_passes": float(passes.get(name, math.nan)), "budget_tokens": budget,
-                   "MLTE": tokens_needed, "TEff": tokens_needed / seen if seen > 0 else math.nan,
-                   "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
-                   "c": c, "a": a, "b": b, "n_mono_points": len(points[key]), **quality[key]}
-            teff_b = [mlte(float(value), *f, budget) / seen for f in boots[key]] if seen > 0 else []
-            mlpe_b = [mlpe(seen, *f, budget) for f in boots[key]] if seen > 0 else []
-            row["TEff_lo"], row["TEff_hi"] = _interval(teff_b)
-            row["MLPE_lo"], row["MLPE_hi"] = _interval(mlpe_b)
-            row["n_boot_ok"] = len(boots[key])
-            row["fit_reliable"] = bool(not row["fit_at_bound"] and row["fit_max_rel_error"] <= max_rel_residual
-                                       and len(points[key]) >= 4 and math.isfinite(row["TEff"])
-                                       and (not n_boot or (len(boots[key]) > 0 and math.isfinite(row["TEff_hi"]))))
+                   **_efficiency(fits[key], float(value), seen, budget, n_boot, max_rel_residual)}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _fit_group(key: tuple[str, str], pts: Sequence[tuple[float, float, str]], method: str, n_boot: int,
+               seed: int) -> dict[str, Any]:
+    """The fit of one (size, language)'s points: parameters, quality and bootstrap fits."""
+    x, y = [p[0] for p in pts], [p[1] for p in pts]
+    try:
+        params = fit_power_law(x, y, method)
+    except RuntimeError as exc:  # the least-squares search did not converge
+        raise LangskewError(f"scaling fit {key[0]}/{key[1]} ({method}): {exc}; "
+                            f"try study_b.eval.fit_method: bounded") from exc
+    res = fit_residuals(x, y, params)
+    boots = bootstrap_fits(x, y, n_boot, seed, method) if n_boot else []
+    return {"params": params, "n_points": len(pts), "boots": boots,
+            "quality": {"fit_rmse": float(np.sqrt(np.mean(res["residual"] ** 2))),
+                        "fit_max_rel_error": float(res["ppl_rel_error"].abs().max()),
+                        "fit_at_bound": ";".join(params_at_bound(params, method=method))}}
+
+
+def _efficiency(fit: dict[str, Any], ppl: float, seen: float, budget: float, n_boot: int,
+                max_rel_residual: float) -> dict[str, Any]:
+    """MLTE, TEff and MLPE of one (run, language) under one fit, their intervals and the fit's reliability."""
+    c, a, b = fit["params"]
+    boots = fit["boots"]
+    tokens_needed = mlte(ppl, c, a, b, budget)
+    row = {"MLTE": tokens_needed, "TEff": tokens_needed / seen if seen > 0 else math.nan,
+           "MLPE": mlpe(seen, c, a, b, budget) if seen > 0 else math.nan,
+           "c": c, "a": a, "b": b, "n_mono_points": fit["n_points"], **fit["quality"]}
+    row["TEff_lo"], row["TEff_hi"] = _interval([mlte(ppl, *f, budget) / seen for f in boots] if seen > 0 else [])
+    row["MLPE_lo"], row["MLPE_hi"] = _interval([mlpe(seen, *f, budget) for f in boots] if seen > 0 else [])
+    row["n_boot_ok"] = len(boots)
+    row["fit_reliable"] = bool(not row["fit_at_bound"] and row["fit_max_rel_error"] <= max_rel_residual
+                               and fit["n_points"] >= 4 and math.isfinite(row["TEff"])
+                               and (not n_boot or (len(boots) > 0 and math.isfinite(row["TEff_hi"]))))
+    return row
 
 
 def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], method: str = "authors",
