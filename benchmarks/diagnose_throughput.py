@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from langskew.cli import diagnose_file
-from langskew.study_a.diagnose import diagnose_frame
+from langskew.diagnosis import diagnose_frame
 
 SHARES = {"en": [0.2, 0.3, 0.5], "de": [0.5, 0.3, 0.2], "fr": [0.34, 0.33, 0.33], "es": [0.3, 0.4, 0.3]}
 LABELS = np.array(["negative", "neutral", "positive"])

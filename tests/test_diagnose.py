@@ -21,8 +21,9 @@ from sklearn.metrics import mutual_info_score
 from conftest import ROOT
 from langskew import cli
 from langskew.errors import LangskewError
-from langskew.study_a import diagnose as dg
-from langskew.study_a.weights import class_weights
+from langskew import diagnosis as dg
+from langskew.study_a.diagnose import diagnose_job, diagnose_report_job
+from langskew.weights import class_weights
 
 TABLES = {
     "xnli_imbalanced": np.array([[10, 20, 30], [30, 20, 10]]),
@@ -142,7 +143,7 @@ def test_diagnose_job_writes_summary_cells_figure(tmp_path):
             files[f"{variant}_{split}"] = str(tmp_path / f"{variant}_{split}.parquet")
             df.assign(text="x").to_parquet(files[f"{variant}_{split}"])
     out = named(summary=str(tmp_path / "s.csv"), cells=str(tmp_path / "c.csv"), figure=str(tmp_path / "f.png"))
-    dg.diagnose_job(job(files, dict(out.items())), dataset="toy", languages=["en", "fr"], labels=["e", "n", "c"])
+    diagnose_job(job(files, dict(out.items())), dataset="toy", languages=["en", "fr"], labels=["e", "n", "c"])
     summary = pd.read_csv(out.summary).set_index(["variant", "split"])
     assert summary.loc[("balanced", "train"), "verdict"] == "none"
     assert summary.loc[("imbalanced", "test"), "verdict"] == "strong"
@@ -154,7 +155,7 @@ def test_diagnose_job_writes_summary_cells_figure(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "imbalanced / train\nstrong" in titles and "balanced / test" in titles
     md_out = named(csv=str(tmp_path / "d.csv"), md=str(tmp_path / "d.md"), cells=str(tmp_path / "dc.csv"))
-    dg.diagnose_report_job(job({"summary": [out.summary], "cells": [out.cells]}, dict(md_out.items())))
+    diagnose_report_job(job({"summary": [out.summary], "cells": [out.cells]}, dict(md_out.items())))
     md = Path(md_out.md).read_text()
     assert "| toy" in md and "strong" in md and "Label shares per language: toy / imbalanced / train" in md
 

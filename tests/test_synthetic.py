@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from langskew.errors import LangskewError
 from langskew.study_a.subsets import build_subsets
 from langskew.study_a.synthetic import SHARED_DIGITS, SHARED_NAMES, SHARED_PUNCT, generate_synthetic
-from langskew.study_a.weights import class_weights, example_weights
+from langskew.weights import class_weights, example_weights
 
 SIZES = {"train": 20, "validation": 5, "test": 6}
 SHARED = set(SHARED_DIGITS + SHARED_NAMES + SHARED_PUNCT)

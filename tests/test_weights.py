@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from langskew.errors import LangskewError
-from langskew.study_a.weights import class_weight_table, class_weights, example_weights
+from langskew.weights import class_weight_table, class_weights, example_weights
 
 
 def _rows(counts_by_lang: dict[str, list[int]]):

@@ -2,11 +2,20 @@
 
 Study A (``langskew.study_a``): class skew per language in multilingual fine-tuning.
 Study B (``langskew.study_b``): language skew in pretraining with cloned languages.
-Remedies for class skew per language, for any training script (``langskew.mitigation``,
-docs/mitigation.md): per-language class weights, mask entropy maximisation, a language
-adversary, per-language logit adjustment, group DRO, per-language balanced resampling; their
-main entry points are importable from here too (loaded on first use, so that ``import
-langskew`` stays light).
+
+The library, for any multilingual dataset and training script, imports nothing from the two
+studies (the studies' jobs import it):
+
+- ``langskew.diagnosis``: language-label skew of a table (statistics, verdict, Markdown report;
+  docs/own-data.md);
+- ``langskew.weights``: class weights none / global / per language;
+- ``langskew.mitigation``: remedies for class skew per language (docs/mitigation.md):
+  per-language class weights, mask entropy maximisation, a language adversary, per-language
+  logit adjustment, group DRO, per-language balanced resampling. It needs torch.
+
+Their main entry points are importable from here too, loaded on first use, so that ``import
+langskew`` stays light: torch is imported only when a torch object (a name of
+``langskew.mitigation``) is first used.
 Shared helpers: ``langskew.io`` (atomic outputs, tables), ``langskew.checkpointing``
 (resumable training), ``langskew.config`` (semantic config checks), ``langskew.workflow``
 (thin glue for Snakemake scripts).
@@ -17,11 +26,16 @@ __version__ = "0.2.0"
 #: Names of ``langskew.mitigation`` also available as ``langskew.<name>``.
 MITIGATION_EXPORTS = ("MitigationConfig", "MitigationLoss", "MitigationTrainer", "PerLanguageBalancedSampler",
                       "per_language_class_weights")
+#: Every name available as ``langskew.<name>``, and the library module it comes from.
+LIBRARY_EXPORTS = {**dict.fromkeys(MITIGATION_EXPORTS, "mitigation"),
+                   **dict.fromkeys(("class_weights", "example_weights"), "weights")}
 
 
 def __getattr__(name: str):
-    if name in MITIGATION_EXPORTS:
-        from langskew import mitigation
+    if name in LIBRARY_EXPORTS:
+        import importlib
 
-        return getattr(mitigation, name)
+        # by name, not an import statement: the code digest of a stage (langskew.digest) follows
+        # import statements, and no job goes through these names
+        return getattr(importlib.import_module(f"langskew.{LIBRARY_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'langskew' has no attribute {name!r}")

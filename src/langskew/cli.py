@@ -118,7 +118,7 @@ def diagnose_file(path: str | Path, text_col: str, label_col: str, language_col:
                   split_col: str | None = None, languages: Sequence[str] | None = None,
                   labels: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a file and diagnose it: (summary per split, cells). See :func:`diagnose_frame`."""
-    from langskew.study_a.diagnose import diagnose_frame
+    from langskew.diagnosis import diagnose_frame
 
     columns = {"text_col": text_col, "label_col": label_col, "language_col": language_col}
     if split_col:
@@ -152,7 +152,7 @@ def _json_safe(value):
 
 
 def render(summary: pd.DataFrame, cells: pd.DataFrame, fmt: str, title: str) -> str:
-    from langskew.study_a.diagnose import markdown_report
+    from langskew.diagnosis import markdown_report
 
     if fmt == "csv":
         return summary.to_csv(index=False)
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sys.stdout.write(render(summary, cells, args.format, f"Language-label skew of {Path(args.file).name}"))
     if args.format == "md":
-        from langskew.study_a.diagnose import mitigation_command
+        from langskew.diagnosis import mitigation_command
 
         sys.stdout.write(mitigation_command(cells, args.file, args.text_col, args.label_col, args.language_col))
     return 0

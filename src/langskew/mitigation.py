@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from langskew.errors import LangskewError
-from langskew.study_a.weights import SCHEMES, class_weights
+from langskew.weights import SCHEMES, class_weights
 
 ADVERSARY_KINDS = ("reversal", "entropy")
 SAMPLINGS = ("shuffle", "per_language_balanced")

@@ -53,7 +53,7 @@ from langskew.io import atomic_dir, write_csv, write_json, write_parquet
 from langskew.mitigation import (LANGUAGE_KEY, MitigationConfig, MitigationLoss, PerLanguageBalancedSampler,
                                  language_indices)
 from langskew.study_a.modeling import load_classifier
-from langskew.study_a.weights import SCHEMES, class_weights, example_weights
+from langskew.weights import SCHEMES, class_weights, example_weights
 from langskew.training import TrainingLoop, TrainState, warmup_decay
 from langskew.workflow import Job
 

@@ -16,7 +16,7 @@ import pandas as pd
 from langskew import io
 from langskew.errors import LangskewError
 from langskew.study_a.ratios import parse_ratio, subset_sizes
-from langskew.study_a.weights import class_weight_table
+from langskew.weights import class_weight_table
 from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
