@@ -42,6 +42,46 @@ def test_french_adjective_follows_the_noun():
     assert synthetic_lang.render(frame, "fr") == "Anna voit la maison rouge."
 
 
+def test_french_de_elides_before_a_vowel_but_not_before_the_elided_article():
+    after = synthetic_lang._fr_after
+    assert after("à côté de", "l'enfant") == "à côté de l'enfant"
+    assert after("près de", "un arbre") == "près d'un arbre" and after("loin de", "une école") == "loin d'une école"
+    assert after("près de", "le roi") == "près du roi" and after("sous", "l'arbre") == "sous l'arbre"
+    assert after("loin de", "3 chats") == "loin de 3 chats"
+
+
+def test_french_masculine_adjective_before_a_vowel_takes_its_liaison_form():
+    nouns = [n[0] for n in synthetic_lang.NOUNS]
+    adjs = [a[0] for a in synthetic_lang.ADJECTIVES]
+    np_ = synthetic_lang.NP
+    fr_np = synthetic_lang._fr_np
+    lex = synthetic_lang.lexicon(1)
+    assert fr_np(np_(nouns.index("friend"), 1, adjs.index("old"), True), lex) == "le vieil ami"
+    assert fr_np(np_(nouns.index("bird"), 1, adjs.index("beautiful"), False), lex) == "un bel oiseau"
+    assert fr_np(np_(nouns.index("child"), 1, adjs.index("new"), True), lex) == "le nouvel enfant"
+    assert fr_np(np_(nouns.index("king"), 1, adjs.index("old"), True), lex) == "le vieux roi"
+    assert fr_np(np_(nouns.index("friend"), 2, adjs.index("old"), True), lex) == "2 vieux amis"
+
+
+def test_generated_french_has_no_elision_errors():
+    """Over generated stories and parallel sentences: no "d'l'" (de l'), no "de un"/"de une"
+    (d'un), no "le"/"la" before a vowel (l'), no "le vieux ami" (le vieil ami), and the right
+    forms do occur."""
+    import re
+
+    docs = list(synthetic_lang.documents("fr", 1500, seed=0))
+    docs += list(synthetic_lang.documents("fr", 500, seed=1, richness=3))
+    docs += [fr for _, fr in synthetic_lang.parallel_sentences(("en", "fr"), 1000, seed=0)]
+    text = " ".join(docs)
+    vowel = "[aeiouéèêâîôûh]"
+    assert "d'l'" not in text
+    assert not re.search(r"\bde une?\b", text, re.IGNORECASE)
+    assert not re.search(rf"\b(le|la) {vowel}", text, re.IGNORECASE)
+    assert not re.search(rf"\b(le|un) (beau|vieux|nouveau) {vowel}", text, re.IGNORECASE)
+    assert not re.search(r"d'(?![aeiouéèêâîôûh])", text)
+    assert re.search(r"\bde l'", text) and re.search(r"\bdu ", text) and re.search(r"\ble vieil ", text)
+
+
 def test_token_streams_round_trip(built):
     meta = read_json(built["metas"]["en"])
     assert meta["dtype"] == "uint16" and meta["eod_id"] == 2 and meta["pad_id"] == 0

@@ -85,6 +85,8 @@ CONNECTIVES = [("then", "puis"), ("later", "plus tard"), ("suddenly", "soudain")
 SAY = ("said that", "says that", "a dit que", "dit que")
 WAS = ("was", "is", "était", "est")
 VOWELS = tuple("aeiouéèêâîôûh")
+# masculine adjectives placed before the noun that take another form before a vowel
+FR_BEFORE_VOWEL = {"beau": "bel", "vieux": "vieil", "nouveau": "nouvel"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,7 +357,12 @@ def _fr_np(np_: NP, lex: Lexicon, with_adj: bool = True) -> str:
     word = pl if plural else sg
     if with_adj and np_.adj is not None:
         adj = _fr_adj(np_.adj, gender, plural, lex)
-        word = f"{adj} {word}" if lex.adjectives[np_.adj][3] else f"{word} {adj}"
+        if lex.adjectives[np_.adj][3]:
+            if gender == "m" and not plural and word.startswith(VOWELS):
+                adj = FR_BEFORE_VOWEL.get(adj, adj)  # le vieil ami, un bel oiseau
+            word = f"{adj} {word}"
+        else:
+            word = f"{word} {adj}"
     if plural:
         return f"{np_.count} {word}"
     if np_.definite:
@@ -366,13 +373,14 @@ def _fr_np(np_: NP, lex: Lexicon, with_adj: bool = True) -> str:
 
 
 def _fr_after(prep: str, phrase: str) -> str:
-    """French preposition + noun phrase with the de + le/les contractions."""
+    """French preposition + noun phrase: de + le/les contract (du, des), de elides before a
+    vowel (d'un, d'une) but not before the elided article (de l'enfant)."""
     if prep.endswith("de"):
         if phrase.startswith("le "):
             return prep[:-2] + "du " + phrase[3:]
         if phrase.startswith("les "):
             return prep[:-2] + "des " + phrase[4:]
-        if phrase.startswith(("l'",)) or phrase[0] in VOWELS:
+        if not phrase.startswith("l'") and phrase[0] in VOWELS:
             return prep[:-1] + "'" + phrase
     return f"{prep} {phrase}"
 
