@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -211,8 +212,10 @@ def test_prediction_metrics_by_hand():
     got = prediction_metrics(pred, 2).set_index("metric")["value"]
     # accuracy 4/6; groups: en-0 2/2, en-1 0/1, fr-0 1/1, fr-1 1/2 -> worst 0; languages en 2/3, fr 2/3
     # F1: class 0: tp 3, fp 2, fn 0 -> 6/8; class 1: tp 1, fp 0, fn 2 -> 2/4; macro 0.625
+    # en: class 0 tp 2, fp 1 -> 4/5, class 1 never predicted -> 0: 0.4; fr: both classes 2/3
     assert got.to_dict() == pytest.approx({"accuracy": 4 / 6, "macro_f1": 0.625, "worst_group_accuracy": 0.0,
-                                           "worst_language_accuracy": 2 / 3})
+                                           "worst_language_accuracy": 2 / 3, "macro_f1[en]": 0.4,
+                                           "macro_f1[fr]": 2 / 3})
 
 
 def test_mitigation_table_ranks_and_pairs_with_the_baseline():
@@ -237,3 +240,119 @@ def test_mitigation_table_ranks_and_pairs_with_the_baseline():
     assert dro["p_value"] == pytest.approx(ref.pvalue) and dro["t"] == pytest.approx(ref.statistic)
     assert dro["diff_vs_baseline"] == pytest.approx(0.5 / 3) and dro["n_pairs"] == 3
     assert pd.isna(wga.set_index("condition").loc["imbalanced", "p_value"])
+
+
+def test_weighted_prediction_metrics_match_scikit_learn_on_resampled_rows():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    n = 120
+    pred = pd.DataFrame({"language": rng.choice(["de", "en", "zh"], n), "label": rng.integers(0, 4, n),
+                         "prediction": rng.integers(0, 4, n)})
+    counts = report.resample_counts(n, 5, np.random.default_rng(0))
+    assert (counts.sum(axis=1) == n).all()
+    got = report.weighted_prediction_metrics(counts, pred, 4)
+    for b, w in enumerate(counts):
+        assert got["accuracy"][b] == pytest.approx(accuracy_score(pred["label"], pred["prediction"], sample_weight=w))
+        assert got["macro_f1"][b] == pytest.approx(f1_score(pred["label"], pred["prediction"], labels=range(4),
+                                                            average="macro", zero_division=0, sample_weight=w))
+        rows = pred.loc[pred.index.repeat(w)]  # the resample written out row by row
+        correct = rows["label"] == rows["prediction"]
+        assert got["worst_group_accuracy"][b] == pytest.approx(correct.groupby([rows["language"],
+                                                                                rows["label"]]).mean().min())
+        assert got["worst_language_accuracy"][b] == pytest.approx(correct.groupby(rows["language"]).mean().min())
+        zh = rows[rows["language"] == "zh"]
+        assert got["macro_f1[zh]"][b] == pytest.approx(f1_score(zh["label"], zh["prediction"], labels=range(4),
+                                                                average="macro", zero_division=0))
+
+
+def test_holm_by_hand():
+    # m = 3 (the NaN is not a test): sorted 0.01, 0.03, 0.04 -> 3 x 0.01, 2 x 0.03, 1 x 0.04 = 0.03, 0.06, 0.04,
+    # then running maximum -> 0.03, 0.06, 0.06
+    got = report.holm([0.01, 0.04, np.nan, 0.03])
+    assert got[[0, 1, 3]] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(got[2])
+    assert report.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert np.isnan(report.holm([np.nan])).all()
+
+
+def test_accuracy_intervals_stay_in_the_unit_interval():
+    # [0.9, 1.0]: mean 0.95, sd / sqrt(2) = 0.05, t_{0.975, 1} = 12.706205 -> 0.95 -+ 0.635310
+    mean, low, high = report.t_interval([0.9, 1.0], bounds=(0.0, 1.0))
+    assert (mean, low, high) == pytest.approx((0.95, 0.95 - 0.635310, 1.0), abs=1e-6)
+    rows = [dict(dataset="d", model="m", condition=c, seed=s, metric=metric, test_variant="balanced", value=v)
+            for metric in ("worst_group_accuracy", "reliance_gap")
+            for c, vals in (("a", [0.0, 0.3]), ("b", [0.95, 1.0]))
+            for s, v in zip((0, 1), vals)]
+    table = report.mitigation_table(pd.DataFrame(rows), "a")
+    wga = table[table["metric"] == "worst_group_accuracy"].set_index("condition")
+    assert wga.loc["a", "t_ci_low"] == 0.0 and wga.loc["b", "t_ci_high"] == 1.0
+    gap = table[table["metric"] == "reliance_gap"].set_index("condition")
+    assert gap.loc["a", "t_ci_low"] < 0  # a gap may be negative: clipped to [-1, 1] only
+    assert report.metric_range("macro_f1[en]") == (0.0, 1.0)
+
+
+def _predictions(correct_by_condition: dict, n: int = 400, seeds=(0, 1)) -> dict:
+    rng = np.random.default_rng(7)
+    out = {}
+    for seed in seeds:
+        labels = rng.integers(0, 2, n)
+        for cond, p in correct_by_condition.items():
+            right = rng.random(n) < p if isinstance(p, float) else np.asarray(p(n), dtype=bool)
+            out[("d", "m", cond, seed)] = pd.DataFrame({
+                "test_variant": "balanced", "id": [f"r{i}" for i in range(n)],
+                "language": np.where(np.arange(n) % 2 == 0, "en", "fr"), "label": labels,
+                "prediction": np.where(right, labels, 1 - labels)})
+    return out
+
+
+def test_bootstrap_interval_matches_the_binomial_standard_error():
+    # accuracy p over n rows per seed, mean of two seeds: sd sqrt(p (1 - p) / n) / sqrt(2)
+    preds = _predictions({"base": 0.7, "other": 0.7})
+    table = report.bootstrap_table(preds, {"d": 2}, "base", n_boot=2000, seed=1).set_index(["condition", "metric"])
+    row = table.loc[("base", "accuracy")]
+    point = np.mean([(df["label"] == df["prediction"]).mean() for (_, _, c, _), df in preds.items() if c == "base"])
+    expected_half = 1.96 * math.sqrt(point * (1 - point) / 400) / math.sqrt(2)
+    assert row["boot_ci_low"] < point < row["boot_ci_high"]
+    assert (row["boot_ci_high"] - row["boot_ci_low"]) / 2 == pytest.approx(expected_half, rel=0.15)
+    assert row["n_test_rows"] == 400 and row["n_boot"] == 2000
+    assert np.isnan(row["boot_p"])  # the baseline is not tested against itself
+    again = report.bootstrap_table(preds, {"d": 2}, "base", n_boot=2000, seed=1).set_index(["condition", "metric"])
+    assert again.loc[("other", "accuracy"), "boot_p"] == table.loc[("other", "accuracy"), "boot_p"]  # seeded
+
+
+def test_bootstrap_pairs_the_rows_of_the_conditions():
+    # "same" predicts exactly what the baseline predicts: every paired difference is 0, p = 1;
+    # "right" is right on every row and the baseline wrong on every row: the difference is 1 in every resample
+    preds = _predictions({"base": lambda n: np.zeros(n), "right": lambda n: np.ones(n)})
+    preds.update({("d", "m", "same", s): preds[("d", "m", "base", s)].copy() for s in (0, 1)})
+    table = report.bootstrap_table(preds, {"d": 2}, "base", n_boot=300).set_index(["condition", "metric"])
+    same = table.loc[("same", "accuracy")]
+    assert (same["boot_diff_low"], same["boot_diff_high"], same["boot_p"]) == (0.0, 0.0, 1.0)
+    right = table.loc[("right", "accuracy")]
+    assert (right["boot_diff_low"], right["boot_diff_high"]) == (1.0, 1.0)
+    assert right["boot_p"] == pytest.approx(2 / 301)
+    shuffled = dict(preds)
+    shuffled[("d", "m", "same", 0)] = preds[("d", "m", "same", 0)].iloc[::-1]  # row order does not matter
+    again = report.bootstrap_table(shuffled, {"d": 2}, "base", n_boot=300).set_index(["condition", "metric"])
+    assert again.loc[("same", "accuracy"), "boot_p"] == 1.0
+    broken = dict(preds)
+    broken[("d", "m", "same", 0)] = preds[("d", "m", "same", 0)].iloc[1:]
+    with pytest.raises(LangskewError, match="other test rows"):
+        report.bootstrap_table(broken, {"d": 2}, "base", n_boot=10)
+
+
+def test_mitigation_table_holm_adjusts_across_conditions_and_the_figure_explains_markers():
+    preds = _predictions({"base": 0.6, "better": 0.8, "same": 0.6, "worse": 0.4})
+    per_run = report.collect_mitigation_runs(preds, {"d": 2}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    boot = report.bootstrap_table(preds, {"d": 2}, "base", n_boot=400)
+    table = report.mitigation_table(per_run, "base", bootstrap=boot)
+    acc = table[(table["metric"] == "accuracy")].set_index("condition")
+    tested = acc.drop(index="base")
+    assert tested["boot_p_holm"].to_numpy() == pytest.approx(report.holm(tested["boot_p"].to_numpy()))
+    assert (tested["boot_p_holm"] >= tested["boot_p"]).all()
+    assert acc.loc["better", "boot_diff_low"] > 0 and acc.loc["worse", "boot_diff_high"] < 0
+    assert set(table["metric"]) >= {"macro_f1[en]", "macro_f1[fr]"}
+    assert table[["t_ci_low", "boot_ci_low"]].min().min() >= 0 and table[["t_ci_high", "boot_ci_high"]].max().max() <= 1
+    fig = report.mitigation_figure(table, None, "base")
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any(label.startswith("filled: Holm-adjusted bootstrap p < 0.05 against base") for label in labels)

@@ -138,8 +138,8 @@ def figure_panels(table: pd.DataFrame, test_variants: Mapping[str, Any] | None =
 
 
 def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None):
-    """Bar chart: overall accuracy (mean +- sd over seeds) per model and condition, one panel per
-    (dataset, test variant) of :func:`figure_panels`."""
+    """Bar chart: overall accuracy (mean +- sd over seeds, the bar clipped to [0, 1]) per model and
+    condition, one panel per (dataset, test variant) of :func:`figure_panels`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,8 +154,10 @@ def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None
         width = 0.8 / max(1, len(conditions))
         for j, cond in enumerate(conditions):
             rows = sub[sub["condition"] == cond].set_index("model").reindex(models)
-            ax.bar(np.arange(len(models)) + (j - (len(conditions) - 1) / 2) * width, rows["accuracy_mean"],
-                   width, yerr=rows["accuracy_sd"].fillna(0.0), capsize=3, label=cond)
+            sd, mean = rows["accuracy_sd"].fillna(0.0), rows["accuracy_mean"]
+            err = np.vstack([np.minimum(sd, mean), np.minimum(sd, 1 - mean)])  # mean -+ sd within [0, 1]
+            ax.bar(np.arange(len(models)) + (j - (len(conditions) - 1) / 2) * width, mean,
+                   width, yerr=err, capsize=3, label=cond)
         ax.set_xticks(np.arange(len(models)), models)
         ax.set_title(f"{dataset} (test: {variant})", fontsize=10)
         ax.set_ylabel("accuracy")
@@ -203,30 +205,87 @@ MITIGATION_METRICS = {
 FIGURE_METRICS = ("accuracy", "macro_f1", "worst_group_accuracy")
 
 
+def _one_hot(index: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(index), k))
+    out[np.arange(len(index)), index] = 1.0
+    return out
+
+
+def _weighted_macro_f1(W: np.ndarray, label: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 over all C classes per row of W (0 for a class never true nor predicted, as zero_division=0)."""
+    true, pred = _one_hot(label, n_classes), _one_hot(predicted, n_classes)
+    tp = W @ (true * pred)
+    denominator = W @ true + W @ pred  # 2 tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=1)
+
+
+def _worst_cell(W: np.ndarray, correct: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Lowest accuracy over the cells drawn at least once, per row of W."""
+    member = _one_hot(cell, int(cell.max()) + 1)
+    n = W @ member
+    acc = np.divide(W @ (member * correct[:, None]), n, out=np.full_like(n, np.nan), where=n > 0)
+    return np.nanmin(acc, axis=1)
+
+
+def per_language_f1_metric(language: str) -> str:
+    """The metric name of one language's macro-F1 in the mitigation table."""
+    return f"macro_f1[{language}]"
+
+
+def weighted_prediction_metrics(weights: np.ndarray, pred: pd.DataFrame, n_classes: int) -> dict[str, np.ndarray]:
+    """Accuracy, macro-F1 (all C classes), worst (language, class) group and worst language accuracy, and
+    each language's macro-F1, of ``pred`` (language, label, prediction) with row weights: one value per row
+    of ``weights`` (replicates x test rows, how often each row is counted; a row of ones: the plain metrics)."""
+    W = np.atleast_2d(np.asarray(weights, dtype=float))
+    label = pred["label"].to_numpy(dtype=np.int64)
+    predicted = pred["prediction"].to_numpy(dtype=np.int64)
+    correct = (label == predicted).astype(float)
+    languages, lang_index = np.unique(pred["language"].astype(str).to_numpy(), return_inverse=True)
+    out = {"accuracy": (W @ correct) / W.sum(axis=1),
+           "macro_f1": _weighted_macro_f1(W, label, predicted, n_classes),
+           "worst_group_accuracy": _worst_cell(W, correct, lang_index * n_classes + label),
+           "worst_language_accuracy": _worst_cell(W, correct, lang_index)}
+    for i, language in enumerate(languages):
+        rows = lang_index == i
+        out[per_language_f1_metric(language)] = _weighted_macro_f1(W[:, rows], label[rows], predicted[rows],
+                                                                   n_classes)
+    return out
+
+
 def prediction_metrics(pred: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     """Per test variant of one run's predictions: accuracy, macro-F1 (over all C classes), the
-    lowest accuracy of a (language, class) group and of a language. Long: test_variant, metric, value."""
-    from sklearn.metrics import f1_score
-
+    lowest accuracy of a (language, class) group and of a language, and each language's macro-F1
+    (``macro_f1[<language>]``). Long: test_variant, metric, value."""
     for col in ("test_variant", "language", "label", "prediction"):
         if col not in pred.columns:
             raise LangskewError(f"predictions: column {col!r} missing")
     rows = []
     for variant, df in pred.groupby("test_variant", sort=False):
-        correct = (df["label"] == df["prediction"]).astype(float)
-        values = {
-            "accuracy": correct.mean(),
-            "macro_f1": f1_score(df["label"], df["prediction"], labels=list(range(n_classes)), average="macro",
-                                 zero_division=0),
-            "worst_group_accuracy": correct.groupby([df["language"], df["label"]]).mean().min(),
-            "worst_language_accuracy": correct.groupby(df["language"]).mean().min(),
-        }
-        rows += [{"test_variant": variant, "metric": k, "value": float(v)} for k, v in values.items()]
+        values = weighted_prediction_metrics(np.ones(len(df)), df, n_classes)
+        rows += [{"test_variant": variant, "metric": k, "value": float(v[0])} for k, v in values.items()]
     return pd.DataFrame(rows, columns=["test_variant", "metric", "value"])
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the t interval mean -+ t_{(1+level)/2, n-1} sd / sqrt(n); NaN bounds with n < 2."""
+#: Range of each bounded metric of the mitigation table (macro_f1[<language>] as macro_f1);
+#: interval bounds are clipped to it.
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "worst_group_accuracy": (0.0, 1.0),
+    "worst_language_accuracy": (0.0, 1.0), "lid_accuracy": (0.0, 1.0), "adversary_accuracy": (0.0, 1.0),
+    "tvd": (0.0, 1.0), "reliance_gap": (-1.0, 1.0), "shap_neutral_abs_diff": (0.0, math.inf),
+}
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """(low, high) a metric's values can take; unbounded for a metric not in :data:`METRIC_RANGES`."""
+    base = "macro_f1" if metric.startswith("macro_f1[") else metric
+    return METRIC_RANGES.get(base, (-math.inf, math.inf))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95,
+               bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
+    """(mean, low, high): the t interval mean -+ t_{(1+level)/2, n-1} sd / sqrt(n), clipped to ``bounds``
+    (the values' possible range); NaN bounds with n < 2."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
@@ -237,7 +296,124 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     if len(x) < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (NaN entries are left out of the family and stay NaN):
+    the i-th smallest of m becomes max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    order = np.argsort(p[ok], kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[ok][order]))
+    values = np.empty(m)
+    values[order] = adjusted
+    out[ok] = values
+    return out
+
+
+#: Resamples of the paired bootstrap over test rows, drawn in chunks of BOOT_CHUNK (memory).
+N_BOOT = 1000
+BOOT_CHUNK = 250
+
+
+def resample_counts(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot x n_rows: how often each row is drawn in each resample of n_rows rows with replacement."""
+    draws = rng.integers(0, n_rows, size=(n_boot, n_rows))
+    flat = (draws + n_rows * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n_rows).reshape(n_boot, n_rows)
+
+
+def _aligned(frames: Mapping[str, pd.DataFrame], where: str) -> dict[str, pd.DataFrame]:
+    """The conditions' predictions of one seed and test variant in one row order (by id); the same rows required."""
+    out = {c: df.sort_values("id", kind="stable").reset_index(drop=True) for c, df in frames.items()}
+    first_condition, first = next(iter(out.items()))
+    ids = first["id"].astype(str).to_numpy()
+    for condition, df in out.items():
+        if len(df) != len(first) or not np.array_equal(df["id"].astype(str).to_numpy(), ids):
+            raise LangskewError(f"bootstrap: {where}: condition {condition!r} has other test rows than "
+                                f"{first_condition!r}, so the two cannot be paired")
+    return out
+
+
+def _seed_replicates(frames: Mapping[str, pd.DataFrame], n_classes: int, n_boot: int,
+                     rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """{condition: {metric: n_boot values}}, every condition measured on the same resampled rows."""
+    n = len(next(iter(frames.values())))
+    parts: dict[str, dict[str, list[np.ndarray]]] = {c: {} for c in frames}
+    for start in range(0, n_boot, BOOT_CHUNK):
+        counts = resample_counts(n, min(BOOT_CHUNK, n_boot - start), rng)
+        for condition, df in frames.items():
+            for metric, values in weighted_prediction_metrics(counts, df, n_classes).items():
+                parts[condition].setdefault(metric, []).append(values)
+    return {c: {m: np.concatenate(v) for m, v in metrics.items()} for c, metrics in parts.items()}
+
+
+def bootstrap_replicates(predictions: Mapping[tuple, pd.DataFrame], n_classes: Mapping[str, int],
+                         n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[tuple, dict[Any, np.ndarray]], dict]:
+    """Paired bootstrap over test rows within each seed.
+
+    ``predictions``: {(dataset, model, condition, seed): predictions frame}. Per (dataset, model,
+    seed, test variant) the test rows are resampled n_boot times, the same resamples for every
+    condition (paired). Returns ({(dataset, model, test_variant, condition, metric): {seed:
+    values}}, {(dataset, model, test_variant): test rows per seed}).
+    """
+    rng = np.random.default_rng(seed)
+    replicates: dict[tuple, dict[Any, np.ndarray]] = {}
+    n_rows: dict[tuple, int] = {}
+    runs = pd.DataFrame(list(predictions), columns=["dataset", "model", "condition", "seed"])
+    for (dataset, model, run_seed), block in runs.groupby(["dataset", "model", "seed"], sort=False):
+        frames = {c: predictions[(dataset, model, c, run_seed)] for c in block["condition"]}
+        for variant in dict.fromkeys(v for df in frames.values() for v in df["test_variant"]):
+            where = f"{dataset}/{model} seed {run_seed} test {variant!r}"
+            aligned = _aligned({c: df[df["test_variant"] == variant] for c, df in frames.items()}, where)
+            n_rows[(dataset, model, variant)] = len(next(iter(aligned.values())))
+            for condition, metrics in _seed_replicates(aligned, int(n_classes[dataset]), n_boot, rng).items():
+                for metric, values in metrics.items():
+                    replicates.setdefault((dataset, model, variant, condition, metric), {})[run_seed] = values
+    return replicates, n_rows
+
+
+def bootstrap_difference(values: Mapping[Any, np.ndarray], baseline: Mapping[Any, np.ndarray] | None,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of the condition minus the baseline, averaged over the seeds both have,
+    from paired resamples: percentile interval, p = min(1, 2 min(#(d <= 0) + 1, #(d >= 0) + 1) / (B + 1))."""
+    seeds = [s for s in values if baseline and s in baseline]
+    if not seeds:
+        return math.nan, math.nan, math.nan
+    d = np.mean([values[s] - baseline[s] for s in seeds], axis=0)
+    d = d[~np.isnan(d)]
+    low, high = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
+    tail = min(np.sum(d <= 0), np.sum(d >= 0)) + 1
+    return float(low), float(high), float(min(1.0, 2 * tail / (len(d) + 1)))
+
+
+BOOTSTRAP_COLUMNS = ["boot_ci_low", "boot_ci_high", "boot_diff_low", "boot_diff_high", "boot_p", "n_test_rows",
+                     "n_boot"]
+
+
+def bootstrap_table(predictions: Mapping[tuple, pd.DataFrame], n_classes: Mapping[str, int],
+                    baseline: str | None, level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """Per (dataset, model, condition, metric, test variant): the percentile interval of the metric's
+    mean over seeds under the paired bootstrap of :func:`bootstrap_replicates`, and the difference
+    to ``baseline`` (:func:`bootstrap_difference`)."""
+    replicates, n_rows = bootstrap_replicates(predictions, n_classes, n_boot, seed)
+    rows = []
+    for (dataset, model, variant, condition, metric), by_seed in replicates.items():
+        pooled = np.mean(list(by_seed.values()), axis=0)
+        low, high = np.nanpercentile(pooled, [50 * (1 - level), 50 * (1 + level)])
+        base = replicates.get((dataset, model, variant, baseline, metric)) if condition != baseline else None
+        diff_low, diff_high, p = bootstrap_difference(by_seed, base, level)
+        rows.append({"dataset": dataset, "model": model, "condition": condition, "metric": metric,
+                     "test_variant": variant, "boot_ci_low": float(low), "boot_ci_high": float(high),
+                     "boot_diff_low": diff_low, "boot_diff_high": diff_high, "boot_p": p,
+                     "n_test_rows": n_rows[(dataset, model, variant)], "n_boot": n_boot})
+    return pd.DataFrame(rows, columns=["dataset", "model", "condition", "metric", "test_variant",
+                                       *BOOTSTRAP_COLUMNS])
 
 
 def paired_test(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> tuple[float, float, float, int]:
@@ -257,53 +433,76 @@ def paired_test(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> t
     return diff, float(res.statistic), float(res.pvalue), len(seeds)
 
 
-MITIGATION_COLUMNS = ["dataset", "model", "metric", "test_variant", "rank", "condition", "mean", "ci_low", "ci_high",
-                      "n_seeds", "diff_vs_baseline", "t", "p_value", "n_pairs"]
+MITIGATION_COLUMNS = ["dataset", "model", "metric", "test_variant", "rank", "condition", "mean", "n_seeds",
+                      "t_ci_low", "t_ci_high", "diff_vs_baseline", "t", "p_value", "p_holm", "n_pairs",
+                      "boot_ci_low", "boot_ci_high", "boot_diff_low", "boot_diff_high", "boot_p", "boot_p_holm",
+                      "n_test_rows", "n_boot"]
 
 
-def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float = 0.95) -> pd.DataFrame:
-    """Conditions ranked per (dataset, model, metric, test variant), best first.
-
-    ``per_run``: dataset, model, condition, seed, metric, test_variant ("" where none), value.
-    Each condition gets the mean and t interval over seeds and, against ``baseline`` (seeds
-    paired), the mean difference and a paired t-test. Rank 1 is the best mean in the metric's
-    direction (:data:`MITIGATION_METRICS`).
-    """
-    if per_run.empty:
-        return pd.DataFrame(columns=MITIGATION_COLUMNS)
+def _seed_rows(per_run: pd.DataFrame, baseline: str | None, level: float) -> pd.DataFrame:
+    """Mean, t interval (clipped to the metric's range) and paired t-test per condition, metric and test set."""
     rows = []
     for (dataset, model, metric, variant), block in per_run.groupby(["dataset", "model", "metric", "test_variant"],
                                                                      sort=False):
         base = block[block["condition"] == baseline].set_index("seed")["value"].to_dict() if baseline else {}
         for cond, sub in block.groupby("condition", sort=False):
-            mean, low, high = t_interval(sub["value"], level)
+            mean, low, high = t_interval(sub["value"], level, metric_range(metric))
             values = sub.set_index("seed")["value"].to_dict()
             diff, t, p, n_pairs = paired_test(values, base) if base and cond != baseline else (
                 math.nan, math.nan, math.nan, 0)
             rows.append({"dataset": dataset, "model": model, "metric": metric, "test_variant": variant,
-                         "condition": cond, "mean": mean, "ci_low": low, "ci_high": high,
+                         "condition": cond, "mean": mean, "t_ci_low": low, "t_ci_high": high,
                          "n_seeds": int(sub["value"].notna().sum()), "diff_vs_baseline": diff, "t": t, "p_value": p,
                          "n_pairs": n_pairs})
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float = 0.95,
+                     bootstrap: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Conditions ranked per (dataset, model, metric, test variant), best first.
+
+    ``per_run``: dataset, model, condition, seed, metric, test_variant ("" where none), value.
+    Each condition gets the mean and t interval over seeds and, against ``baseline`` (seeds
+    paired), the mean difference and a paired t-test; ``bootstrap`` (:func:`bootstrap_table`)
+    adds the intervals and p-value over test rows. Both p-values are Holm-adjusted across the
+    conditions of a (dataset, model, metric, test variant) block (``p_holm``, ``boot_p_holm``).
+    Rank 1 is the best mean in the metric's direction (:data:`MITIGATION_METRICS`).
+    """
+    if per_run.empty:
+        return pd.DataFrame(columns=MITIGATION_COLUMNS)
+    keys = ["dataset", "model", "metric", "test_variant"]
+    table = _seed_rows(per_run, baseline, level)
+    if bootstrap is not None and not bootstrap.empty:
+        table = table.merge(bootstrap, on=[*keys, "condition"], how="left")
+    table = table.reindex(columns=[c for c in MITIGATION_COLUMNS if c not in ("rank", "p_holm", "boot_p_holm")])
+    blocks = [table[k] for k in keys]
+    table["p_holm"] = table.groupby(blocks, sort=False)["p_value"].transform(holm)
+    table["boot_p_holm"] = table.groupby(blocks, sort=False)["boot_p"].transform(holm)
     higher = table["metric"].map(MITIGATION_METRICS).fillna(True).astype(bool)
     score = table["mean"].where(higher, -table["mean"])
-    table["rank"] = score.groupby([table["dataset"], table["model"], table["metric"], table["test_variant"]]).rank(
-        ascending=False, method="min").astype("Int64")
-    table = table.sort_values(["dataset", "model", "metric", "test_variant", "rank"], kind="stable")
+    table["rank"] = score.groupby(blocks).rank(ascending=False, method="min").astype("Int64")
+    table = table.sort_values([*keys, "rank"], kind="stable")
     return table[MITIGATION_COLUMNS].reset_index(drop=True)
 
 
-def collect_mitigation_runs(predictions: Sequence[str], run_ids: Sequence[Mapping[str, Any]],
-                            n_classes: Mapping[str, int], lid: pd.DataFrame, reliance: pd.DataFrame,
-                            shap: pd.DataFrame) -> pd.DataFrame:
-    """One long frame of every per-run measure: from the predictions (accuracy, macro-F1, worst
-    group / language accuracy per test variant), the LID probe (last layer), language reliance
-    (the pooled row's gap and TVD) and the SHAP comparisons (mean |difference| on neutral tokens)."""
+def read_predictions(paths: Sequence[str], run_ids: Sequence[Mapping[str, Any]]) -> dict[tuple, pd.DataFrame]:
+    """{(dataset, model, condition, seed): the run's predictions}."""
+    paths = as_list(paths)
+    if len(paths) != len(run_ids):
+        raise LangskewError(f"report: {len(paths)} prediction files but {len(run_ids)} identifier entries")
+    return {(i["dataset"], i["model"], i["condition"], i["seed"]): pd.read_parquet(p) for p, i in zip(paths, run_ids)}
+
+
+def collect_mitigation_runs(predictions: Mapping[tuple, pd.DataFrame], n_classes: Mapping[str, int],
+                            lid: pd.DataFrame, reliance: pd.DataFrame, shap: pd.DataFrame) -> pd.DataFrame:
+    """One long frame of every per-run measure: from the predictions (:func:`prediction_metrics` per
+    test variant), the LID probe (last layer), language reliance (the pooled row's gap and TVD) and
+    the SHAP comparisons (mean |difference| on neutral tokens)."""
     keys = ["dataset", "model", "condition", "seed"]
     frames = []
-    for path, ident in zip(as_list(predictions), run_ids):
-        metrics = prediction_metrics(pd.read_parquet(path), int(n_classes[ident["dataset"]]))
-        frames.append(metrics.assign(**{k: ident[k] for k in keys}))
+    for ident, pred in predictions.items():
+        metrics = prediction_metrics(pred, int(n_classes[ident[0]]))
+        frames.append(metrics.assign(**dict(zip(keys, ident))))
     if not lid.empty and "layer" in lid.columns:
         last = lid[(lid["layer"].astype(str) == "last") & (lid["condition"] != "base")]
         frames.append(last[keys].assign(test_variant="", metric="lid_accuracy", value=last["accuracy_mean"]))
@@ -321,11 +520,39 @@ def collect_mitigation_runs(predictions: Sequence[str], run_ids: Sequence[Mappin
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None):
+def _figure_variant(sub: pd.DataFrame, dataset: str, test_variants: Mapping[str, Any] | None) -> str:
+    wanted = (test_variants or {}).get(dataset)
+    return (wanted if isinstance(wanted, str) else (list(wanted)[0] if wanted else None)) or (
+        "balanced" if (sub["test_variant"] == "balanced").any() else "original")
+
+
+def _interval_bars(ax, rows: pd.DataFrame, low: str, high: str, y: np.ndarray, **style) -> None:
+    err = np.vstack([(rows["mean"] - rows[low]).clip(lower=0).fillna(0),
+                     (rows[high] - rows["mean"]).clip(lower=0).fillna(0)])
+    ax.errorbar(rows["mean"], y, xerr=err, fmt="none", capsize=2, **style)
+
+
+def _figure_legend(fig, baseline: str | None) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color="grey", lw=1, label="95% t interval over seeds (clipped to [0, 1])"),
+        Line2D([], [], color="C0", lw=2.5, label=f"95% paired bootstrap interval over test rows ({N_BOOT} resamples)"),
+        Line2D([], [], ls="", marker="o", color="C0",
+               label=f"filled: Holm-adjusted bootstrap p < 0.05 against {baseline or 'the baseline'}"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="C0", label="hollow: not"),
+        Line2D([], [], ls="", marker="D", color="grey", label=f"baseline ({baseline})" if baseline else "baseline"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+
+
+def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None,
+                      baseline: str | None = None):
     """One row per (dataset, model), one panel per metric of :data:`FIGURE_METRICS` on the dataset's
-    first figure test variant: each condition's mean and 95% t interval, conditions ordered by
-    worst-group accuracy (best on top); a filled marker where the paired test against the
-    baseline has p < 0.05."""
+    first figure test variant: each condition's mean with its 95% t interval over seeds (grey) and
+    its 95% paired bootstrap interval over test rows (blue), conditions ordered by worst-group
+    accuracy (best on top); a filled marker where the Holm-adjusted bootstrap p against
+    ``baseline`` is below 0.05, the baseline a grey diamond (the legend says so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,13 +560,11 @@ def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | No
 
     blocks = list(dict.fromkeys(zip(table["dataset"], table["model"]))) or [("(none)", "")]
     fig, axes = plt.subplots(len(blocks), len(FIGURE_METRICS), squeeze=False,
-                             figsize=(4.0 * len(FIGURE_METRICS), 0.5 + 0.35 * max(4, table["condition"].nunique())
+                             figsize=(4.0 * len(FIGURE_METRICS), 1.1 + 0.35 * max(4, table["condition"].nunique())
                                       * len(blocks)))
     for r, (dataset, model) in enumerate(blocks):
         sub = table[(table["dataset"] == dataset) & (table["model"] == model)]
-        wanted = (test_variants or {}).get(dataset)
-        variant = (wanted if isinstance(wanted, str) else (list(wanted)[0] if wanted else None)) or (
-            "balanced" if (sub["test_variant"] == "balanced").any() else "original")
+        variant = _figure_variant(sub, dataset, test_variants)
         order = (sub[(sub["metric"] == "worst_group_accuracy") & (sub["test_variant"] == variant)]
                  .sort_values("mean")["condition"].tolist())
         for c, metric in enumerate(FIGURE_METRICS):
@@ -347,14 +572,19 @@ def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | No
             rows = sub[(sub["metric"] == metric) & (sub["test_variant"] == variant)].set_index("condition")
             rows = rows.reindex([o for o in order if o in rows.index])
             y = np.arange(len(rows))
-            err = np.vstack([(rows["mean"] - rows["ci_low"]).fillna(0), (rows["ci_high"] - rows["mean"]).fillna(0)])
-            ax.errorbar(rows["mean"], y, xerr=err, fmt="none", ecolor="grey", capsize=3)
-            significant = rows["p_value"] < 0.05
-            ax.scatter(rows["mean"][~significant], y[~significant.to_numpy()], facecolors="white", edgecolors="C0")
-            ax.scatter(rows["mean"][significant], y[significant.to_numpy()], color="C0")
+            _interval_bars(ax, rows, "t_ci_low", "t_ci_high", y + 0.15, ecolor="grey", elinewidth=1)
+            _interval_bars(ax, rows, "boot_ci_low", "boot_ci_high", y - 0.15, ecolor="C0", elinewidth=2.5)
+            is_base = (rows.index == baseline) if baseline else np.zeros(len(rows), dtype=bool)
+            filled = (rows["boot_p_holm"] < 0.05).to_numpy() & ~is_base
+            hollow = ~filled & ~is_base
+            ax.scatter(rows["mean"][hollow], y[hollow], facecolors="white", edgecolors="C0", zorder=3)
+            ax.scatter(rows["mean"][filled], y[filled], color="C0", zorder=3)
+            ax.scatter(rows["mean"][is_base], y[is_base], marker="D", color="grey", zorder=3)
+            ax.set_xlim(-0.02, 1.02)
             ax.set_yticks(y, rows.index.tolist() if c == 0 else [""] * len(rows))
             ax.set_title(f"{dataset} / {model}: {metric.replace('_', ' ')}\n(test: {variant})", fontsize=9)
-    fig.tight_layout()
+    _figure_legend(fig, baseline)
+    fig.tight_layout(rect=(0, 0.07 if len(blocks) > 1 else 0.12, 1, 1))
     return fig
 
 
@@ -406,12 +636,28 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     fig = accuracy_figure(accuracy, figure_test_variants)
     save_figure(fig, output.accuracy_fig)
     if getattr(output, "mitigation", None) is not None:
-        per_run = collect_mitigation_runs(
-            as_list(getattr(inputs, "predictions", None)), accuracy_ids, n_classes,
-            stacked("lid", lid_ids, run_columns), stacked("reliance", accuracy_ids, run_columns),
-            stacked("shap", shap_ids, ["dataset", "model", "seed"]))
-        ranking = mitigation_table(per_run, mitigation_baseline)
-        write_table(ranking, output.mitigation, getattr(output, "mitigation_md", None),
-                    title=f"Study A: conditions ranked per metric (mean and 95% t interval over seeds; paired t-test "
-                          f"against {mitigation_baseline or 'no baseline'} over seeds)")
-        save_figure(mitigation_figure(ranking, figure_test_variants), output.mitigation_fig)
+        write_mitigation(job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, mitigation_baseline, n_classes)
+
+
+MITIGATION_TITLE = (
+    "Study A: conditions ranked per metric. mean over n_seeds seeds; t_ci: 95% t interval over seeds (clipped to "
+    "the metric's range); boot_ci: 95% percentile interval of the mean over seeds under a paired bootstrap over "
+    "test rows (n_boot resamples of each seed's n_test_rows rows, the same rows for every condition); against "
+    "{baseline}: paired t-test over seeds (t, p_value, n_pairs) and the paired bootstrap difference (boot_diff, "
+    "two-sided boot_p); p_holm, boot_p_holm: Holm-adjusted across the conditions of each metric and test set")
+
+
+def write_mitigation(job: Job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, baseline: str | None,
+                     n_classes: Mapping[str, int]) -> None:
+    """The mitigation ranking (table and figure) of the report job."""
+    inputs, output = job.input, job.output
+    run_columns = ["dataset", "model", "condition", "seed"]
+    predictions = read_predictions(as_list(getattr(inputs, "predictions", None)), accuracy_ids)
+    per_run = collect_mitigation_runs(
+        predictions, n_classes, stack_runs(as_list(getattr(inputs, "lid", None)), lid_ids, run_columns),
+        stack_runs(as_list(getattr(inputs, "reliance", None)), accuracy_ids, run_columns),
+        stack_runs(as_list(getattr(inputs, "shap", None)), shap_ids, ["dataset", "model", "seed"]))
+    ranking = mitigation_table(per_run, baseline, bootstrap=bootstrap_table(predictions, n_classes, baseline))
+    write_table(ranking, output.mitigation, getattr(output, "mitigation_md", None),
+                title=MITIGATION_TITLE.format(baseline=baseline or "no baseline"))
+    save_figure(mitigation_figure(ranking, figure_test_variants, baseline), output.mitigation_fig)
