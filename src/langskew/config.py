@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import glob
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -59,6 +60,41 @@ def _key(prefix: str, path: Iterable[Any]) -> str:
     return ".".join(parts) or "<config>"
 
 
+_BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
+
+
+def allowed_range(schema: dict) -> str:
+    """A schema's numeric bounds as an interval: ``[0, 1)``, ``(0, inf)``, ``[1, inf)``."""
+    lo = f"[{schema['minimum']:g}" if "minimum" in schema else \
+        f"({schema['exclusiveMinimum']:g}" if "exclusiveMinimum" in schema else "(-inf"
+    hi = f"{schema['maximum']:g}]" if "maximum" in schema else \
+        f"{schema['exclusiveMaximum']:g})" if "exclusiveMaximum" in schema else "inf)"
+    return f"{lo}, {hi}"
+
+
+def _message(error) -> str:
+    """A schema error's message; a value out of bounds also gets the allowed range, and a value
+    that matches no branch of an ``anyOf`` the bound it missed (e.g. a share above 1)."""
+    if error.validator == "anyOf":
+        bounded = [sub for sub in error.context or () if sub.validator in _BOUNDS]
+        if bounded:
+            error = bounded[0]
+    if error.validator in _BOUNDS:
+        return f"{error.message} (allowed range: {allowed_range(error.schema)})"
+    return error.message
+
+
+def _non_finite(node: Any, path: tuple = ()) -> list[str]:
+    """Keys holding NaN or an infinity (which pass every JSON-schema bound)."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _non_finite(value, path + (key,))]
+    if isinstance(node, list):
+        return [k for i, value in enumerate(node) for k in _non_finite(value, path + (i,))]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"config key '{_key('', path)}': {node} is not a finite number"]
+    return []
+
+
 @functools.lru_cache(maxsize=None)
 def _schema(path: str) -> dict:
     """A schema file, parsed once per process with libyaml's loader where PyYAML has it (the
@@ -75,7 +111,7 @@ def validate_schema(cfg: dict, schema_path: str | Path, prefix: str = "") -> dic
     list(validator.iter_errors(cfg))
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"config key '{_key(prefix, e.absolute_path)}': {e.message}" for e in errors]
+        lines = [f"config key '{_key(prefix, e.absolute_path)}': {_message(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     return cfg
 
@@ -90,6 +126,9 @@ def validate_config(cfg: dict, schema_dir: str | Path = SCHEMA_DIR,
     """
     files = {"config": Path(schema_dir) / "config.schema.yaml", "study_b": Path(schema_dir) / "study_b.schema.yaml"}
     files.update({k: Path(v) for k, v in (schema_files or {}).items()})
+    non_finite = _non_finite(cfg)
+    if non_finite:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(non_finite))
     validate_schema(cfg, files["config"])
     problems: list[str] = []
     if isinstance(cfg.get("study_b"), dict) and files["study_b"].exists():
@@ -160,7 +199,7 @@ def _check_study_b(sb: dict, schema_path: str | Path) -> list[str]:
     for name, size in sizes.items():
         override = size.get("train") or {}
         for e in sorted(validator.iter_errors(override), key=lambda e: list(map(str, e.absolute_path))):
-            out.append(f"config key '{_key(f'study_b.sizes.{name}.train', e.absolute_path)}': {e.message}")
+            out.append(f"config key '{_key(f'study_b.sizes.{name}.train', e.absolute_path)}': {_message(e)}")
     return out
 
 
@@ -208,7 +247,7 @@ def _check_study_a(cfg: dict) -> list[str]:
 
 def _schema_errors(schema: dict, value: Any, key: str) -> list[str]:
     validator = _DefaultingValidator(schema)
-    return [f"config key '{_key(key, e.absolute_path)}': {e.message}"
+    return [f"config key '{_key(key, e.absolute_path)}': {_message(e)}"
             for e in sorted(validator.iter_errors(copy.deepcopy(value)), key=lambda e: list(map(str, e.absolute_path)))]
 
 
@@ -392,6 +431,11 @@ def _check_study_b_eval(sb: dict, runs: dict[str, dict]) -> list[str]:
         if rest or per_rank % train["micro_batch_size"]:
             out.append(f"config key '{key}.train.batch_size': {train['batch_size']} is not a multiple of "
                        f"micro_batch_size={train['micro_batch_size']} x {world} GPU(s) of size '{size}'")
+        # pretrain.warmup_decay: the cosine runs down from lr to min_lr
+        if train["min_lr"] > train["lr"]:
+            where = f"{key}.train" if {"lr", "min_lr"} & set(sb["sizes"][size].get("train") or {}) else "study_b.train"
+            out.append(f"config key '{where}.min_lr': {train['min_lr']} exceeds lr={train['lr']} of size "
+                       f"'{size}' (allowed range: [0, lr])")
         # perplexity.sliding_window_nll and alignment.alignment_job: windows fit in the context
         if ev["window"] > train["context"]:
             out.append(f"config key 'study_b.eval.window': {ev['window']} exceeds the context "
