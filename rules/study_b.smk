@@ -214,7 +214,11 @@ rule study_b_alignment:
         **gpu_resources(size_settings, mem_mb=16000, runtime=30, stage="alignment"),
     params:
         **eval_params(
-            "n_parallel", "parallel_min_len", "parallel_max_len", "clone_parallel"
+            "n_parallel",
+            "parallel_min_len",
+            "parallel_max_len",
+            "clone_parallel",
+            "alignment_precision",
         ),
         run=sb_run,
         seed=SB_SEED,

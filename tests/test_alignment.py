@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import job
+from helpers import job, rejected
+from langskew import devices
 from langskew.errors import LangskewError
 from langskew.study_b import alignment
 from langskew.study_b.languages import load_packed_parallel as packed_sequences
@@ -99,7 +100,7 @@ def test_mean_gradient_cosine_is_over_block_tensors_with_q_k_v_separate():
 def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
     model = tiny_gpt(vocab=40)
     save_model(model, tmp_path / "model")
-    params = dict(run=CLONE, seed=0, **ALIGNMENT)
+    params = dict(run=CLONE, seed=0, alignment_precision="fp16", **ALIGNMENT)
     outputs = {"representation": str(tmp_path / "rep.csv"), "gradient": str(tmp_path / "grad.csv")}
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]]}, outputs), **params)
     rep, grad = pd.read_csv(outputs["representation"]), pd.read_csv(outputs["gradient"])
@@ -113,7 +114,7 @@ def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
     n_packed = len(packed_sequences(parallel, 10, 16)["en"])
     assert 1 <= n_packed < 6
     real_params = dict(run=REAL, seed=0, n_parallel=n_packed, parallel_min_len=10, parallel_max_len=16,
-                       clone_parallel="parallel")
+                       clone_parallel="parallel", alignment_precision="fp16")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"], tokens["fr"]],
                                  "parallel": parallel}, outputs), **real_params)
     assert list(pd.read_csv(outputs["representation"])["n"]) == [n_packed] * 2
@@ -123,7 +124,7 @@ def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
                                      "parallel": parallel}, outputs), **{**real_params, "n_parallel": n_packed + 1})
     # clones on the packed parallel lines of their base language (the default)
     clone_params = dict(run=CLONE, seed=0, n_parallel=n_packed, parallel_min_len=10, parallel_max_len=16,
-                        clone_parallel="parallel")
+                        clone_parallel="parallel", alignment_precision="fp32")
     alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                 outputs), **clone_params)
     assert list(pd.read_csv(outputs["representation"])["n"]) == [n_packed] * 2
@@ -131,8 +132,77 @@ def test_alignment_job(tmp_path, tokens):  # noqa: F811 (the fixture)
         alignment.alignment_job(job({"model": str(tmp_path / "model"), "tokens": [tokens["en"]], "parallel": parallel},
                                     outputs),
                                 run=CLONE, seed=0, n_parallel=4, parallel_min_len=10, parallel_max_len=64,
-                                clone_parallel="parallel")
+                                clone_parallel="parallel", alignment_precision="fp16")
     # a setting the rule does not pass is named before the job starts
     with pytest.raises(LangskewError, match="n_parallel"):
         check_params(alignment.alignment_job, dict(run=CLONE, seed=0, parallel_min_len=10, parallel_max_len=16,
-                                                   clone_parallel="parallel"), "study_b_alignment")
+                                                   clone_parallel="parallel", alignment_precision="fp16"),
+                     "study_b_alignment")
+
+
+# -- precision: the authors' fp16 autocast without loss scaling, fp32 as an option ----------
+@pytest.fixture
+def cuda_precision(monkeypatch):
+    """The device decision as on a GPU (precision settings apply); returns the autocast dtypes entered."""
+    entered: list = []
+    real = devices.autocast
+
+    def recording(device, dtype):
+        entered.append(dtype)
+        return real(device, dtype)
+
+    monkeypatch.setattr(devices, "mixed_precision_device", lambda device: True)
+    monkeypatch.setattr(devices, "autocast", recording)
+    return entered
+
+
+def _pairs(n=3, length=13):
+    rng = np.random.default_rng(0)
+    return [(rng.integers(0, 40, length), rng.integers(0, 40, length)) for _ in range(n)]
+
+
+def test_fp16_alignment_autocasts_on_a_gpu_and_stays_close_to_fp32(cuda_precision):
+    model, pairs = tiny_gpt(), _pairs()
+    rep32 = alignment.representation_alignment(model, pairs, match=False, precision="fp32")
+    grad32 = alignment.gradient_alignment(model, pairs, precision="fp32")
+    assert set(cuda_precision) == {None}
+    cuda_precision.clear()
+    rep16 = alignment.representation_alignment(model, pairs, match=False, precision="fp16")
+    grad16 = alignment.gradient_alignment(model, pairs, precision="fp16")
+    assert set(cuda_precision) == {torch.float16} and len(cuda_precision) == 4 * len(pairs)
+    # fp16 keeps 11 significant bits: the cosines move, by far less than their spread
+    diff = np.abs(rep16["cosine_mean"] - rep32["cosine_mean"])
+    assert 0 < diff.max() < 1e-2
+    g16, g32 = grad16.set_index("parameter")["cosine_mean"], grad32.set_index("parameter")["cosine_mean"]
+    assert 0 < abs(g16["mean"] - g32["mean"]) < 2e-2
+
+
+def test_fp16_gradients_are_not_loss_scaled(cuda_precision):
+    """With a tiny output layer every gradient below it is under fp16's smallest subnormal
+    (6e-8): without loss scaling, as the authors, it rounds to zero; fp32 keeps it."""
+    model = tiny_gpt()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1e-7)
+    ids = _pairs(1)[0][0]
+    g32 = alignment.sequence_gradients(model, ids, torch.device("cpu"), "fp32")
+    g16 = alignment.sequence_gradients(model, ids, torch.device("cpu"), "fp16")
+    below = [name for name in g32 if name != "lm_head.weight"]
+    assert all(0 < float(g32[n].abs().max()) < 6e-8 for n in below)
+    assert all(float(g16[n].abs().max()) == 0.0 for n in below)
+    torch.testing.assert_close(g16["lm_head.weight"], g32["lm_head.weight"], atol=1e-3, rtol=1e-2)
+
+
+def test_on_the_cpu_both_precisions_run_in_fp32():
+    """As the authors' code (autocast enabled for CUDA tensors only): a CPU run is the same whichever is set."""
+    model, pairs = tiny_gpt(), _pairs(2)
+    pd.testing.assert_frame_equal(alignment.representation_alignment(model, pairs, False, precision="fp16"),
+                                  alignment.representation_alignment(model, pairs, False, precision="fp32"))
+    pd.testing.assert_frame_equal(alignment.gradient_alignment(model, pairs, precision="fp16"),
+                                  alignment.gradient_alignment(model, pairs, precision="fp32"))
+
+
+def test_a_bad_alignment_precision_is_named(demo_raw):
+    with pytest.raises(LangskewError, match="alignment_precision must be one of fp16, fp32, got 'bf16'"):
+        alignment.gradient_alignment(tiny_gpt(), _pairs(1), precision="bf16")
+    msg = rejected(demo_raw, lambda c: c["study_b"].setdefault("eval", {}).update(alignment_precision="bf16"))
+    assert "alignment_precision" in msg and "fp16" in msg

@@ -5,6 +5,13 @@ the hidden states of parallel tokens, at the same positions for clones and on on
 maximum-weight matching of the tokens for real languages (EN/FR). Gradient alignment
 (:func:`gradient_alignment`): per parameter tensor, the cosine between the gradients of the
 two members of a parallel pair, with the fused attention projection split into Q, K and V.
+
+Precision (``study_b.eval.alignment_precision``): ``fp16``, the authors' default
+(``compare_representations.py``): on CUDA the forward pass of both measures runs under fp16
+autocast and the loss is backpropagated without loss scaling (no GradScaler), so gradients
+below fp16's range round to zero as in their runs; the cosines are taken in fp32. ``fp32``
+runs in full precision. On the CPU both run in fp32, as the authors' code does there (its
+autocast is enabled only for CUDA tensors): a CPU run, the demo's, is the same whichever is set.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from langskew import devices
 from langskew.errors import LangskewError
 from langskew.io import write_csv
 from langskew.progress import progress
@@ -25,12 +33,28 @@ from langskew.workflow import Job
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = ("fp16", "fp32")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a LangskewError naming the key."""
+    if precision not in PRECISIONS:
+        raise LangskewError(f"study_b.eval.alignment_precision must be one of {', '.join(PRECISIONS)}, "
+                            f"got {precision!r}")
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    """fp16 autocast on a device where precision settings apply (CUDA), else full precision."""
+    return devices.autocast(device, devices.amp_dtype(device, check_precision(precision)))
+
 
 @torch.no_grad()
-def hidden_states(model: GPT, ids: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+def hidden_states(model: GPT, ids: np.ndarray, device: torch.device, precision: str = "fp16") -> list[torch.Tensor]:
     """Output of every block (before the final LN) for one sequence: n_layer tensors (T, d), fp32."""
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context]
-    _, _, hidden = model(x, return_hidden=True)
+    with _autocast(device, precision):
+        _, _, hidden = model(x, return_hidden=True)
     return [h[0].float() for h in hidden]
 
 
@@ -69,11 +93,13 @@ def layer_cosines(hidden_a: Sequence[torch.Tensor], hidden_b: Sequence[torch.Ten
 
 
 def representation_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]], match: bool,
-                             device: torch.device | str | None = None) -> pd.DataFrame:
-    """Per-layer cosine of parallel hidden states, averaged over pairs (layer 1 = first block)."""
+                             device: torch.device | str | None = None, precision: str = "fp16") -> pd.DataFrame:
+    """Per-layer cosine of parallel hidden states, averaged over pairs (layer 1 = first block);
+    ``precision``: fp16 autocast on CUDA (the authors') or fp32."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    values = np.array([layer_cosines(hidden_states(model, a, device), hidden_states(model, b, device), match)
+    values = np.array([layer_cosines(hidden_states(model, a, device, precision),
+                                     hidden_states(model, b, device, precision), match)
                        for a, b in progress(pairs, desc="representation alignment", unit="pair")])
     if values.size == 0:
         raise LangskewError("alignment: no parallel pairs")
@@ -90,16 +116,19 @@ def _split_qkv(name: str, grad: torch.Tensor) -> dict[str, torch.Tensor]:
     return {name.replace(".attn.qkv.", f".attn.{p}."): t for p, t in zip("qkv", parts)}
 
 
-def sequence_gradients(model: GPT, ids: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+def sequence_gradients(model: GPT, ids: np.ndarray, device: torch.device,
+                       precision: str = "fp16") -> dict[str, torch.Tensor]:
     """Gradient of the mean next-token loss of one sequence, per parameter tensor (flattened).
 
     The fused attention input projection is reported as three tensors, ``attn.q``,
-    ``attn.k`` and ``attn.v`` (weight and bias each).
+    ``attn.k`` and ``attn.v`` (weight and bias each). ``fp16``: the forward pass under fp16
+    autocast on CUDA and the backward pass of the unscaled loss, as the authors.
     """
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, : model.cfg.context + 1]
     model.zero_grad(set_to_none=True)
-    _, loss = model(x[:, :-1], x[:, 1:])
-    loss.backward()
+    with _autocast(device, precision):
+        _, loss = model(x[:, :-1], x[:, 1:])
+    loss.backward()  # no loss scaling (the authors')
     out: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         if p.grad is not None:
@@ -119,20 +148,21 @@ def is_block_tensor(name: str) -> bool:
 
 
 def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-                       device: torch.device | str | None = None) -> pd.DataFrame:
+                       device: torch.device | str | None = None, precision: str = "fp16") -> pd.DataFrame:
     """Cosine between the two members' gradients per parameter tensor, averaged over pairs.
 
     Q, K and V are separate tensors. Two summary rows follow the tensors: ``mean``, the
     mean over the transformer blocks' tensors (the paper's mean gradient cosine; the
     clones' embedding gradients are orthogonal by construction), and
     ``mean_all_tensors``, the mean over every tensor. ``in_mean`` marks the tensors of ``mean``.
+    ``precision``: fp16 autocast on CUDA without loss scaling (the authors') or fp32.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()  # no dropout anyway; keeps LN/attention in inference mode
     sums: dict[str, float] = {}
     for a, b in progress(pairs, desc="gradient alignment", unit="pair"):
-        ga = sequence_gradients(model, a, device)
-        gb = sequence_gradients(model, b, device)
+        ga = sequence_gradients(model, a, device, precision)
+        gb = sequence_gradients(model, b, device, precision)
         for name in ga:
             cos = F.cosine_similarity(ga[name], gb[name], dim=0, eps=1e-12)
             sums[name] = sums.get(name, 0.0) + float(cos)
@@ -152,16 +182,18 @@ def gradient_alignment(model: GPT, pairs: Sequence[tuple[np.ndarray, np.ndarray]
 
 
 def alignment_job(job: Job, *, run: dict, n_parallel: int, parallel_min_len: int, parallel_max_len: int,
-                  clone_parallel: str, seed: int) -> None:
+                  clone_parallel: str, alignment_precision: str, seed: int) -> None:
     """Rule ``study_b_alignment``: representation (per layer) and gradient (per tensor) alignment of L1/L2
     -> output.representation, output.gradient.
 
     The keys of ``study_b.eval``: ``n_parallel`` (the first n parallel sequences), ``parallel_min_len`` and
     ``parallel_max_len`` (tokens per packed parallel sequence; at most the model context),
     ``clone_parallel`` (``parallel``: clones use the packed parallel sentences of their base
-    language, as the authors; ``heldout``: windows of held-out text). Parallel sentences:
-    input.parallel, when the rule gives it.
+    language, as the authors; ``heldout``: windows of held-out text), ``alignment_precision``
+    (``fp16``: fp16 autocast on CUDA without loss scaling, the authors'; ``fp32``). Parallel
+    sentences: input.parallel, when the rule gives it.
     """
+    precision = check_precision(alignment_precision)
     run = dict(run)
     if run["kind"] == "mono":
         raise LangskewError(f"alignment: run {run['id']!r} is monolingual")
@@ -177,5 +209,7 @@ def alignment_job(job: Job, *, run: dict, n_parallel: int, parallel_min_len: int
         raise LangskewError(f"alignment of {run['id']}: {len(pairs)} parallel sequences of at least 2 tokens, "
                             f"fewer than n_parallel={int(n_parallel)}")
     match = run["kind"] == "real"
-    write_csv(representation_alignment(model, pairs, match, device), job.output.representation)
-    write_csv(gradient_alignment(model, pairs, device), job.output.gradient)
+    logger.info("alignment of %s: %d pairs, precision %s (autocast: %s on %s)", run["id"], len(pairs), precision,
+                devices.amp_dtype(device, precision), device)
+    write_csv(representation_alignment(model, pairs, match, device, precision), job.output.representation)
+    write_csv(gradient_alignment(model, pairs, device, precision), job.output.gradient)
