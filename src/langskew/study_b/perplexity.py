@@ -12,7 +12,10 @@ PPL = exp(mean NLL over the scored targets).
 Precision (``study_b.eval.precision``): on CUDA the forward pass runs under fp16 autocast by
 default, as the authors' evaluation (``torch.cuda.amp.autocast()``); the cross-entropy is
 taken in fp32 from those logits. ``bf16`` autocasts in bfloat16, ``fp32`` runs in full
-precision. On the CPU it is always fp32.
+precision. On the CPU it is always fp32. A model trained in bf16 is not held to fp16's range
+(largest value 65504): where its activations exceed it, a window's loss is infinite or NaN,
+and the job stops with :class:`NonFiniteLossError` naming the precision to use instead
+(``bf16``, the range of training, or ``fp32``) rather than write an infinite perplexity.
 
 
 The run's model and token streams come from :func:`langskew.study_b.model.load_run`, which
@@ -65,6 +68,27 @@ def window_plan(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]
 PRECISIONS = ("fp16", "bf16", "fp32")
 
 
+class NonFiniteLossError(LangskewError):
+    """A scored token's loss is infinite or NaN: the activations left the evaluation precision's range."""
+
+
+def _check_finite(nll: torch.Tensor, start: int, dtype: torch.dtype | None) -> None:
+    """Stop on a non-finite loss among a window's scored targets, naming the precision to use."""
+    if bool(torch.isfinite(nll).all()):
+        return
+    if dtype == torch.float16:
+        advice = ("the model's activations exceed fp16's range (largest value 65504), as those of a model "
+                  "trained in bf16 may; set study_b.eval.precision: bf16 (the range of training) or fp32")
+    elif dtype == torch.bfloat16:
+        advice = "set study_b.eval.precision: fp32"
+    else:
+        advice = "the loss is non-finite in fp32 too, so no precision helps: the model itself is broken " \
+                 "(a diverged training run?)"
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    raise NonFiniteLossError(f"perplexity: non-finite loss in {name} in the window starting at held-out token "
+                             f"{start}: {advice}")
+
+
 @torch.no_grad()
 def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: int = 128, batch_size: int = 8,
                        device: torch.device | str | None = None, precision: str = "fp16") -> tuple[float, int]:
@@ -89,7 +113,8 @@ def sliding_window_nll(model: GPT, ids: np.ndarray, window: int = 512, stride: i
         with autocast(device, dtype):
             logits, _ = model(seqs[:, :-1])  # (b, L, vocab)
         nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:], reduction="none")  # (b, L)
-        for row, (_, n_scored) in enumerate(chunk):
+        for row, (start, n_scored) in enumerate(chunk):
+            _check_finite(nll[row, length - n_scored:], start, dtype)
             total += float(nll[row, length - n_scored:].double().sum())
             count += n_scored
     return total, count
