@@ -153,6 +153,7 @@ def fit_settings(w):
         "max_rel_residual": SB["eval"].get("fit_max_rel_error", 0.05),
         "method": SB["eval"].get("fit_method", "authors"),
         "teff_tokens": SB["eval"].get("teff_tokens", "expected"),
+        "points": SB["eval"].get("fit_points", "all"),
     }
 
 

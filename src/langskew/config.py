@@ -74,11 +74,14 @@ def allowed_range(schema: dict) -> str:
 
 def _message(error) -> str:
     """A schema error's message; a value out of bounds also gets the allowed range, and a value
-    that matches no branch of an ``anyOf`` the bound it missed (e.g. a share above 1)."""
+    that matches no branch of an ``anyOf`` what it missed in the branch of its type (e.g. a share
+    above 1, a list too short)."""
     if error.validator == "anyOf":
-        bounded = [sub for sub in error.context or () if sub.validator in _BOUNDS]
-        if bounded:
-            error = bounded[0]
+        subs = list(error.context or ())
+        near = [sub for sub in subs if sub.validator not in ("type", "enum", "const")] or \
+            [sub for sub in subs if sub.validator in ("enum", "const")]
+        if near:
+            error = near[0]
     if error.validator in _BOUNDS:
         return f"{error.message} (allowed range: {allowed_range(error.schema)})"
     return error.message
@@ -349,7 +352,30 @@ def _check_study_b_jobs(sb: dict) -> list[str]:
         runs = grid.expand_runs(sb)
     except LangskewError as err:
         return out + [f"config key 'study_b.grid': {err}"]
-    return out + _check_study_b_eval(sb, runs)
+    return out + _check_study_b_eval(sb, runs) + _check_fit_points(sb, runs)
+
+
+def _check_fit_points(sb: dict, runs: dict[str, dict]) -> list[str]:
+    """fit.select_points: every fitted size and language has a monolingual run at each fraction
+    that study_b.eval.fit_points names."""
+    from .study_b import grid
+
+    selection = sb["eval"].get("fit_points", "all")
+    if selection == "all":
+        return []
+    from .study_b.fit import fit_points, point_fractions, select_points
+
+    fractions = point_fractions(selection)
+    out: list[str] = []
+    for size, plan in grid.fit_plan(runs).items():
+        mono = [runs[r] for r in plan["mono"]]
+        fake_ppl = [{r.get("language") or r["base_languages"][0]: 2.0} for r in mono]  # the x of each run is all
+        for (_, lang), pts in fit_points(mono, fake_ppl).items():
+            try:
+                select_points(pts, fractions)
+            except LangskewError as err:
+                out.append(f"config key 'study_b.eval.fit_points': size '{size}', language '{lang}': {err}")
+    return out
 
 
 def _check_study_b_languages(sb: dict) -> list[str]:

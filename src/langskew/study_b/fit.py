@@ -10,6 +10,13 @@ started from (a, b, c) = (1, 1, 1), scipy's default (``fit_method: authors``; ``
 keeps c in [0, 1], a >= 0, b in [0.001, 5] and starts from the data), and the tokens of a
 language are the run's tokens x the language's probability (``teff_tokens: expected``;
 ``counted`` uses the sequences counted during training, metrics.json ``tokens_seen``).
+
+Which monolingual runs are fitted (``study_b.eval.fit_points``): ``all`` of a size and
+language's runs (default), ``paper_table`` (the 0.1x, 0.5x and 1x runs, the ones the paper's
+Table 1 shows; the authors' run list is not published), or a list of token fractions. TEff near
+1 depends on that choice, so the table also carries TEff under all points and under the paper
+table's points side by side (``TEff_all_points``, ``TEff_paper_points``; NaN where those runs
+are missing or the fit fails), whichever set the other columns use.
 """
 
 from __future__ import annotations
@@ -40,6 +47,43 @@ FIT_PARAMS = ("c", "a", "b")
 
 FIT_METHODS = ("authors", "bounded")
 TEFF_TOKENS = ("expected", "counted")
+#: Token fractions of the monolingual runs the paper's Table 1 shows (10%, 50%, 100%).
+PAPER_TABLE_POINTS = (0.1, 0.5, 1.0)
+#: Relative tolerance between a run's x (whole steps: slightly below its fraction) and a fraction.
+POINT_TOLERANCE = 0.01
+
+
+def point_fractions(selection: str | Sequence[float]) -> tuple[float, ...] | None:
+    """The token fractions a ``fit_points`` setting names (None: all points)."""
+    if isinstance(selection, str):
+        if selection == "all":
+            return None
+        if selection == "paper_table":
+            return PAPER_TABLE_POINTS
+        raise LangskewError(f"scaling fit: fit_points must be all, paper_table or a list of token fractions, "
+                            f"got {selection!r}")
+    fractions = tuple(float(f) for f in selection)
+    if len(set(fractions)) < 3 or any(not math.isfinite(f) or f <= 0 for f in fractions):
+        raise LangskewError(f"scaling fit: fit_points needs at least 3 distinct positive token fractions, "
+                            f"got {list(selection)}")
+    return fractions
+
+
+def select_points(pts: Sequence[tuple[float, float, str]], selection: str | Sequence[float],
+                  where: str = "scaling fit") -> list[tuple[float, float, str]]:
+    """The points of ``pts`` ((x, 1/PPL, run id), sorted by x) at the fractions ``selection`` names
+    (each within :data:`POINT_TOLERANCE`); all of them for ``"all"``. A missing fraction is an error."""
+    fractions = point_fractions(selection)
+    if fractions is None:
+        return list(pts)
+    chosen = []
+    for f in fractions:
+        near = [p for p in pts if abs(p[0] - f) <= POINT_TOLERANCE * f]
+        if not near:
+            raise LangskewError(f"{where}: fit_points names x={f:g}, but no monolingual run has it "
+                                f"(runs at x={', '.join(f'{p[0]:.4g}' for p in pts)})")
+        chosen.append(near[0])
+    return sorted(set(chosen))
 
 
 def fit_power_law(x: Sequence[float], inv_ppl: Sequence[float], method: str = "authors") -> tuple[float, float, float]:
@@ -201,7 +245,8 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
               target_ppl: Sequence[dict], batch_size: int, context: int,
               tokens_seen: Sequence[dict | None] | None = None, n_boot: int = 0, seed: int = 0,
               max_rel_residual: float = 0.05, method: str = "authors", teff_tokens: str = "expected",
-              data_passes: Sequence[dict | None] | None = None) -> pd.DataFrame:
+              data_passes: Sequence[dict | None] | None = None,
+              points_used: str | Sequence[float] = "all") -> pd.DataFrame:
     """One row per (target run, language): ppl, tokens_seen, MLTE, TEff, MLPE and the fit (c, a, b).
 
     ``tokens_seen`` is the denominator of TEff and the x of MLPE: with ``teff_tokens="expected"``
@@ -210,7 +255,9 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
     the sequences counted in training, metrics.json), where given. ``tokens_counted`` and
     ``tokens_expected`` carry both. ``method``: the fit (:func:`fit_power_law`).
     ``data_passes[i]`` ({language: passes over its training stream}, metrics.json) becomes the
-    ``data_passes`` column (NaN where unknown).
+    ``data_passes`` column (NaN where unknown). ``points_used``: the monolingual points fitted
+    (:func:`select_points`); ``TEff_all_points`` and ``TEff_paper_points`` are TEff under all
+    points and under the paper table's (NaN where that fit cannot be made).
 
     Fit quality: ``fit_rmse`` (of 1/PPL), ``fit_max_rel_error`` (largest |fitted - observed| /
     observed PPL over the monolingual points), ``fit_at_bound`` (parameters at a bound, e.g.
@@ -222,8 +269,10 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
     """
     if teff_tokens not in TEFF_TOKENS:
         raise LangskewError(f"scaling fit: teff_tokens must be one of {', '.join(TEFF_TOKENS)}, got {teff_tokens!r}")
-    points = fit_points(mono_runs, mono_ppl)
+    every = fit_points(mono_runs, mono_ppl)
+    points = {key: select_points(pts, points_used, f"scaling fit {key[0]}/{key[1]}") for key, pts in every.items()}
     fits = {key: _fit_group(key, pts, method, n_boot, seed) for key, pts in points.items()}
+    side = {name: {key: _side_fit(pts, name, method) for key, pts in every.items()} for name in ("all", "paper_table")}
     rows = []
     for i, (run, ppl) in enumerate(zip(target_runs, target_ppl)):
         expected = expected_tokens_seen(run, batch_size, context)
@@ -242,8 +291,26 @@ def fit_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], target_runs: 
                    "tokens_expected": exp_tokens, "tokens_counted": float(counted.get(name, math.nan)),
                    "data_passes": float(passes.get(name, math.nan)), "budget_tokens": budget,
                    **_efficiency(fits[key], float(value), seen, budget, n_boot, max_rel_residual)}
+            for name, column in (("all", "TEff_all_points"), ("paper_table", "TEff_paper_points")):
+                params = side[name][key]
+                row[column] = mlte(float(value), *params, budget) / seen if params and seen > 0 else math.nan
+            row["fit_points"] = _points_label(points_used)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _side_fit(pts: Sequence[tuple[float, float, str]], selection: str, method: str
+              ) -> tuple[float, float, float] | None:
+    """The fit of one point set for the side-by-side TEff columns; None where it cannot be made."""
+    try:
+        chosen = select_points(pts, selection)
+        return fit_power_law([p[0] for p in chosen], [p[1] for p in chosen], method)
+    except (LangskewError, RuntimeError, ValueError):
+        return None
+
+
+def _points_label(selection: str | Sequence[float]) -> str:
+    return selection if isinstance(selection, str) else ",".join(f"{float(f):g}" for f in selection)
 
 
 def _fit_group(key: tuple[str, str], pts: Sequence[tuple[float, float, str]], method: str, n_boot: int,
@@ -282,14 +349,17 @@ def _efficiency(fit: dict[str, Any], ppl: float, seen: float, budget: float, n_b
 
 
 def fit_points_table(mono_runs: Sequence[dict], mono_ppl: Sequence[dict], method: str = "authors",
-                     data_passes: Sequence[dict | None] | None = None) -> pd.DataFrame:
-    """The monolingual points of every fit with the fitted values and residuals (and the
-    passes each monolingual run made over its training stream, ``data_passes``, where known)."""
+                     data_passes: Sequence[dict | None] | None = None,
+                     points_used: str | Sequence[float] = "all") -> pd.DataFrame:
+    """The monolingual points of every fit (``points_used``, :func:`select_points`) with the fitted
+    values and residuals (and the passes each monolingual run made over its training stream,
+    ``data_passes``, where known)."""
     passes_by_run = {run["id"]: float(next(iter(((data_passes[i] if data_passes else None) or {}).values()),
                                            math.nan))
                      for i, run in enumerate(mono_runs)}
     frames = []
     for (size, lang), pts in fit_points(mono_runs, mono_ppl).items():
+        pts = select_points(pts, points_used, f"scaling fit {size}/{lang}")
         x, y = [p[0] for p in pts], [p[1] for p in pts]
         params = fit_power_law(x, y, method)
         res = fit_residuals(x, y, params)
@@ -316,7 +386,8 @@ def fit_job(job: Job, *, mono_ids: list[dict], target_runs: list[dict], train: d
 
     ``mono_ids``: run specs of input.mono; ``target_runs``: run specs of input.target;
     ``train``: {batch_size, context, ...}; ``fit``: {n_boot, seed, max_rel_residual, method,
-    teff_tokens} (each optional; defaults: no bootstrap, the authors' fit and denominator).
+    teff_tokens, points} (each optional; defaults: no bootstrap, the authors' fit and
+    denominator, all monolingual points).
     An optional input.metrics (metrics.json of each target, same order) supplies the counted
     tokens_seen and the passes over each training stream (``data_passes``); an optional
     input.mono_metrics the passes of the monolingual runs. output[0]: the table;
@@ -328,6 +399,7 @@ def fit_job(job: Job, *, mono_ids: list[dict], target_runs: list[dict], train: d
                             f"for {len(mono_runs)} / {len(targets)} run specs")
     train, fit_cfg = dict(train), dict(fit)
     method, teff_tokens = str(fit_cfg.get("method", "authors")), str(fit_cfg.get("teff_tokens", "expected"))
+    points_used = fit_cfg.get("points", "all")
     metrics = [read_json(p) for p in getattr(job.input, "metrics", None) or []]
     mono_metrics = [read_json(p) for p in getattr(job.input, "mono_metrics", None) or []]
     seen = [m.get("tokens_seen") for m in metrics] or None
@@ -337,10 +409,10 @@ def fit_job(job: Job, *, mono_ids: list[dict], target_runs: list[dict], train: d
     table = fit_table(mono_runs, mono_ppl, targets, [read_json(p) for p in job.input.target],
                       int(train["batch_size"]), int(train["context"]), seen, n_boot=int(fit_cfg.get("n_boot", 0)),
                       seed=int(fit_cfg.get("seed", 0)), max_rel_residual=float(fit_cfg.get("max_rel_residual", 0.05)),
-                      method=method, teff_tokens=teff_tokens, data_passes=passes)
+                      method=method, teff_tokens=teff_tokens, data_passes=passes, points_used=points_used)
     write_csv(table, job.output[0])
     if hasattr(job.output, "points"):
-        write_csv(fit_points_table(mono_runs, mono_ppl, method, mono_passes), job.output.points)
+        write_csv(fit_points_table(mono_runs, mono_ppl, method, mono_passes, points_used), job.output.points)
     for rec in table.drop_duplicates("base_language").to_dict("records"):
         logger.info("fit %s/%s (%s): c=%.4g a=%.4g b=%.4g, rmse %.3g, max rel. error %.3g, at bound: %s",
                     rec["size"], rec["base_language"], method, rec["c"], rec["a"], rec["b"],

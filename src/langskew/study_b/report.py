@@ -148,7 +148,7 @@ def repetition_warning(table: pd.DataFrame) -> str:
 
 
 TEFF_COLUMNS = ["run", "label", "size", "scale", "language", "ppl", "tokens_seen", "data_passes", "budget_tokens",
-                "MLTE", "TEff",
+                "MLTE", "TEff", "TEff_all_points", "TEff_paper_points",
                 "TEff_lo", "TEff_hi", "MLPE", "MLPE_lo", "MLPE_hi", "published_TEff", "fit_reliable", "fit_at_bound",
                 "fit_max_rel_error", "c", "a", "b"]
 
@@ -311,7 +311,8 @@ def alignment_figure(rep: pd.DataFrame):
 TITLES = {
     "perplexity": "Study B: held-out perplexity per run and language (published where known)",
     "token_efficiency": "Study B: monolingual token equivalence (MLTE), token efficiency (TEff) and MLPE, "
-                        "with 95% bootstrap intervals over the monolingual points and the fit's reliability",
+                        "with 95% bootstrap intervals over the monolingual points and the fit's reliability; "
+                        "TEff with all monolingual points and with the paper table's (0.1x, 0.5x, 1x) side by side",
     "scaling_fit": "Study B: monolingual scaling fits 1/PPL = c - a x^-b, residuals and parameters at a bound",
     "representation_alignment": "Study B: representation alignment (cosine of parallel hidden states) per layer",
     "gradient_alignment": "Study B: gradient alignment (mean cosine over the transformer blocks' tensors, Q/K/V "
