@@ -1,12 +1,14 @@
 """Prepare public-domain books as plain text for the Study B miniature search (``--text``).
 
-Each input is a Project Gutenberg plain-text edition. What is kept is the book alone: the
-text between the ``*** START OF ...`` and ``*** END OF ...`` markers, without the
-"Produced by ..." credit and any other line that names Project Gutenberg (its licence
-allows the public-domain text to be used freely once the licence and every reference to
-Project Gutenberg are removed). Line endings become ``\\n`` and the hard-wrapped lines of a
-paragraph are joined into one line, so that a paragraph is one document for
-``document_split: blank_line`` (or ``line``).
+Each input is a Project Gutenberg plain-text edition. What is kept is the book alone, cut by
+the cleaning the Study B corpus job applies to a hub dataset of Gutenberg books
+(:func:`langskew.gutenberg.clean_book`): the text between the ``*** START OF ...`` and
+``*** END OF ...`` markers, without the "Produced by ..." credit and any other line that
+names Project Gutenberg (its licence allows the public-domain text to be used freely once
+the licence and every reference to Project Gutenberg are removed). Line endings become
+``\\n`` and the hard-wrapped lines of a paragraph are joined into one line, so that a
+paragraph is one document for ``document_split: blank_line`` (or ``line``). Here an edition
+must have exactly one pair of markers.
 
     python benchmarks/public_domain_text.py 1342-0.txt:pride_and_prejudice 1661-8.txt:sherlock_holmes:latin-1 ... \\
         --out benchmarks/texts
@@ -16,42 +18,16 @@ Which books ship with the repository, and from where, is in ``benchmarks/texts/R
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG EBOOK", re.IGNORECASE)
-END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG EBOOK", re.IGNORECASE)
-CREDIT = re.compile(r"^(Produced by|E-text prepared by|Transcribed from)", re.IGNORECASE)
-
-
-class TextError(Exception):
-    """A file is not a Project Gutenberg plain-text edition this script understands."""
+from langskew.gutenberg import EditionError as TextError  # noqa: F401 (what book_text raises)
+from langskew.gutenberg import clean_book
 
 
 def book_text(raw: str, name: str = "text") -> str:
-    """The book between the Gutenberg markers, one paragraph per line, blank lines between."""
-    lines = raw.replace("\ufeff", "").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    starts = [i for i, line in enumerate(lines) if START.match(line)]
-    ends = [i for i, line in enumerate(lines) if END.match(line)]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise TextError(f"{name}: expected one START and one END marker after it, "
-                        f"found {len(starts)} and {len(ends)}")
-    body = lines[starts[0] + 1:ends[0]]
-    paragraphs, block = [], []
-    for line in body + [""]:
-        if line.strip():
-            block.append(line.strip())
-            continue
-        if block:
-            para = " ".join(block)
-            block = []
-            # a credit paragraph ("Produced by ...") and the closing "End of the Project
-            # Gutenberg EBook of ..." line go with the licence
-            if not CREDIT.match(para) and "gutenberg" not in para.lower():
-                paragraphs.append(para)
-    if not paragraphs:
-        raise TextError(f"{name}: no text between the markers")
-    return "\n\n".join(paragraphs) + "\n"
+    """The book between the Gutenberg markers, one paragraph per line, blank lines between
+    (:func:`langskew.gutenberg.clean_book`, strict: one START and one END marker required)."""
+    return clean_book(raw, name, strict=True).text
 
 
 def main(argv: list[str] | None = None) -> None:

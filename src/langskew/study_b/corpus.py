@@ -13,6 +13,14 @@ Sources (``study_b.languages.{lang}.source``):
   file, per blank-line separated block or per line (``document_split``).
 * ``synthetic`` - the English-like / French-like generator of :mod:`synthetic_lang`.
 
+Cleaning (``clean``) and deduplication (``dedup``) come before the train/test split
+(:func:`clean_records`): ``clean: gutenberg`` cuts every document to its book with
+:func:`langskew.gutenberg.clean_book` (Project Gutenberg header, footer and licence removed;
+a document without the markers kept whole and counted); ``dedup: true`` drops a document whose
+id (``hub.id_column``) or whose cleaned text (BLAKE2b digest) was seen before, in either
+split, so that no held-out book has a copy in training. The job logs the documents and bytes
+read, kept and removed, and why.
+
 Documents flow one at a time from the source to a Parquet writer that flushes every
 ``WRITE_BATCH`` documents, so memory stays bounded whatever the corpus size. A split that
 the source does not provide (``test: null``) is a *seeded random sample* of the source's
@@ -35,9 +43,11 @@ and ``corpus/parallel.parquet`` (one column per language).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -46,6 +56,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from langskew import gutenberg
 from langskew import hub as hubio
 from langskew.errors import LangskewError
 from langskew.io import atomic_path, write_parquet
@@ -130,20 +141,27 @@ def _passes(value: Any, rule: dict) -> bool:
            (rule.get("max") is None or value <= float(rule["max"]))
 
 
-def hub_documents(hub: dict, split_name: str, where: str = "hub source") -> Iterator[str]:
-    """Non-empty documents of one hub split from ``hub["text_column"]`` (default ``text``)."""
-    column = hub.get("text_column", "text")
+def hub_records(hub: dict, split_name: str, where: str = "hub source") -> Iterator[tuple[str | None, str]]:
+    """(id, text) of the non-empty documents of one hub split: text from ``hub["text_column"]``
+    (default ``text``), id from ``hub["id_column"]`` (None without one)."""
+    column, id_column = hub.get("text_column", "text"), hub.get("id_column")
     rows = hub_rows(hub, split_name, where)
     first = next(rows, None)
     if first is None:
         return
-    if column.split(".")[0] not in first:
-        raise LangskewError(f"{where}: hub dataset {hub['path']!r}: text column {column!r} is missing "
-                            f"(columns: {sorted(first)})")
+    for name, what in ((column, "text"), (id_column, "id")):
+        if name is not None and name.split(".")[0] not in first:
+            raise LangskewError(f"{where}: hub dataset {hub['path']!r}: {what} column {name!r} is missing "
+                                f"(columns: {sorted(first)})")
     for row in itertools.chain([first], rows):
         text = _field(row, column)
         if text is not None and str(text).strip():
-            yield str(text)
+            yield (None if id_column is None else str(_field(row, id_column))), str(text)
+
+
+def hub_documents(hub: dict, split_name: str, where: str = "hub source") -> Iterator[str]:
+    """Non-empty documents of one hub split from ``hub["text_column"]`` (default ``text``)."""
+    return (text for _, text in hub_records(hub, split_name, where))
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,8 +235,9 @@ def synthetic_documents(syn: dict, split: str, language: str) -> Iterator[str]:
     return synthetic_lang.documents(grammar, int(n), seed, richness=richness)
 
 
-def source_split(spec: dict, split: str, language: str) -> Iterator[str] | None:
-    """Documents of ``split`` straight from the source, or None if it has no such split."""
+def source_split(spec: dict, split: str, language: str) -> Iterator[tuple[str | None, str]] | None:
+    """(id, text) of the documents of ``split`` straight from the source (id None where the
+    source has none), or None if it has no such split."""
     source = spec.get("source")
     where = f"study_b.languages.{language}"
     if source == "hub":
@@ -226,13 +245,94 @@ def source_split(spec: dict, split: str, language: str) -> Iterator[str] | None:
         split_name = (hub.get("splits") or {"train": "train", "test": "test"}).get(split)
         if split_name is None or (split == "test" and file_mode(hub)):
             return None  # chosen data files are all train documents
-        return hub_documents(hub, split_name, where)
+        return hub_records(hub, split_name, where)
     if source == "local":
         local = spec.get("local") or {}
-        return None if not local.get(split) else local_documents(local, split, where)
+        return None if not local.get(split) else ((None, d) for d in local_documents(local, split, where))
     if source == "synthetic":
-        return synthetic_documents(spec.get("synthetic") or {}, split, language)
+        return ((None, d) for d in synthetic_documents(spec.get("synthetic") or {}, split, language))
     raise LangskewError(f"{where}.source {source!r} is not one of {', '.join(SOURCES)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Cleaning and deduplication (before the train/test split)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class CleanReport:
+    """What :func:`clean_records` read, kept and removed (documents and UTF-8 bytes)."""
+
+    read: int = 0
+    kept: int = 0
+    unmarked: int = 0         # clean: gutenberg, no markers found: kept whole
+    emptied: int = 0          # nothing but licence between the markers: removed
+    duplicate_id: int = 0
+    duplicate_text: int = 0
+    bytes_read: int = 0
+    bytes_kept: int = 0
+    bytes_cleaned: int = 0    # header, footer, licence and credits cut from kept and emptied books
+    bytes_duplicate: int = 0  # the duplicates (as read for an id, as cleaned for a text)
+    seen_ids: set = field(default_factory=set, repr=False)
+    seen_texts: set = field(default_factory=set, repr=False)
+
+    def summary(self, language: str) -> str:
+        removed = self.read - self.kept
+        return (f"language {language}: {self.read:,} documents read ({self.bytes_read:,} bytes), {self.kept:,} kept "
+                f"({self.bytes_kept:,} bytes); removed {removed:,} documents and "
+                f"{self.bytes_read - self.bytes_kept:,} bytes: {self.bytes_cleaned:,} bytes of header, footer and "
+                f"licence, {self.emptied:,} documents with no text between the markers, {self.duplicate_id:,} "
+                f"duplicates by id and {self.duplicate_text:,} by content ({self.bytes_duplicate:,} bytes); "
+                f"{self.unmarked:,} documents without Gutenberg markers kept whole")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _clean_one(doc_id: str | None, text: str, clean: str, dedup: bool, report: CleanReport) -> str | None:
+    """One document cleaned and checked against those seen; None when it is removed."""
+    size = len(text.encode("utf-8"))
+    report.read += 1
+    report.bytes_read += size
+    if dedup and doc_id is not None:
+        if doc_id in report.seen_ids:
+            report.duplicate_id += 1
+            report.bytes_duplicate += size
+            return None
+        report.seen_ids.add(doc_id)
+    if clean == "gutenberg":
+        book = gutenberg.clean_book(text)
+        report.unmarked += not book.marked
+        text = book.text
+        cleaned = len(text.encode("utf-8"))
+        report.bytes_cleaned += size - cleaned
+        size = cleaned
+        if not text.strip():
+            report.emptied += 1
+            return None
+    if dedup:
+        digest = _digest(text)
+        if digest in report.seen_texts:
+            report.duplicate_text += 1
+            report.bytes_duplicate += size
+            return None
+        report.seen_texts.add(digest)
+    report.kept += 1
+    report.bytes_kept += size
+    return text
+
+
+def clean_records(records: Iterable[tuple[str | None, str]], clean: str = "none", dedup: bool = False,
+                  report: CleanReport | None = None) -> Iterator[str]:
+    """The texts of ``records`` ((id, text), in order) cleaned (``clean``: none or gutenberg) and,
+    with ``dedup``, without a document whose id or cleaned text came before (in ``report``'s
+    memory, which the train and test sources of one corpus share); ``report`` counts."""
+    if clean not in gutenberg.CLEANINGS:
+        raise LangskewError(f"clean {clean!r} is not one of {', '.join(gutenberg.CLEANINGS)}")
+    report = report if report is not None else CleanReport()
+    for doc_id, text in records:
+        kept = _clean_one(doc_id, text, clean, bool(dedup), report)
+        if kept is not None:
+            yield kept
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,11 +373,14 @@ def _holdout_draws(seed: int, chunk: int = 4096) -> Iterator[float]:
 
 
 def stream_corpus(spec: dict, language: str, sinks: dict[str, _DocSink]) -> dict[str, int]:
-    """Route the source's documents into the train/test sinks; return the counts."""
+    """Route the source's documents, cleaned and deduplicated, into the train/test sinks; return the counts."""
     train = source_split(spec, "train", language)
     if train is None:
         raise LangskewError(f"study_b.languages.{language}: the source has no train split")
     test = source_split(spec, "test", language)
+    clean, dedup, report = spec.get("clean") or "none", bool(spec.get("dedup")), CleanReport()
+    train = clean_records(train, clean, dedup, report)
+    test = None if test is None else clean_records(test, clean, dedup, report)
     desc = f"corpus {language}"
     if test is None:
         frac = float(spec.get("test_fraction", 0.01))
@@ -298,6 +401,8 @@ def stream_corpus(spec: dict, language: str, sinks: dict[str, _DocSink]) -> dict
             hint = " (too few documents to hold out a test sample; raise test_fraction)" if test is None else ""
             raise LangskewError(f"study_b.languages.{language}: the {split} split is empty{hint}")
     counts = {split: sink.n for split, sink in sinks.items()}
+    if clean != "none" or dedup:
+        logger.info("%s", report.summary(language))
     logger.info("language %s: %d train and %d test documents", language, counts["train"], counts["test"])
     return counts
 
