@@ -20,12 +20,16 @@ PACKAGE_LINE = re.compile(r"-e \$\{LANGSKEW_SOURCE\}(\[(?P<extras>[a-z,]+)\])?")
 
 
 def read_env(name):
-    """({pip name: pinned version} of the conda entries, [pip entries])."""
+    """({pip name: pinned version} of the conda entries and of the pinned pip entries, [pip entries])."""
     deps = yaml.safe_load((ROOT / "envs" / name).read_text())["dependencies"]
     conda, pip = {}, []
     for d in deps:
         if isinstance(d, dict):
             pip += d["pip"]
+            for entry in d["pip"]:  # a package only PyPI has, pinned with == (package_extras checks)
+                if "==" in entry:
+                    name, version = entry.split("==")
+                    conda[canonicalize_name(name)] = version
             continue
         m = re.fullmatch(r"([a-z0-9_.-]+)=(\d+(?:\.\d+)+)", d)  # name=x.y[.z]: exact, no wildcard
         assert m, f"envs/{name}: {d!r} is not pinned to an exact version"
