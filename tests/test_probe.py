@@ -106,26 +106,80 @@ def tiny_models(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 @pytest.mark.parametrize("pair", [False, True])
 def test_representation_shapes(tiny_models, kind, pair):
+    import torch
+
     tokenizer, model = inference.load_for_inference(tiny_models[kind])
     df = tiny_frame(5, pair=pair)
-    reps = probe.sentence_representations(model, tokenizer, df, ["last", "all"], batch_size=4, max_length=32)
+    reps = probe.sentence_representations(model, tokenizer, df, ["last", "all"], batch_size=4, max_length=32,
+                                          pair_input="pair")
     assert list(reps) == ["last", "0", "1", "2"]  # 2 layers + embeddings
     for arr in reps.values():
         assert arr.shape == (len(df), 16)
     encoder = probe.encoder_of(model)
     first = df.iloc[[3]]
-    import torch
-
-    with torch.no_grad():
+    with torch.no_grad():  # one row: no padding, every token counts
         out = encoder(**probe.encode_batch(tokenizer, first, 32, "cpu"), output_hidden_states=True)
     expected_last = out.pooler_output if kind == "bert" else out.hidden_states[-1][:, 0]
     # row order is restored after length-sorted batching
     np.testing.assert_allclose(reps["last"][3], expected_last[0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(reps["1"][3], out.hidden_states[1][0, 0].numpy(), atol=1e-5)
-    if kind == "bert":  # the pooler output is not the raw first-token vector
-        assert not np.allclose(reps["last"], reps["2"])
-    else:
-        np.testing.assert_allclose(reps["last"], reps["2"], atol=1e-6)
+    np.testing.assert_allclose(reps["1"][3], out.hidden_states[1][0].mean(dim=0).numpy(), atol=1e-5)
+    # the sweep reads the token mean: its last layer is not the "last" row's first token / pooler output
+    assert not np.allclose(reps["last"], reps["2"])
+
+
+def test_sweep_pools_tokens_because_the_first_token_carries_no_input_at_the_embeddings(tiny_models):
+    import torch
+
+    tokenizer, model = inference.load_for_inference(tiny_models["bert"])
+    df = tiny_frame(4)
+    with torch.no_grad():
+        enc = probe.encode_batch(tokenizer, df, 32, "cpu")
+        first_tokens = probe.encoder_of(model)(**enc, output_hidden_states=True).hidden_states[0][:, 0]
+    assert torch.allclose(first_tokens, first_tokens[0].expand_as(first_tokens))  # the same [CLS] row for all
+    reps = probe.sentence_representations(model, tokenizer, df, [0], batch_size=3, max_length=32)
+    assert np.unique(reps["0"].round(5), axis=0).shape[0] > 1
+    # padding does not enter the mean: a row batched with longer rows equals the row alone
+    alone = probe.sentence_representations(model, tokenizer, df.iloc[[0]], [0], max_length=32)
+    np.testing.assert_allclose(reps["0"][0], alone["0"][0], atol=1e-5)
+
+
+def test_premise_input_is_what_the_authors_feature_pipeline_computes(tiny_models):
+    """transformers' FeatureExtractionPipeline, called as the authors call it (``text_pair=``), drops
+    the hypothesis: the vectors equal those of the premise alone, and the probe's "premise" input."""
+    from transformers.pipelines import FeatureExtractionPipeline
+
+    tokenizer, model = inference.load_for_inference(tiny_models["roberta"])
+    df = tiny_frame(3, pair=True)
+    pipe = FeatureExtractionPipeline(model=probe.encoder_of(model), tokenizer=tokenizer, device="cpu",
+                                     tokenize_kwargs={"truncation": True})
+    row = df.iloc[0]
+    with_pair = np.asarray(pipe(row["text"], text_pair=row["text_pair"]))[0]
+    alone = np.asarray(pipe(row["text"]))[0]
+    np.testing.assert_allclose(with_pair, alone)
+    premise = probe.sentence_representations(model, tokenizer, df, ["last"], max_length=32,
+                                             pair_input="premise")["last"]
+    np.testing.assert_allclose(premise[0], alone[0], atol=1e-5)  # first token of the last layer (no pooler)
+    pair = probe.sentence_representations(model, tokenizer, df, ["last"], max_length=32, pair_input="pair")["last"]
+    assert not np.allclose(pair[0], alone[0], atol=1e-3)
+    with pytest.raises(LangskewError, match="pair_input 'both'"):
+        probe.sentence_representations(model, tokenizer, df, ["last"], pair_input="both")
+
+
+def test_standardised_sweep_features_keep_c_meaningful_at_any_scale():
+    X, langs = _clusters(shift=3.0)
+    small = X * 1e-3  # the same clusters on a scale where C = 1e-4 holds the weights near 0
+    raw_large, raw_small = probe.lid_probe(X, langs)["mean"], probe.lid_probe(small, langs)["mean"]
+    assert raw_large > 0.95 and raw_small < 0.6  # raw: the accuracy measures the scale as much as the clusters
+    standardised = [probe.lid_probe(x, langs, standardise=True)["folds"] for x in (X, small, X * 1e3)]
+    assert standardised[0] == pytest.approx(standardised[1]) == standardised[2]  # the same at every scale
+    table = probe.probe_table({"last": small, "0": small}, list(langs), 1e-4, 5, 0)
+    assert table["features"].tolist() == ["raw", "standardised"]
+    assert table["representation"].tolist() == ["first token", "token mean"]
+    assert table["feature_norm"].iloc[0] == pytest.approx(np.linalg.norm(small, axis=1).mean())
+    raw = probe.probe_table({"0": small}, list(langs), 1e-4, 5, 0, sweep_features="raw")
+    assert raw["features"].tolist() == ["raw"] and raw["accuracy_mean"].iloc[0] == pytest.approx(raw_small)
+    with pytest.raises(LangskewError, match="sweep_features 'unit'"):
+        probe.probe_table({"0": small}, list(langs), 1e-4, 5, 0, sweep_features="unit")
 
 
 def test_bad_layer_is_rejected(tiny_models):
@@ -145,8 +199,11 @@ def test_probe_job_with_base_model_path(tiny_models, tmp_path):
     probe.probe_base_job(job({"data": str(data)}, [str(out)]), settings=settings,
                          model={"path": str(tiny_models["roberta"])}, num_labels=3)
     table = pd.read_csv(out)
-    assert list(table.columns) == ["layer", "accuracy_mean", "accuracy_sd", "n_examples", "n_languages"]
+    assert list(table.columns) == ["layer", "representation", "features", "feature_norm", "C", "accuracy_mean",
+                                   "accuracy_sd", "n_examples", "n_languages"]
     assert table["layer"].astype(str).tolist() == ["last", "0"]
+    assert table["representation"].tolist() == ["first token", "token mean"]  # roberta: no pooler
+    assert table["features"].tolist() == ["raw", "standardised"] and (table["C"] == 1e-4).all()
     assert (table["n_examples"] == 16).all() and (table["n_languages"] == 2).all()
     assert table["accuracy_mean"].between(0, 1).all()
 
@@ -159,3 +216,17 @@ def test_probe_jobs_take_their_rules_params():
         check_params(probe.probe_base_job, {"settings": {}, "model": {}}, "study_a_probe_base")
     check_params(probe.probe_job, {"settings": {}, "model": {}})
     check_params(probe.probe_base_job, {"settings": {}, "model": {}, "num_labels": 3})
+
+
+def test_probe_pair_settings_are_validated_and_the_paper_reads_the_premise(demo_raw):
+    from helpers import rejected
+
+    from langskew.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    assert cfg["study_a"]["probe"]["pair_input"] == "premise"
+    assert cfg["study_a"]["probe"]["sweep_features"] == "standardised"
+    message = rejected(demo_raw, lambda c: c["study_a"]["probe"].update(pair_input="hypothesis"))
+    assert "pair_input" in message and "premise" in message and "pair" in message
+    message = rejected(demo_raw, lambda c: c["study_a"]["probe"].update(sweep_features="scaled"))
+    assert "sweep_features" in message and "standardised" in message

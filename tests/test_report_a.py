@@ -356,3 +356,19 @@ def test_mitigation_table_holm_adjusts_across_conditions_and_the_figure_explains
     fig = report.mitigation_figure(table, None, "base")
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert any(label.startswith("filled: Holm-adjusted bootstrap p < 0.05 against base") for label in labels)
+
+
+def test_lid_table_names_the_representation_and_features(tmp_path):
+    def probe_csv(name, norms):
+        return _write(pd.DataFrame({"layer": ["last", "0"], "representation": ["pooler output", "token mean"],
+                                    "features": ["raw", "standardised"], "feature_norm": norms, "C": [1e-4, 1e-4],
+                                    "accuracy_mean": [0.9, 0.5], "accuracy_sd": [0.0, 0.0], "n_examples": [10, 10],
+                                    "n_languages": [2, 2]}), tmp_path / f"{name}.csv")
+
+    ids = [{"dataset": "xnli", "model": "mbert", "condition": "balanced", "seed": s} for s in (0, 1)]
+    per_run = report.stack_runs([probe_csv("a", [10.0, 1.0]), probe_csv("b", [12.0, 3.0])], ids,
+                                ["dataset", "model", "condition", "seed"])
+    table = report.lid_table(per_run).set_index("layer")
+    assert table.loc["0", "representation"] == "token mean" and table.loc["0", "features"] == "standardised"
+    assert table.loc["last", "features"] == "raw" and table.loc["0", "feature_norm_mean"] == pytest.approx(2.0)
+    assert table.loc["last", "accuracy_mean"] == pytest.approx(0.9)

@@ -14,11 +14,21 @@ at binary C = 2 x multinomial C (:func:`lid_classifier`).
 
 Sentence representation (docs/studies.md): the last layer's *pooler output* when the encoder has
 a pooler (mBERT), else the first-token vector of the last layer (XLM-R, whose
-classification head has no pooler). Integer layers (0 = embeddings) and ``"all"`` give the
-first-token vector of each hidden state, for a layer-wise view.
+classification head has no pooler). Pairs (XNLI) are read as ``pair_input`` says: "premise"
+embeds the premise alone, which is what the authors' probe computed (their feature-extraction
+pipeline is called with ``text_pair=`` but its parameter handling drops that argument, so the
+hypothesis never reaches the tokenizer); "pair" encodes premise and hypothesis as a true pair,
+as in fine-tuning.
 
-Features are used raw (no standardisation), like the paper: standardising would rescale
-every dimension to unit variance and change what C = 1e-4 means.
+The layer sweep (integer layers, 0 = embeddings, and ``"all"``; langskew's extension) reads the
+*mean over the non-padding tokens* of each hidden state: a first-token vector carries no input
+at the embedding layer (it is the same [CLS] / <s> embedding for every row). The "last" row
+uses raw features, like the paper. C = 1e-4 was chosen for the last layer's features; other
+layers have other scales (the embedding layer's token mean is much shorter than a pooler
+output), and an L2 penalty of fixed strength means a different constraint at each scale. So the
+sweep standardises each feature dimension within each training fold by default
+(``sweep_features: standardised``; ``raw`` as the option) and the table records the features'
+scale (``feature_norm``, the mean L2 norm of the raw rows) and which features were used.
 
 Models are loaded as classifiers (:func:`langskew.study_a.inference.load_for_inference`);
 the (random) classification head of a pretrained checkpoint is never used.
@@ -43,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 LayerSpec = str | int
 PRECISIONS = ("fp32", "fp16", "bf16")
+PAIR_INPUTS = ("premise", "pair")  # the authors' computation first (module docstring)
+SWEEP_FEATURES = ("standardised", "raw")
 
 
 def encoder_of(model: Any) -> Any:
@@ -69,11 +81,18 @@ def _layer_names(layers: Sequence[LayerSpec], n_hidden: int) -> list[LayerSpec]:
     return list(dict.fromkeys(out))  # de-duplicate, keep order
 
 
-def encode_batch(tokenizer: Any, batch: pd.DataFrame, max_length: int, device: Any) -> dict:
-    """Tokenise a batch (as pairs when ``text_pair`` is set), padded to its longest row."""
+def check_pair_input(pair_input: str) -> None:
+    if pair_input not in PAIR_INPUTS:
+        raise LangskewError(f"probe pair_input {pair_input!r}: expected one of {', '.join(PAIR_INPUTS)}")
+
+
+def encode_batch(tokenizer: Any, batch: pd.DataFrame, max_length: int, device: Any, pair_input: str = "pair") -> dict:
+    """Tokenise a batch, padded to its longest row: pairs when ``text_pair`` is set and ``pair_input``
+    is "pair", the first text alone with "premise" (the authors' probe input)."""
+    check_pair_input(pair_input)
     texts = batch["text"].astype(str).tolist()
     pairs = batch["text_pair"].tolist() if "text_pair" in batch.columns else [None] * len(texts)
-    pairs = None if pairs[0] is None or pd.isna(pairs[0]) else [str(p) for p in pairs]
+    pairs = None if pair_input == "premise" or pairs[0] is None or pd.isna(pairs[0]) else [str(p) for p in pairs]
     enc = tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")
     return {k: v.to(device) for k, v in enc.items()}
@@ -87,12 +106,30 @@ def length_order(df: pd.DataFrame) -> np.ndarray:
     return np.argsort(lengths.to_numpy(), kind="stable")
 
 
+def token_mean(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of each row's hidden states over its non-padding tokens (attention mask 1)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def representation_name(layer: LayerSpec, has_pooler: bool) -> str:
+    """What :func:`sentence_representations` reads at ``layer``."""
+    if str(layer) == "last":
+        return "pooler output" if has_pooler else "first token"
+    return "token mean"
+
+
 def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
                              layers: Sequence[LayerSpec] = ("last",), batch_size: int = 64,
-                             max_length: int = 512, precision: str = "fp32") -> dict[str, np.ndarray]:
+                             max_length: int = 512, precision: str = "fp32",
+                             pair_input: str = "pair") -> dict[str, np.ndarray]:
     """Sentence vectors per layer, keyed by layer name (``"last"``, ``"0"``, ``"1"``, ...).
 
-    Each array has one row per row of ``df`` (same order) and ``hidden_size`` columns.
+    Each array has one row per row of ``df`` (same order) and ``hidden_size`` columns: "last" the
+    pooler output (or the last layer's first token without a pooler), an integer layer the mean
+    of its hidden states over the non-padding tokens (:func:`representation_name`). Pairs are
+    read as ``pair_input`` says ("pair", as in fine-tuning; "premise": the first text alone, the
+    authors' probe input and the workflow's default, ``study_a.probe.pair_input``).
     Runs the encoder in eval mode without gradients, in length-sorted batches with dynamic
     padding, in ``precision``: "fp32" (the authors': their feature pipeline ran the model in
     full precision), or "fp16" / "bf16" autocast on CUDA (the CPU always runs fp32).
@@ -104,6 +141,7 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     check_frame(df)
     if precision not in PRECISIONS:
         raise LangskewError(f"probe precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_pair_input(pair_input)
     if len(df) == 0:
         raise LangskewError("sentence_representations: empty data frame")
     encoder = encoder_of(model)
@@ -117,12 +155,13 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     with torch.no_grad(), autocast(device, amp_dtype(device, precision)):
         for start in progress(range(0, len(df), batch_size), desc="representations", unit="batch"):
             batch = df.iloc[order[start:start + batch_size]]
-            out = encoder(**encode_batch(tokenizer, batch, max_length, device), output_hidden_states=True)
+            enc = encode_batch(tokenizer, batch, max_length, device, pair_input)
+            out = encoder(**enc, output_hidden_states=True)
             for name in names:
                 if name == "last":
                     vec = out.pooler_output if has_pooler else out.hidden_states[-1][:, 0]
                 else:
-                    vec = out.hidden_states[name][:, 0]
+                    vec = token_mean(out.hidden_states[name], enc["attention_mask"])
                 chunks[name].append(vec.float().cpu().numpy())
     inverse = np.argsort(order)
     return {str(name): np.concatenate(parts)[inverse] for name, parts in chunks.items()}
@@ -142,9 +181,12 @@ def lid_classifier(C: float, n_languages: int):
 
 
 def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: int = 5,
-              seed: int = 0) -> dict[str, Any]:
-    """Mean/sd (ddof=1) of stratified k-fold accuracy of the multinomial L2 logistic regression on raw ``X``."""
+              seed: int = 0, standardise: bool = False) -> dict[str, Any]:
+    """Mean/sd (ddof=1) of stratified k-fold accuracy of the multinomial L2 logistic regression on ``X``:
+    raw, or with ``standardise`` each column scaled to zero mean and unit variance on the training folds."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(languages)
     if len(y) != len(X):
@@ -157,21 +199,34 @@ def lid_probe(X: np.ndarray, languages: Sequence[str], C: float = 1e-4, folds: i
                             f"fewer than folds={folds}")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     clf = lid_classifier(C, len(names))
+    if standardise:
+        clf = make_pipeline(StandardScaler(), clf)
     scores = cross_val_score(clf, np.asarray(X, dtype=np.float64), y, cv=cv, scoring="accuracy")
     return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if folds > 1 else 0.0,
             "folds": [float(s) for s in scores]}
 
 
+PROBE_COLUMNS = ["layer", "representation", "features", "feature_norm", "C", "accuracy_mean", "accuracy_sd",
+                 "n_examples", "n_languages"]
+
+
 def probe_table(reps: Mapping[str, np.ndarray], languages: Sequence[str], C: float, folds: int,
-                seed: int) -> pd.DataFrame:
-    """One row per layer: layer, accuracy_mean, accuracy_sd, n_examples, n_languages."""
+                seed: int, sweep_features: str = "standardised", has_pooler: bool = False) -> pd.DataFrame:
+    """One row per layer (:data:`PROBE_COLUMNS`): the representation read, the features the probe
+    saw ("raw" for "last", as the paper; ``sweep_features`` for the sweep's layers), their scale
+    (mean L2 norm of the raw rows), C, the CV accuracy's mean and sd, examples and languages."""
+    if sweep_features not in SWEEP_FEATURES:
+        raise LangskewError(f"probe sweep_features {sweep_features!r}: expected one of {', '.join(SWEEP_FEATURES)}")
     rows = []
     for layer, X in reps.items():
-        res = lid_probe(X, languages, C=C, folds=folds, seed=seed)
-        logger.info("LID probe layer %s: %.4f +- %.4f", layer, res["mean"], res["sd"])
-        rows.append({"layer": layer, "accuracy_mean": res["mean"], "accuracy_sd": res["sd"],
+        features = "raw" if layer == "last" else sweep_features
+        res = lid_probe(X, languages, C=C, folds=folds, seed=seed, standardise=features == "standardised")
+        logger.info("LID probe layer %s (%s): %.4f +- %.4f", layer, features, res["mean"], res["sd"])
+        rows.append({"layer": layer, "representation": representation_name(layer, has_pooler), "features": features,
+                     "feature_norm": float(np.linalg.norm(np.asarray(X, dtype=np.float64), axis=1).mean()), "C": C,
+                     "accuracy_mean": res["mean"], "accuracy_sd": res["sd"],
                      "n_examples": len(languages), "n_languages": len(set(languages))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS)
 
 
 def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping[str, Any],
@@ -184,8 +239,11 @@ def probe_model(job: Job, path: str, settings: Mapping[str, Any], model: Mapping
     df = read_examples(job.input.data, REQUIRED_COLUMNS, settings["max_examples"], seed)
     tokenizer, classifier = load_for_inference(path, model, num_labels)
     reps = sentence_representations(classifier, tokenizer, df, settings["layers"], int(settings["batch_size"]),
-                                    int(settings["max_length"]), str(settings["precision"]))
-    table = probe_table(reps, df["language"].astype(str).tolist(), float(settings["C"]), int(settings["folds"]), seed)
+                                    int(settings["max_length"]), str(settings["precision"]),
+                                    str(settings.get("pair_input", PAIR_INPUTS[0])))
+    has_pooler = getattr(encoder_of(classifier), "pooler", None) is not None
+    table = probe_table(reps, df["language"].astype(str).tolist(), float(settings["C"]), int(settings["folds"]), seed,
+                        str(settings.get("sweep_features", SWEEP_FEATURES[0])), has_pooler)
     write_csv(table, job.output[0])
 
 
@@ -194,9 +252,9 @@ def probe_job(job: Job, *, settings: Mapping[str, Any], model: Mapping[str, Any]
 
     input: ``model`` (the fine-tuned model folder), ``data`` (test parquet). params:
     ``settings`` (``layers``, ``C``, ``folds``, ``max_examples``, ``batch_size``,
-    ``precision``, ``max_length``, ``seed``), ``model`` (the model entry: ``revision``,
-    ``trust_remote_code``). output[0]: CSV (layer, accuracy_mean, accuracy_sd, n_examples,
-    n_languages).
+    ``precision``, ``max_length``, ``seed``; ``pair_input`` and ``sweep_features``, by default
+    the schema's "premise" and "standardised"), ``model`` (the model entry: ``revision``,
+    ``trust_remote_code``). output[0]: CSV of :data:`PROBE_COLUMNS`.
     """
     probe_model(job, str(job.input.model), settings, model, None)
 

@@ -95,9 +95,13 @@ def accuracy_table(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def lid_table(per_run: pd.DataFrame) -> pd.DataFrame:
-    """LID probe over seeds (of the per-run CV means): dataset, model, condition, layer, accuracy_mean/sd, n_seeds."""
+    """LID probe over seeds (of the per-run CV means): dataset, model, condition, layer, the representation
+    read and the features the probe saw (where the probe files have them: the sweep's token means,
+    standardised or raw), accuracy_mean/sd, feature_norm_mean/sd (the raw features' mean L2 norm), n_seeds."""
     df = per_run.assign(layer=per_run["layer"].astype(str)) if "layer" in per_run.columns else per_run
-    return aggregate_seeds(df, ["dataset", "model", "condition", "layer"], "accuracy_mean", "accuracy")
+    described = [c for c in ("representation", "features") if c in df.columns]
+    values = {"accuracy_mean": "accuracy", **({"feature_norm": "feature_norm"} if "feature_norm" in df.columns else {})}
+    return aggregate_seeds(df, ["dataset", "model", "condition", "layer", *described], values)
 
 
 def shap_table(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -616,7 +620,9 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     accuracy = accuracy_table(stacked("accuracy", accuracy_ids, run_columns))
     tables = {
         "accuracy": (accuracy, "Study A: test accuracy (mean and sd over seeds)"),
-        "lid": (lid_table(stacked("lid", lid_ids, run_columns)), "Study A: language-identification probe accuracy"),
+        "lid": (lid_table(stacked("lid", lid_ids, run_columns)),
+                "Study A: language-identification probe accuracy (cross-validated; mean and sd over seeds; features: raw "
+                "or standardised per training fold; feature_norm: the raw features' mean L2 norm)"),
         "shap": (shap_table(stacked("shap", shap_ids, ["dataset", "model", "seed"])),
                  "Study A: cumulative SHAP difference vs the balanced model"),
         "class_weights": (class_weights_table(as_list(getattr(inputs, "class_weights", None)), dataset_ids),
