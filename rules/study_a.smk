@@ -182,6 +182,7 @@ rule study_a_finetune:
         hp=finetune_hp,
         weighting=condition_weighting,
         mitigation=condition_mitigation,
+        model_selection=condition_model_selection,
         seed=finetune_seed,
         ckpt_dir=run_dir(f"{CKPT}/study_a"),
         keep_checkpoints=config["keep_checkpoints"],

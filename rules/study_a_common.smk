@@ -94,8 +94,13 @@ def condition_mitigation(w):
     return {
         k: v
         for k, v in SA_CONDITIONS[w.condition].items()
-        if k not in ("train", "weighting")
+        if k not in ("train", "weighting", "model_selection")
     }
+
+
+def condition_model_selection(w):
+    """Which validation checkpoint the job's condition keeps (study_a.conditions.<condition>.model_selection)."""
+    return SA_CONDITIONS[w.condition].get("model_selection", "val_loss")
 
 
 def mitigation_baseline():

@@ -45,7 +45,7 @@ def setup(tmp_path_factory):
 
 
 def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", seed: int = 0,
-             mitigation: dict | None = None):
+             mitigation: dict | None = None, model_selection: str = "val_loss"):
     """(the Job, the rule's params) of one fine-tuning run: call ``finetune_job(the_job, **params)``."""
     data = root / "data"
     inp = dict(train=str(data / "train.parquet"), validation=str(data / "validation.parquet"),
@@ -56,7 +56,7 @@ def job_args(root: Path, run: Path, hp: dict, weighting: str = "per_language", s
     params = dict(model={"path": "unused-hub-id", "revision": None, "trust_remote_code": False},
                   labels=LABELS, hp=hp, weighting=weighting, mitigation=dict(mitigation or {}), seed=seed,
                   ckpt_dir=str(run / "ckpt"),
-                  keep_checkpoints=False, test_variants=VARIANTS)
+                  keep_checkpoints=False, test_variants=VARIANTS, model_selection=model_selection)
     return job(inp, out, threads=1), params
 
 
@@ -296,13 +296,20 @@ def test_mitigation_run_resumes_to_identical_results(setup, tmp_path, monkeypatc
     an uninterrupted one."""
     root, _ = setup
     hp = {**RESUME_HP, "checkpoint_every": 3}
-    ref_job, ref_params = job_args(root, tmp_path / "ref", hp, mitigation=ALL_MITIGATIONS)
+    selection = "worst_group_accuracy"
+    ref_job, ref_params = job_args(root, tmp_path / "ref", hp, mitigation=ALL_MITIGATIONS, model_selection=selection)
     finetune_job(ref_job, **ref_params)
     ref = read_json(tmp_path / "ref" / "metrics.json")
     assert ref["mitigation"] == {"mask_entropy": 1.0, "adversary": "reversal", "adversary_coef": 0.1,
-                                 "logit_adjustment": 1.0, "group_dro": 0.05, "sampling": "per_language_balanced"}
+                                 "logit_adjustment": 1.0, "group_dro": 0.05, "group_dro_adjustment": 0.0,
+                                 "group_dro_weight_decay": 0.0, "sampling": "per_language_balanced"}
+    assert ref["model_selection"] == selection and 0 <= ref["best_val_worst_group_accuracy"] <= 1
+    frames = setup[1]
+    groups = {f"{lang}/{LABELS[y]}" for lang, y in zip(frames["train"]["language"], frames["train"]["label"])}
+    assert set(ref["group_dro_q"]) >= groups and sum(ref["group_dro_q"].values()) == pytest.approx(1.0)
+    assert len(set(ref["group_dro_q"].values())) > 1  # q moved
 
-    the_job, params = job_args(root, tmp_path / "run", hp, mitigation=ALL_MITIGATIONS)
+    the_job, params = job_args(root, tmp_path / "run", hp, mitigation=ALL_MITIGATIONS, model_selection=selection)
     step, calls = torch.optim.RAdam.step, []
 
     def stop_at_ten(self, *a, **k):
@@ -338,3 +345,58 @@ def test_mitigation_changes_training_and_bad_keys_stop_early(setup, tmp_path):
     the_job, params = job_args(root, tmp_path / "bad", hp, mitigation={"mask_entropie": 1})
     with pytest.raises(LangskewError, match="unknown key 'mask_entropie'"):
         finetune_job(the_job, **params)
+
+
+def test_model_selection_keeps_the_best_checkpoint_by_its_rule(setup, tmp_path, monkeypatch):
+    """val_loss keeps the validation with the lowest loss; worst_group_accuracy the first with the highest
+    worst-group accuracy (scripted here, so the two rules pick different validations)."""
+    import langskew.study_a.finetune as ft
+    from langskew.mitigation import group_accuracies
+
+    root, frames = setup
+    hp = {**RESUME_HP, "epochs": 2, "checkpoint_every": 0}
+    seen, scripted = [], iter(())
+
+    def scripted_accuracies(pred, labels, languages):
+        out = group_accuracies(pred, labels, languages)
+        assert len(labels) == len(frames["validation"])  # computed on the validation rows
+        seen.append(next(scripted))
+        return {**out, "worst_group_accuracy": seen[-1]}
+
+    monkeypatch.setattr(ft, "group_accuracies", scripted_accuracies)
+    for rule in ("worst_group_accuracy", "val_loss"):
+        seen.clear()
+        scripted = iter([0.2, 0.6, 0.4, 0.6, 0.1, 0.3, 0.5, 0.2])
+        the_job, params = job_args(root, tmp_path / rule, hp, model_selection=rule)
+        finetune_job(the_job, **params)
+        metrics, curve = read_json(tmp_path / rule / "metrics.json"), pd.read_csv(tmp_path / rule / "curve.csv")
+        assert metrics["model_selection"] == rule and len(seen) == len(curve) >= 3
+        if rule == "worst_group_accuracy":
+            assert metrics["best_step"] == int(curve["step"].iloc[1]) and metrics["best_val_worst_group_accuracy"] == 0.6
+        else:
+            best = int(curve["val_loss"].idxmin())
+            assert metrics["best_step"] == int(curve["step"].iloc[best])
+            assert metrics["best_val_worst_group_accuracy"] == seen[best]
+    the_job, params = job_args(root, tmp_path / "bad", hp, model_selection="val_accuracy")
+    with pytest.raises(LangskewError, match="model_selection 'val_accuracy' unknown"):
+        finetune_job(the_job, **params)
+
+
+def test_group_dro_weight_decay_is_decoupled_and_spares_biases_and_layer_norms(setup):
+    root, _ = setup
+    _, model = load_classifier(str(root / "tiny"), 3, {0: "a", 1: "b", 2: "c"})
+    hp = {"lr_encoder": 1e-5, "lr_head": 1e-4, "adam_eps": 1e-8, "weight_decay": 0.0}
+    opt = make_optimizer(model, hp, decoupled_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        decayed = group["weight_decay"] == 0.1
+        assert all(decayed != ("bias" in names[id(p)] or "LayerNorm.weight" in names[id(p)]) for p in group["params"])
+        assert group["decoupled_weight_decay"] is True
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    # decoupled: one step with zero gradient shrinks a decayed weight by lr * wd, as AdamW does
+    w = model.classifier.weight
+    before = w.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(w.detach(), before * (1 - 1e-4 * 0.1), atol=1e-9)

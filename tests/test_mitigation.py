@@ -10,9 +10,9 @@ from helpers import build_tiny_encoder
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from langskew.errors import LangskewError
-from langskew.mitigation import (GroupDRO, LanguageAdversary, MitigationConfig, MitigationLoss,
+from langskew.mitigation import (GroupBalancedSampler, GroupDRO, LanguageAdversary, MitigationConfig, MitigationLoss,
                                  PerLanguageBalancedSampler, adjust_logits, append_mask_row, grad_reverse,
-                                 group_ids, log_class_priors, mask_entropy_loss, negative_entropy,
+                                 group_ids, language_indices, log_class_priors, mask_entropy_loss, negative_entropy,
                                  per_language_balanced_probabilities, per_language_class_weights)
 
 
@@ -119,6 +119,101 @@ def test_group_dro_exponentiated_gradient_by_hand():
     assert group_ids(torch.tensor([0, 1, 1]), torch.tensor([2, 0, 1]), 3).tolist() == [2, 3, 4]
 
 
+def test_group_dro_generalization_adjustment_by_hand():
+    # C = 2, n = [4, 1]: the update adds 2/sqrt(4) = 1 and 2/sqrt(1) = 2 to the groups' losses, absent
+    # groups included (their loss counts as 0, as in Sagawa et al.'s code); eta = 0.5, only group 0 seen
+    # with mean loss 3: q ∝ [0.5 exp(0.5 (3 + 1)), 0.5 exp(0.5 (0 + 2))] = [e^2, e^1]
+    dro = GroupDRO(2, step_size=0.5, generalization_adjustment=2.0, group_counts=[4, 1])
+    loss = dro(torch.tensor([2.0, 4.0]), torch.tensor([0, 0]))
+    z = math.e ** 2 + math.e
+    assert dro.q.tolist() == pytest.approx([math.e ** 2 / z, math.e / z])
+    assert float(loss) == pytest.approx(math.e ** 2 / z * 3)  # the objective itself carries no adjustment
+    with pytest.raises(LangskewError, match="group_counts"):
+        GroupDRO(2, 0.5, generalization_adjustment=1.0)
+
+
+def test_group_dro_moves_q_once_per_optimiser_step():
+    # two micro-batches of one step: [group 0 loss 1], [group 0 loss 3, group 1 loss 2]; pooled means [2, 2]
+    dro = GroupDRO(2, step_size=1.0, update_per_forward=False)
+    first = dro(torch.tensor([1.0]), torch.tensor([0]))
+    # the first micro-batch is weighted by q updated with its own rows: [e, 1]/(e + 1), as with one batch a step
+    assert float(first) == pytest.approx(math.e / (math.e + 1) * 1.0)
+    assert dro.q.tolist() == [0.5, 0.5]  # not committed yet
+    second = dro(torch.tensor([3.0, 2.0]), torch.tensor([0, 1]))
+    assert float(second) == pytest.approx(0.5 * 3.0 + 0.5 * 2.0)  # pooled means equal: q' uniform
+    dro.step()
+    assert dro.q.tolist() == pytest.approx([0.5, 0.5])
+    dro(torch.tensor([1.0]), torch.tensor([1]))
+    dro.step()
+    assert dro.q.tolist() == pytest.approx([1 / (1 + math.e), math.e / (1 + math.e)])
+    dro.step()  # a step without rows leaves q alone
+    assert dro.q.tolist() == pytest.approx([1 / (1 + math.e), math.e / (1 + math.e)])
+
+
+def _cells(shares: dict[tuple[str, int], int]) -> tuple[list[str], list[int]]:
+    languages, labels = [], []
+    for (lang, label), n in shares.items():
+        languages += [lang] * n
+        labels += [label] * n
+    return languages, labels
+
+
+def _simulate_q(languages, labels, sampler, group_loss, batches=3000, batch_size=16, step_size=0.01):
+    """Run GroupDRO's update on batches drawn by ``sampler`` (None: uniform), each row's loss its group's."""
+    order = sorted(set(languages))
+    n_classes = max(labels) + 1
+    groups = torch.as_tensor(language_indices(languages, order) * n_classes + np.asarray(labels))
+    dro = GroupDRO(len(order) * n_classes, step_size)
+    draw = iter(sampler) if sampler is not None else None
+    rng = np.random.default_rng(0)
+    for _ in range(batches):
+        idx = [next(draw) for _ in range(batch_size)] if draw else rng.integers(len(labels), size=batch_size).tolist()
+        g = groups[idx]
+        dro(group_loss[g], g)
+    return dro.q
+
+
+XNLI_LIKE = {("en", 0): 100, ("en", 1): 200, ("en", 2): 300, ("fr", 0): 300, ("fr", 1): 200, ("fr", 2): 100}
+
+
+def test_group_dro_with_group_balanced_batches_keeps_equal_losses_near_uniform():
+    languages, labels = _cells(XNLI_LIKE)
+    equal = torch.ones(6)
+    sampler = GroupBalancedSampler(languages, labels, num_samples=10 ** 6, seed=0)
+    q = _simulate_q(languages, labels, sampler, equal)
+    assert float(q.max()) < 2 / 6 and float(q.min()) > 1 / (2 * 6)
+    # the draw of rows from uniform batches makes q follow group size instead (what the DRO condition did)
+    drift = _simulate_q(languages, labels, None, equal)
+    assert float(drift.max() / drift.min()) > 4
+    # Amazon-like: six languages x five classes, 5:4:3:2:1 and 1:2:3:4:5 alternating
+    amazon = {(f"l{i}", c): n for i in range(6) for c, n in enumerate([50, 40, 30, 20, 10][::(-1) ** i])}
+    languages, labels = _cells(amazon)
+    q = _simulate_q(languages, labels, GroupBalancedSampler(languages, labels, num_samples=10 ** 6, seed=0),
+                    torch.ones(30))
+    assert float(q.max()) < 2 / 30 and float(q.min()) > 1 / (2 * 30)
+
+
+def test_group_dro_gives_a_group_with_higher_loss_more_weight():
+    languages, labels = _cells(XNLI_LIKE)
+    losses = torch.ones(6)
+    losses[0] = 1.5  # en/0, the rarest group, is persistently harder
+    q = _simulate_q(languages, labels, GroupBalancedSampler(languages, labels, num_samples=10 ** 6, seed=1),
+                    losses, batches=1000)
+    assert int(q.argmax()) == 0 and float(q[0]) > 2 * float(q[1:].max())
+
+
+def test_group_balanced_sampler_draws_every_group_equally_often():
+    languages, labels = _cells({("en", 0): 10, ("en", 1): 30, ("fr", 0): 60})
+    sampler = GroupBalancedSampler(languages, labels, num_samples=30000, seed=3)
+    drawn = np.asarray(list(sampler))
+    groups = np.asarray([f"{lang}{y}" for lang, y in zip(languages, labels)])[drawn]
+    for g in ("en0", "en1", "fr0"):
+        assert np.mean(groups == g) == pytest.approx(1 / 3, abs=0.015)
+    assert list(sampler) == drawn.tolist()  # same (seed, epoch): same draw
+    sampler.set_epoch(1)
+    assert list(sampler) != drawn.tolist() and len(sampler) == 30000
+
+
 def test_per_language_balanced_sampler_probabilities_and_draws():
     # a: labels 0,0,1 (n_a = 3 of 4 rows; two classes): p = 3/4 * 1/2 * 1/2 for each class-0 row, 3/4 * 1/2 for
     # the class-1 row; b: one row, p = 1/4
@@ -188,3 +283,25 @@ def test_package_exports_the_api_lazily():
     assert langskew.MitigationLoss is m.MitigationLoss and langskew.per_language_class_weights is m.per_language_class_weights
     code = "import sys, langskew; assert 'torch' not in sys.modules; langskew.MitigationConfig; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_names_a_bad_dro_or_selection_setting(demo_raw):
+    from helpers import rejected
+
+    from langskew.config import validate_config
+
+    def cond(c):
+        return c["study_a"]["conditions"]["imbalanced_group_dro"]
+
+    msg = rejected(demo_raw, lambda c: cond(c).update(model_selection="val_accuracy"))
+    assert "model_selection" in msg and "worst_group_accuracy" in msg
+    msg = rejected(demo_raw, lambda c: cond(c)["group_dro"].update(generalization_adjustment=-1))
+    assert "generalization_adjustment" in msg
+    msg = rejected(demo_raw, lambda c: cond(c)["group_dro"].update(adjustment=1))
+    assert "adjustment" in msg
+    import copy
+
+    cfg = validate_config(copy.deepcopy(demo_raw))  # the demo itself: DRO with group-balanced batches, worst-group selection
+    dro = cfg["study_a"]["conditions"]["imbalanced_group_dro"]
+    assert dro["model_selection"] == "worst_group_accuracy" and dro["sampling"] == "group_balanced"
+    assert "model_selection" not in cfg["study_a"]["conditions"]["imbalanced"]  # the rule's default: val_loss

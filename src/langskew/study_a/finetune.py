@@ -4,7 +4,9 @@ Settings follow Jung & van der Plas (2024), see docs/studies.md: RAdam
 (no weight decay) with one learning rate for the encoder and a 10x one for the head,
 linear decay to ``final_lr_fraction`` (optional warm-up), micro-batches with gradient
 accumulation, validation every ``eval_every`` of an epoch, and the weights with the lowest
-validation loss are the ones evaluated. The loss is cross-entropy weighted per example by
+validation loss are the ones evaluated (a condition's ``model_selection: worst_group_accuracy``
+keeps instead those with the highest worst-group validation accuracy over (language, label)
+groups, Sagawa et al. 2020's rule). The loss is cross-entropy weighted per example by
 w[language, label] (none / global / per-language class weights from the training set).
 
 Batches are padded dynamically. By default every epoch shuffles the examples uniformly
@@ -21,9 +23,11 @@ scaler) or ``fp32``. Mixed precision is a CUDA setting: the CPU always runs fp32
 
 A condition may add mitigations (:mod:`langskew.mitigation`: mask entropy maximisation, a
 language adversary, per-language logit adjustment, group DRO, per-language class-balanced
-resampling); they hook in at three points: the training loss (:class:`MitigationLoss`, also the
-validation loss), the optimiser (the adversary's head joins the head's learning rate) and the
-epoch's indices (resampling draws them instead of a permutation). Without one the loop is as above.
+resampling, group-balanced sampling); they hook in at four points: the training loss
+(:class:`MitigationLoss`, also the validation loss), the optimiser (the adversary's head joins the
+head's learning rate; a group DRO condition's weight decay), the end of each optimiser step (group
+DRO moves q once per step, its micro-batches pooled) and the epoch's indices (resampling draws them
+instead of a permutation). Without one the loop is as above.
 
 The loop runs on :class:`langskew.training.TrainingLoop`, so it is resumable: the model,
 optimiser, scheduler, grad scaler, RNG states and :class:`FinetuneState` (position in the
@@ -50,8 +54,8 @@ from langskew.checkpointing import Checkpointer, seed_everything
 from langskew.devices import amp_dtype, autocast, pick_device, set_threads
 from langskew.errors import LangskewError, require_positive
 from langskew.io import atomic_dir, write_csv, write_json, write_parquet
-from langskew.mitigation import (LANGUAGE_KEY, MitigationConfig, MitigationLoss, PerLanguageBalancedSampler,
-                                 language_indices)
+from langskew.mitigation import (LANGUAGE_KEY, MitigationConfig, MitigationLoss, group_accuracies,
+                                 language_indices, make_sampler)
 from langskew.study_a.modeling import load_classifier
 from langskew.weights import SCHEMES, class_weights, example_weights
 from langskew.training import TrainingLoop, TrainState, warmup_decay
@@ -62,6 +66,9 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("id", "language", "text", "text_pair", "label")
 MEGA_BATCH_MULT = 50
 PRECISIONS = ("fp16", "bf16", "fp32")
+#: Which validation checkpoint is kept: the lowest validation loss (the paper's rule) or the highest
+#: worst-group accuracy over (language, label) groups (Sagawa et al. 2020's rule for group DRO).
+MODEL_SELECTIONS = ("val_loss", "worst_group_accuracy")
 HP_DEFAULTS: dict[str, Any] = {
     "epochs": 3, "batch_size": 16, "grad_accum": 8, "max_length": 512,
     "lr_encoder": 5e-5, "lr_head": 5e-4, "final_lr_fraction": 0.01, "warmup_fraction": 0.0,
@@ -218,18 +225,30 @@ def collate(features: Sequence[dict], pad_token_id: int, pad_to: int | None = No
 
 
 # -- optimiser, forward pass, prediction -------------------------------------------------
-def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """RAdam with two groups: the encoder (base model) and the classification head."""
+NO_DECAY = ("bias", "LayerNorm.weight")  # parameters a decoupled weight decay leaves alone (Sagawa et al.'s code)
+
+
+def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any], decoupled_decay: float = 0.0) -> torch.optim.Optimizer:
+    """RAdam with two groups: the encoder (base model) and the classification head.
+
+    ``decoupled_decay`` > 0 (a group DRO condition's ``weight_decay``) replaces hp's L2 weight decay
+    by AdamW-style decoupled decay off biases and LayerNorm weights, as Sagawa et al.'s AdamW does;
+    the encoder and head groups then split into decayed and undecayed groups."""
     prefix = getattr(model, "base_model_prefix", "") + "."
-    encoder, head = [], []
+    parts: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (False, True)}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (encoder if name.startswith(prefix) else head).append(p)
-    if not head:
+            parts[(not name.startswith(prefix), bool(decoupled_decay) and not any(k in name for k in NO_DECAY))].append(p)
+    if not parts[(True, False)] + parts[(True, True)]:
         raise LangskewError(f"no classification-head parameters outside {prefix!r} in {type(model).__name__}")
-    groups = [{"params": encoder, "lr": float(hp["lr_encoder"])},
-              {"params": head, "lr": float(hp["lr_head"])}]
-    return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), weight_decay=float(hp["weight_decay"] or 0.0))
+    if not decoupled_decay:
+        groups = [{"params": parts[(False, False)], "lr": float(hp["lr_encoder"])},
+                  {"params": parts[(True, False)], "lr": float(hp["lr_head"])}]
+        return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), weight_decay=float(hp["weight_decay"] or 0.0))
+    groups = [{"params": parts[(head, decay)], "lr": float(hp["lr_head" if head else "lr_encoder"]),
+               "weight_decay": float(decoupled_decay) if decay else 0.0}
+              for head in (False, True) for decay in (True, False) if parts[(head, decay)]]
+    return torch.optim.RAdam(groups, eps=float(hp["adam_eps"]), decoupled_weight_decay=True)
 
 
 def _forward(model, batch: dict[str, torch.Tensor], device: torch.device, dtype,
@@ -284,6 +303,8 @@ class FinetuneState(TrainState):
     group_pos: int = 0  # its next accumulation group
     best_val_loss: float = math.inf
     best_step: int = -1
+    best_score: float = -math.inf  # the model-selection score of the kept weights (higher is better)
+    best_worst_group_accuracy: float = math.nan  # validation worst-group accuracy of the kept weights
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # weights of the best validation loss (CPU)
     loss_sum: float = 0.0  # training losses of the micro-batches since the last validation
     loss_n: int = 0
@@ -301,6 +322,8 @@ class _Parts:
     dtype: torch.dtype | None
     pad_id: int
     loss_fn: MitigationLoss | None = None  # a condition's mitigations (None: weighted cross-entropy)
+    model_selection: str = "val_loss"
+    val_groups: tuple[np.ndarray, np.ndarray] | None = None  # validation (languages, labels)
 
     def stateful(self) -> dict[str, Any]:
         parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
@@ -336,14 +359,18 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
              outputs: Mapping[str, str | os.PathLike] | None = None,
              device: str | torch.device | None = None,
              tensorboard_dir: str | os.PathLike | None = None,
-             mitigation: Mapping[str, Any] | None = None) -> FinetuneResult:
+             mitigation: Mapping[str, Any] | None = None, model_selection: str = "val_loss") -> FinetuneResult:
     """Fine-tune ``model_path`` on ``train_df``, keep the best-validation weights, predict tests.
 
     ``outputs`` (optional keys model, metrics, predictions, curve) are written before the
     checkpoints are dropped. ``mitigation``: the condition's mitigation keys
-    (:meth:`langskew.mitigation.MitigationConfig.from_condition`). Raises SystemExit(128 + signum) after saving on SIGTERM/SIGUSR1.
+    (:meth:`langskew.mitigation.MitigationConfig.from_condition`). ``model_selection``: which
+    validation checkpoint is kept (:data:`MODEL_SELECTIONS`). Raises SystemExit(128 + signum) after
+    saving on SIGTERM/SIGUSR1.
     """
     hp = merge_hp(hp)
+    if model_selection not in MODEL_SELECTIONS:
+        raise LangskewError(f"model_selection {model_selection!r} unknown; expected one of {', '.join(MODEL_SELECTIONS)}")
     mcfg = MitigationConfig.from_condition(mitigation)
     train_df, table, w_train, w_val = _prepare(train_df, val_df, test_sets, labels, hp, seed, weighting)
     device = torch.device(device) if device else pick_device()
@@ -359,17 +386,21 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
                                          len(labels), weighting, seed)
     ckpt = Checkpointer(ckpt_dir, every_steps=int(hp["checkpoint_every"] or 0), keep_after_finish=keep_checkpoints)
     logger.info("fine-tuning %s with %s class weights on %s", model_path, weighting, device)
+    val_groups = (val_df["language"].astype(str).to_numpy(), val_df["label"].to_numpy())
     state, loop = train(model, tokenizer.pad_token_id, train_feats, val_feats, hp, seed, device, dtype, ckpt,
-                        tensorboard_dir, loss_fn=loss_fn, sampler=sampler)
+                        tensorboard_dir, loss_fn=loss_fn, sampler=sampler, model_selection=model_selection,
+                        val_groups=val_groups, decoupled_decay=mcfg.group_dro_weight_decay)
 
     model.load_state_dict(state.best_state)
     pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
     metrics = {
-        "best_step": state.best_step, "best_val_loss": state.best_val_loss, "accuracy": accuracy,
+        "model_selection": model_selection, "best_step": state.best_step, "best_val_loss": state.best_val_loss,
+        "best_val_worst_group_accuracy": state.best_worst_group_accuracy, "accuracy": accuracy,
         "steps_run": state.step - (loop.resumed_from or 0), "total_steps": loop.total_steps,
         "resumed_from": loop.resumed_from, "n_train": len(train_feats), "n_validation": len(val_feats),
         "weighting": weighting, "class_weights": {k: v.tolist() for k, v in table.items()},
         "mitigation": dict(vars(mcfg)),
+        "group_dro_q": _final_q(loss_fn, labels),
         "seed": seed, "device": str(device), "mixed_precision": str(dtype).replace("torch.", "") if dtype else None,
     }
     result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(state.curve, columns=CURVE_COLUMNS))
@@ -388,30 +419,43 @@ def _mitigation_hooks(mcfg: MitigationConfig, train_df, val_df, train_feats, val
     for feats, df in ((train_feats, train_df), (val_feats, val_df)):
         for f, idx in zip(feats, language_indices(df["language"].astype(str).tolist(), order)):
             f[LANGUAGE_KEY] = int(idx)
-    sampler = (PerLanguageBalancedSampler(train_df["language"].astype(str).tolist(), train_df["label"].tolist(),
-                                          seed=seed) if mcfg.sampling == "per_language_balanced" else None)
+    sampler = make_sampler(mcfg.sampling, train_df["language"].astype(str).tolist(), train_df["label"].tolist(),
+                           seed=seed)
     if not mcfg.changes_loss:
         return None, sampler
     loss_fn = MitigationLoss(mcfg, labels=train_df["label"].to_numpy(), languages=train_df["language"].astype(str),
                              n_classes=n_classes, language_order=order, weighting=weighting,
                              hidden_size=getattr(model.config, "hidden_size", None),
-                             mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id)
+                             mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id,
+                             update_per_forward=False)
     return loss_fn.to(next(model.parameters()).device), sampler
+
+
+def _final_q(loss_fn: MitigationLoss | None, labels: Sequence[str]) -> dict[str, float] | None:
+    """Group DRO's final q by "language/label name" (None without group DRO)."""
+    q = loss_fn.group_weights() if loss_fn is not None else None
+    if q is None:
+        return None
+    return {f"{key.rsplit('/', 1)[0]}/{labels[int(key.rsplit('/', 1)[1])]}": value for key, value in q.items()}
 
 
 def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp: Mapping[str, Any], seed: int,
           device: torch.device, dtype: torch.dtype | None, ckpt: Checkpointer,
           tensorboard_dir: str | os.PathLike | None = None, loss_fn: MitigationLoss | None = None,
-          sampler: PerLanguageBalancedSampler | None = None) -> tuple[FinetuneState, TrainingLoop]:
+          sampler: torch.utils.data.Sampler | None = None, model_selection: str = "val_loss",
+          val_groups: tuple[np.ndarray, np.ndarray] | None = None,
+          decoupled_decay: float = 0.0) -> tuple[FinetuneState, TrainingLoop]:
     """Epochs of accumulation groups with validation every ``eval_every`` of an epoch (resuming if possible).
 
     ``loss_fn`` replaces the weighted cross-entropy (its parameters join the optimiser at the head's
-    learning rate); ``sampler`` draws each epoch's rows."""
+    learning rate); ``sampler`` draws each epoch's rows; ``model_selection`` picks the kept
+    weights (worst-group accuracy needs ``val_groups``, the validation rows' languages and labels);
+    ``decoupled_decay``: see :func:`make_optimizer`."""
     bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
     steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
     total_steps = steps_per_epoch * int(hp["epochs"])
     eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
-    optimizer = make_optimizer(model, hp)
+    optimizer = make_optimizer(model, hp, decoupled_decay)
     if loss_fn is not None and list(loss_fn.parameters()):
         optimizer.add_param_group({"params": list(loss_fn.parameters()), "lr": float(hp["lr_head"])})
     # learning rates: linear warm-up over warmup_fraction of the steps, then linear decay to final_lr_fraction
@@ -419,7 +463,7 @@ def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp
         warmup_decay, total_steps=total_steps, warmup_steps=round(float(hp["warmup_fraction"] or 0) * total_steps),
         peak=1.0, final=float(hp["final_lr_fraction"]), decay="linear"))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    parts = _Parts(model, optimizer, scheduler, scaler, device, dtype, pad_id, loss_fn)
+    parts = _Parts(model, optimizer, scheduler, scaler, device, dtype, pad_id, loss_fn, model_selection, val_groups)
     state = FinetuneState(best_state=_cpu_state(model))
     lengths = [len(f["input_ids"]) for f in train_feats]
     with TrainingLoop(state, total_steps, ckpt, stateful=parts.stateful(), tensorboard_dir=tensorboard_dir,
@@ -472,19 +516,26 @@ def _step(parts: _Parts, state: FinetuneState, group: list[dict[str, torch.Tenso
     parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
     parts.scheduler.step()
+    if parts.loss_fn is not None:
+        parts.loss_fn.step()  # group DRO: q moves once per optimiser step
     state.step += 1
 
 
 def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epoch: float) -> None:
     """A curve row with the validation loss; the weights are kept when it is the best so far."""
     state: FinetuneState = loop.state  # type: ignore[assignment]
-    _, val_loss = predict(parts.model, val_feats, batch_size, parts.pad_id, parts.device, parts.dtype, parts.loss_fn)
+    logits, val_loss = predict(parts.model, val_feats, batch_size, parts.pad_id, parts.device, parts.dtype,
+                               parts.loss_fn)
     train_loss = state.loss_sum / max(1, state.loss_n)
     lr = parts.optimizer.param_groups[0]["lr"]
     loop.log({"step": state.step, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
     state.loss_sum, state.loss_n = 0.0, 0
-    if val_loss < state.best_val_loss:
-        state.best_val_loss, state.best_step = val_loss, state.step
+    worst = (group_accuracies(logits.argmax(axis=1), parts.val_groups[1], parts.val_groups[0])["worst_group_accuracy"]
+             if parts.val_groups is not None else math.nan)
+    score = -val_loss if parts.model_selection == "val_loss" else worst
+    if score > state.best_score:
+        state.best_val_loss, state.best_step, state.best_score = val_loss, state.step, score
+        state.best_worst_group_accuracy = worst
         state.best_state = _cpu_state(parts.model)
     logger.info("step %d (epoch %.2f): train loss %.4f, val loss %.4f%s", state.step, epoch,
              train_loss, val_loss, " (best)" if state.best_step == state.step else "")
@@ -532,13 +583,14 @@ def _save_model(result: FinetuneResult, path: str | os.PathLike) -> None:
 # -- Snakemake job -----------------------------------------------------------------------
 def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_variants: list[str],
                  hp: dict[str, Any], weighting: str, mitigation: dict[str, Any], seed: int, ckpt_dir: str,
-                 keep_checkpoints: bool) -> None:
+                 keep_checkpoints: bool, model_selection: str) -> None:
     """Snakemake job; see the module docstring and :func:`finetune`.
 
     input: train, validation, tests (list, same order as ``test_variants``), model (only for a
     model the workflow builds: its local directory). ``model``: {path, revision,
     trust_remote_code} of the pretrained model. ``mitigation``: the condition's mitigation keys
-    (empty: none). output: model, metrics, predictions, curve.
+    (empty: none); ``model_selection``: the condition's rule (:data:`MODEL_SELECTIONS`). output:
+    model, metrics, predictions, curve.
     """
     set_threads(job.threads)
     tests = [job.input.tests] if isinstance(job.input.tests, (str, os.PathLike)) else list(job.input.tests)
@@ -556,4 +608,4 @@ def finetune_job(job: Job, *, model: dict[str, Any], labels: list[str], test_var
              keep_checkpoints=bool(keep_checkpoints), revision=spec.get("revision") if not local else None,
              trust_remote_code=bool(spec.get("trust_remote_code", False)),
              outputs={k: getattr(job.output, k) for k in ("model", "metrics", "predictions", "curve")},
-             tensorboard_dir=job.tensorboard, mitigation=mitigation)
+             tensorboard_dir=job.tensorboard, mitigation=mitigation, model_selection=str(model_selection))
