@@ -1,6 +1,7 @@
 """The Study B GPT: causality, SDPA vs hand-written attention, hidden states, save/load."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,7 +72,8 @@ def test_init_scales_residual_projections_and_unties_embeddings():
 
 
 def test_head_dim_sets_the_attention_width_and_the_parameter_count():
-    """The authors' mini: 8 heads of 32 at d_model 512 (attention width 256), counted by hand."""
+    """The authors' mini shape (8 heads of 32 at d_model 512, attention width 256) with a small test
+    vocabulary of 1,000 ids, counted by hand (the real vocabularies: the next test)."""
     V, T, d, L, w = 1000, 512, 512, 4, 8 * 32
     attn = d * 3 * w + 3 * w + w * d + d  # qkv and output projections with biases
     mlp = d * 4 * d + 4 * d + 4 * d * d + d
@@ -92,6 +94,23 @@ def test_head_dim_sets_the_attention_width_and_the_parameter_count():
     sdpa, naive = GPT(small, "sdpa").eval(), GPT(small, "naive").eval()
     naive.load_state_dict(sdpa.state_dict())
     torch.testing.assert_close(sdpa(x % 50)[0], naive(x % 50)[0])
+
+
+def mini_params_by_hand(V: int) -> int:
+    """The mini model's parameters with V ids: embeddings, positions, 4 blocks, final LN, untied head."""
+    T, d, L, w = 512, 512, 4, 8 * 32
+    per_block = (d * 3 * w + 3 * w + w * d + d) + (d * 4 * d + 4 * d + 4 * d * d + d) + 2 * 2 * d
+    return V * d + T * d + L * per_block + 2 * d + d * V
+
+
+@pytest.mark.parametrize("V", [16384, 32768])
+def test_real_mini_parameter_counts_are_those_docs_quote(V):
+    """One language's 16,384 ids, and two clones' 32,768: the counts docs/studies.md quotes."""
+    expected = mini_params_by_hand(V)
+    model = GPT(GPTConfig(vocab_size=V, n_layer=4, d_model=512, n_head=8, context=512, head_dim=32))
+    assert model.num_params() == expected
+    docs = (Path(__file__).resolve().parents[1] / "docs/studies.md").read_text()
+    assert f"{expected:,}" in docs
 
 
 def test_save_load_round_trip(tmp_path):
