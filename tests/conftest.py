@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,73 @@ def root() -> Path:
     return ROOT
 
 
+class BackgroundDemo:
+    """The whole offline demo (both studies), started in the background as soon as the session
+    knows that a selected test needs it, so that the other tests (the SLURM ones, whose jobs
+    spend much of their time waiting on the scheduler, among them) run while it trains. The
+    tests that read its outputs run last and wait for it (`demo` fixture)."""
+
+    TIMEOUT_S = 3000
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
+                     f"checkpoint_dir={base}/checkpoints"]
+        self.log = base / "snakemake.log"
+        self.started = time.monotonic()
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.conf], cwd=ROOT,
+                                         stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def wait(self) -> tuple[Path, list[str]]:
+        left = self.TIMEOUT_S - (time.monotonic() - self.started)
+        try:
+            code = self.proc.wait(timeout=max(left, 1))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the demo did not finish within {self.TIMEOUT_S} s:\n{self._tail()}")
+        if code != 0:
+            raise AssertionError(f"the demo failed (exit {code}):\n{self._tail()}")
+        return self.base, self.conf
+
+    def stop(self) -> None:
+        """End the run and its jobs (a session that ends before its demo tests, e.g. with -x)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-8000:]
+
+
+_BACKGROUND: dict[str, BackgroundDemo] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that read the demo's outputs go last; the demo itself starts now, in the background."""
+    needs_demo = [item for item in items if "demo" in getattr(item, "fixturenames", ())]
+    if not needs_demo or config.option.collectonly:
+        return
+    items[:] = [item for item in items if "demo" not in getattr(item, "fixturenames", ())] + needs_demo
+    _BACKGROUND["demo"] = BackgroundDemo(config._tmp_path_factory.mktemp("demo"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "demo" in _BACKGROUND:
+        _BACKGROUND.pop("demo").stop()
+
+
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    """Run the whole offline demo once (both studies) into a temporary output folder; every
-    test that needs the demo's outputs shares this one run. Returns (folder, config args)."""
-    base = tmp_path_factory.mktemp("demo")
-    conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
-            f"checkpoint_dir={base}/checkpoints"]
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *conf], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3000)
-    if proc.returncode != 0:
-        raise AssertionError(f"the demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return base, conf
+def demo(request):
+    """The whole offline demo, run once into a temporary output folder; every test that needs the
+    demo's outputs shares this one run. Returns (folder, config args)."""
+    run = _BACKGROUND.get("demo")
+    if run is None:  # collected without the hook (a plugin reordering items): start it here
+        run = _BACKGROUND["demo"] = BackgroundDemo(request.config._tmp_path_factory.mktemp("demo"))
+    return run.wait()
 
 
 @pytest.fixture

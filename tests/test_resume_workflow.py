@@ -3,6 +3,7 @@ no finished steps: Snakemake deletes the failed job's outputs but not its checkp
 (a param, not an output), and rerunning the target resumes and ends with the metrics of an
 uninterrupted run."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,15 @@ def _args(base: Path, override: Path):
     target = base / "results" / "study_b" / "runs" / RUN / "metrics.json"
     return [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "presets/demo.yaml", str(override),
             "--config", f"outdir={base}/results", f"checkpoint_dir={base}/checkpoints", "--", str(target)], target
+
+
+UPSTREAM = ["study_b/corpus", "study_b/tokenizer", "study_b/tokens"]  # data steps the runs share
+
+
+def _reuse_data_steps(base: Path, reference_base: Path) -> None:
+    """Copy the reference's data steps (timestamps kept) so that only the pretraining job runs."""
+    for rel in UPSTREAM:
+        shutil.copytree(reference_base / "results" / rel, base / "results" / rel)
 
 
 def _run(base: Path, override: Path):
@@ -48,12 +58,14 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("uninterrupted")
     override = base / "override.yaml"
     override.write_text(OVERRIDE)
-    return _run(base, override)
+    return base, _run(base, override)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_pretraining_resumes_with_identical_metrics(tmp_path, reference, sig):
+    reference_base, reference = reference
+    _reuse_data_steps(tmp_path, reference_base)
     override = tmp_path / "override.yaml"
     override.write_text(OVERRIDE)
     args, target = _args(tmp_path, override)

@@ -133,6 +133,8 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     Runs the encoder in eval mode without gradients, in length-sorted batches with dynamic
     padding, in ``precision``: "fp32" (the authors': their feature pipeline ran the model in
     full precision), or "fp16" / "bf16" autocast on CUDA (the CPU always runs fp32).
+    ``max_length`` is capped at the tokenizer's ``model_max_length``, as in fine-tuning (an
+    XLM-R-architecture model takes two tokens fewer than its position embeddings).
     """
     import torch
 
@@ -144,6 +146,7 @@ def sentence_representations(model: Any, tokenizer: Any, df: pd.DataFrame,
     check_pair_input(pair_input)
     if len(df) == 0:
         raise LangskewError("sentence_representations: empty data frame")
+    max_length = int(min(max_length, tokenizer.model_max_length))
     encoder = encoder_of(model)
     n_hidden = int(encoder.config.num_hidden_layers) + 1
     names = _layer_names(list(layers), n_hidden)
