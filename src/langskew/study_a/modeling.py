@@ -1,9 +1,19 @@
-"""Models for Study A: load a hub/local classifier, or build a tiny BERT for offline runs.
+"""Models for Study A: load a hub/local classifier, or build a tiny encoder for offline runs.
 
 The tiny model exists so that the whole workflow (and the tests) can run without network:
-a WordPiece tokenizer trained on the run's own texts plus a randomly initialised
-``BertModel``, saved with ``save_pretrained`` so that it loads through exactly the same
-``AutoTokenizer`` / ``AutoModelForSequenceClassification`` path as a hub checkpoint.
+a tokenizer trained on the run's own texts plus a randomly initialised encoder, saved with
+``save_pretrained`` so that it loads through exactly the same ``AutoTokenizer`` /
+``AutoModelForSequenceClassification`` path as a hub checkpoint. Two architectures, the
+studies' two model families (``architecture`` in the tiny block):
+
+- ``bert`` (the default, mBERT's family): a cased WordPiece tokenizer, ``[CLS] A [SEP] B [SEP]``
+  with token type ids, a ``BertModel`` with a pooler;
+- ``xlmr`` (XLM-R's family): a SentencePiece unigram model saved as ``sentencepiece.bpe.model``
+  and read by ``XLMRobertaTokenizer`` (transformers' own conversion, XLM-R's ids: ``<s>`` 0,
+  ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last), ``<s> A </s></s> B </s>`` without
+  token type ids, an ``XLMRobertaModel`` without a pooler (its classification head reads the
+  first token), positions offset by two as in RoBERTa (``model_max_length`` =
+  ``max_position_embeddings - 2``, as xlm-roberta-base's 512 of 514).
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ from langskew.workflow import Job
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ARCHITECTURES = ("bert", "xlmr")
+#: RoBERTa's position ids start after the padding id (1): two positions are never a token's
+XLMR_POSITION_OFFSET = 2
 ARCH_DEFAULTS: dict[str, int] = {
     "vocab_size": 2000,
     "hidden_size": 64,
@@ -33,9 +46,18 @@ ARCH_DEFAULTS: dict[str, int] = {
 }
 
 
+def architecture_of(arch: Mapping[str, Any] | None) -> str:
+    """The tiny block's ``architecture`` (``bert`` when unset); any other value is an error."""
+    name = (arch or {}).get("architecture", "bert")
+    if name not in ARCHITECTURES:
+        raise LangskewError(f"tiny model architecture {name!r}: expected one of {', '.join(ARCHITECTURES)}")
+    return str(name)
+
+
 def _arch(arch: Mapping[str, Any] | None) -> dict[str, int]:
-    """Merge ``arch`` over the defaults; reject unknown keys and inconsistent sizes."""
-    arch = {k: v for k, v in (arch or {}).items() if k != "seed"}  # the seed is passed on its own
+    """Merge ``arch``'s sizes over the defaults; reject unknown keys and inconsistent sizes."""
+    # the seed is passed on its own, the architecture read by architecture_of
+    arch = {k: v for k, v in (arch or {}).items() if k not in ("seed", "architecture")}
     unknown = sorted(set(arch) - set(ARCH_DEFAULTS))
     if unknown:
         raise LangskewError(f"tiny model arch: unknown key {unknown[0]!r}; known: {', '.join(ARCH_DEFAULTS)}")
@@ -108,36 +130,83 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, model_max_length: int
                              mask_token="[MASK]", model_max_length=model_max_length)
 
 
-def build_tiny_model(texts: list[str], out_dir: str | os.PathLike, arch: Mapping[str, Any] | None,
-                     seed: int) -> Path:
-    """Train a tokenizer on ``texts``, initialise a tiny ``BertModel`` (seeded) and save both.
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_max_length: int,
+                        folder: str | os.PathLike):
+    """An XLM-R tokenizer learned from ``texts``: ``folder/sentencepiece.bpe.model`` and its reader.
 
-    ``arch`` keys (all optional): vocab_size, hidden_size, num_hidden_layers,
-    num_attention_heads, intermediate_size, max_position_embeddings. The directory is
-    written atomically and loads with :func:`load_classifier`.
+    A SentencePiece unigram model (XLM-R's kind, with its default normalisation and ids
+    ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2) trained on the texts in their order with one thread,
+    which gives the same model on every run, written under XLM-R's file name and loaded with
+    ``XLMRobertaTokenizer.from_pretrained``: transformers' own conversion adds the fairseq
+    offset (``<pad>`` at 1) and ``<mask>``. ``vocab_size`` counts those two; a corpus with
+    fewer distinct pieces gives a smaller vocabulary.
     """
-    import torch
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizer
+
+    with open(Path(folder) / "sentencepiece.bpe.model", "wb") as model:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)), model_writer=model, model_type="unigram",
+            vocab_size=max(vocab_size - 2, 8), hard_vocab_limit=False, character_coverage=1.0,
+            num_threads=1, minloglevel=2)
+    return XLMRobertaTokenizer.from_pretrained(str(folder), model_max_length=model_max_length)
+
+
+def _bert(a: Mapping[str, int], vocab_size: int, pad_id: int):
+    """A randomly initialised ``BertModel`` (with its pooler) of sizes ``a``."""
     from transformers import BertConfig, BertModel
 
-    texts = [t for t in texts if isinstance(t, str) and t]
-    if not texts:
-        raise LangskewError("build_tiny_model: no texts to train the tokenizer on")
-    a = _arch(arch)
-    tokenizer = train_wordpiece(texts, a["vocab_size"], a["max_position_embeddings"])
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=a["hidden_size"],
+    config = BertConfig(vocab_size=vocab_size, hidden_size=a["hidden_size"],
                         num_hidden_layers=a["num_hidden_layers"],
                         num_attention_heads=a["num_attention_heads"],
                         intermediate_size=a["intermediate_size"],
                         max_position_embeddings=a["max_position_embeddings"],
-                        pad_token_id=tokenizer.pad_token_id, type_vocab_size=2)
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    model = BertModel(config)
-    torch.set_rng_state(gen_state)  # do not disturb the caller's RNG stream
+                        pad_token_id=pad_id, type_vocab_size=2)
+    return BertModel(config)
+
+
+def _xlmr(a: Mapping[str, int], tokenizer: Any):
+    """A randomly initialised ``XLMRobertaModel`` of sizes ``a``, without a pooler (as XLM-R's classifier)."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=a["hidden_size"],
+                              num_hidden_layers=a["num_hidden_layers"],
+                              num_attention_heads=a["num_attention_heads"],
+                              intermediate_size=a["intermediate_size"],
+                              max_position_embeddings=a["max_position_embeddings"],
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, type_vocab_size=1)
+    return XLMRobertaModel(config, add_pooling_layer=False)
+
+
+def build_tiny_model(texts: list[str], out_dir: str | os.PathLike, arch: Mapping[str, Any] | None,
+                     seed: int) -> Path:
+    """Train a tokenizer on ``texts``, initialise a tiny encoder (seeded) and save both.
+
+    ``arch`` keys (all optional): architecture (``bert`` or ``xlmr``, module docstring),
+    vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+    max_position_embeddings. The directory is written atomically and loads with
+    :func:`load_classifier`.
+    """
+    import torch
+
+    texts = [t for t in texts if isinstance(t, str) and t]
+    if not texts:
+        raise LangskewError("build_tiny_model: no texts to train the tokenizer on")
+    a, architecture = _arch(arch), architecture_of(arch)
     with atomic_dir(out_dir) as tmp:
+        if architecture == "xlmr":
+            tokenizer = train_sentencepiece(texts, a["vocab_size"], a["max_position_embeddings"] - XLMR_POSITION_OFFSET,
+                                            tmp)
+        else:
+            tokenizer = train_wordpiece(texts, a["vocab_size"], a["max_position_embeddings"])
+        gen_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        model = _xlmr(a, tokenizer) if architecture == "xlmr" else _bert(a, len(tokenizer), tokenizer.pad_token_id)
+        torch.set_rng_state(gen_state)  # do not disturb the caller's RNG stream
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    logger.info("tiny model (vocab %d, %s) written to %s", len(tokenizer), a, out_dir)
+    logger.info("tiny %s model (vocab %d, %s) written to %s", architecture, len(tokenizer), a, out_dir)
     return Path(out_dir)
 
 

@@ -147,6 +147,8 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
     authors'), "bf16" or "fp16" autocast on CUDA, or "auto" (bf16 where the GPU supports it,
     else fp16); the CPU always runs fp32. ``pair_input``: how a pair task is read
     (``authors`` or ``pair``, module docstring). ``seed`` seeds the explainer's tie-breaking draws.
+    ``max_length`` is capped at the tokenizer's ``model_max_length``, as in fine-tuning (an
+    XLM-R-architecture model takes two tokens fewer than its position embeddings).
     """
     import torch
 
@@ -159,6 +161,7 @@ def explain(model: Any, tokenizer: Any, df: pd.DataFrame, batch_size: int = 64, 
         raise LangskewError(f"labels {names} do not match the model's num_labels={n_classes}")
     torch.manual_seed(seed)
     model.eval()
+    max_length = int(min(max_length, tokenizer.model_max_length))
     inputs, pair = joined_inputs(tokenizer, df, max_length, pair_input)
     f = ProbabilityModel(model, tokenizer, max_length, pair, precision=precision, max_batch_tokens=max_batch_tokens,
                          pair_input=pair_input)
