@@ -52,9 +52,9 @@ def explain_hub_error(exc: Exception, where: str, path: str) -> LangskewError:
         return LangskewError(f"{where}: the hub repo {path!r} provides only a loading script, which the "
                              f"installed datasets library no longer runs; {_script_hint(path)}")
     if "OfflineModeIsEnabled" in text or "offline" in text.lower():
-        return LangskewError(f"{where}: {path!r} is not in the local cache and HF_HUB_OFFLINE / "
-                             f"HF_DATASETS_OFFLINE is set; run `snakemake prefetch` with network access "
-                             f"first (docs/paper-config.md) ({text})")
+        return LangskewError(f"{where}: {path!r} is not in the local cache (hub cache or datasets' cache) and "
+                             f"HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set; load it once with network access "
+                             f"(the workflow: `snakemake prefetch`, docs/paper-config.md) ({text})")
     if isinstance(exc, ConnectionError) or "Couldn't reach" in text:
         return LangskewError(f"{where}: the hub cannot be reached for {path!r}; on a machine without internet "
                              f"run `snakemake prefetch` where there is network, then set HF_HUB_OFFLINE=1 "
@@ -65,13 +65,36 @@ def explain_hub_error(exc: Exception, where: str, path: str) -> LangskewError:
     return LangskewError(f"{where}: could not load {path!r}: {type(exc).__name__}: {text}")
 
 
+def cached_snapshot(path: str, revision: str | None = None) -> Path | None:
+    """Offline (``HF_HUB_OFFLINE``): the folder of a hub dataset repo's snapshot in the hub cache,
+    as ``snapshot_download`` or ``datasets`` left it (None online, for a local folder or a builder
+    name, or when the cache holds no snapshot of the repo)."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE or is_local(path) or path in BUILDERS.values():
+        return None
+    try:
+        return Path(snapshot_download(path, repo_type="dataset", revision=revision))
+    except Exception:  # not cached: datasets' own cache may still hold it
+        return None
+
+
 def load_hub_dataset(where: str, path: str, **kwargs: Any):
-    """``datasets.load_dataset(path, **kwargs)`` with every failure turned into a named LangskewError."""
+    """``datasets.load_dataset(path, **kwargs)`` with every failure turned into a named LangskewError.
+
+    Offline, a repo whose snapshot is in the hub cache is read from there (its README's configs
+    and data files, as online), whichever cache the download filled: ``datasets`` alone reads
+    offline only from its own Arrow cache.
+    """
     import datasets
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    snapshot = cached_snapshot(path, kwargs.get("revision"))
+    if snapshot is not None:
+        logger.info("%s: %s read offline from the hub cache (%s)", where, path, snapshot)
+        kwargs.pop("revision", None)
     try:
-        return datasets.load_dataset(path, **kwargs)
+        return datasets.load_dataset(str(snapshot or path), **kwargs)
     except LangskewError:
         raise
     except Exception as exc:  # datasets raises RuntimeError, ValueError, OSError, its own errors...
