@@ -134,8 +134,9 @@ rule study_a_diagnose_report:
 
 
 rule study_a_tiny_model:
-    """A tiny BERT-style encoder and WordPiece tokenizer trained on the study's corpora,
-    saved with save_pretrained and loaded later exactly like a hub checkpoint."""
+    """A tiny encoder (BERT or XLM-R architecture: tiny.architecture) and its tokenizer
+    trained on the study's corpora, saved with save_pretrained and loaded later exactly
+    like a hub checkpoint."""
     input:
         data=tiny_model_inputs,
     output:
