@@ -34,9 +34,11 @@ DOMAINS = [
      1, True, INF, False, True),
     (r"study_b\.parallel\.(n_pairs|hub\.shards|synthetic\.richness)", 1, True, INF, False, True),
     (r"study_b\.tokenizer\.vocab_size", 300, True, INF, False, True),
-    (r"study_b\.tokenizer\.character_coverage", 0, False, 1, True, False),
-    (r"study_b\.tokenizer\.(input_sentence_size|max_sentence_length|max_sentencepiece_length)", 1, True, INF, False,
-     True),
+    # SentencePiece's own ranges (its trainer stops on values outside them; checked below)
+    (r"study_b\.tokenizer\.character_coverage", 0.98, True, 1, True, False),
+    (r"study_b\.tokenizer\.input_sentence_size", 101, True, INF, False, True),
+    (r"study_b\.tokenizer\.max_sentence_length", 10, True, 2 ** 30, True, True),
+    (r"study_b\.tokenizer\.max_sentencepiece_length", 1, True, 512, True, True),
     (r"study_b\.sizes\.\w+\.(n_layer|d_model|n_head|head_dim|base_steps)", 1, True, INF, False, True),
     (r"study_b\.sizes\.\w+\.resources\.gpu", 0, True, INF, False, True),
     (r"study_b\.(sizes\.\w+\.)?resources\.(cpu\.)?(cpus|cpus_per_gpu|mem_mb|runtime)", 1, True, INF, False, True),
@@ -207,3 +209,23 @@ def test_a_negative_monolingual_fraction_stops_the_dry_run(tmp_path):
     assert proc.returncode != 0, out[-2000:]
     assert ".fractions.0'" in out and "(allowed range: (0, inf))" in out
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key,inside,outside_", [("character_coverage", 0.98, 0.97),
+                                                 ("input_sentence_size", 101, 100),
+                                                 ("max_sentence_length", 10, 9),
+                                                 ("max_sentencepiece_length", 512, 513)])
+def test_tokenizer_ranges_are_sentencepieces(tmp_path, key, inside, outside_):
+    """The tokenizer domains above are SentencePiece's: its trainer takes the bound and stops just past it."""
+    import sentencepiece as spm
+
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(f"ab{i % 7} cd{i % 5}" for i in range(300)))  # lines under 10 bytes
+
+    def train(value):
+        spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=60,
+                                       hard_vocab_limit=False, minloglevel=2, **{key: value})
+
+    train(inside)
+    with pytest.raises(RuntimeError):
+        train(outside_)
