@@ -240,6 +240,7 @@ def report_inputs(w):
         "predictions": [
             f"{run_dir(f'{SA_DIR}/finetune', *r)}/predictions.parquet" for r in runs
         ],
+        "metrics": [f"{run_dir(f'{SA_DIR}/finetune', *r)}/metrics.json" for r in runs],
     }
 
 

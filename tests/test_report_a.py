@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -111,6 +112,13 @@ def test_report_job_writes_all_tables(tmp_path):
         path = tmp_path / f"pred_{ident['condition']}_{ident['seed']}.parquet"
         pred.to_parquet(path)
         predictions.append(str(path))
+    metrics = []
+    for ident in acc_ids:  # the imbalanced runs had a language adversary (kept-weights interval 0.6, 0.8)
+        adversary = ({"adversary_accuracy": {"at_best_step": 0.6 if ident["seed"] == 0 else 0.8, "final": 0.9}}
+                     if ident["condition"] == "imbalanced" else {})
+        path = tmp_path / f"metrics_{ident['condition']}_{ident['seed']}.json"
+        path.write_text(json.dumps({"model_selection": "val_loss", **adversary}))
+        metrics.append(str(path))
     names = ["accuracy", "lid", "shap", "class_weights", "counts", "reliance", "mitigation"]
     output = SimpleNamespace(**{n: str(tmp_path / "out" / f"{n}.csv") for n in names},
                              **{f"{n}_md": str(tmp_path / "out" / f"{n}.md") for n in names},
@@ -119,7 +127,8 @@ def test_report_job_writes_all_tables(tmp_path):
                              informative=str(tmp_path / "out" / "informative.csv"))
     report.report_job(
         job({"accuracy": acc_paths, "lid": lid_paths, "shap": shap_paths, "class_weights": [weights],
-             "counts": [counts], "informative": informative, "reliance": reliance, "predictions": predictions},
+             "counts": [counts], "informative": informative, "reliance": reliance, "predictions": predictions,
+             "metrics": metrics},
             vars(output)),
         accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids, dataset_ids=[{"dataset": "xnli"}],
         figure_test_variants={"xnli": None}, mitigation_baseline="imbalanced", n_classes={"xnli": 3})
@@ -133,6 +142,13 @@ def test_report_job_writes_all_tables(tmp_path):
     assert ranking.loc[("lid_accuracy", "balanced"), "mean"] == pytest.approx(0.6)
     assert ranking.loc[("reliance_gap", "imbalanced"), "mean"] == pytest.approx(0.5)
     assert ranking.loc[("shap_neutral_abs_diff", "imbalanced"), "mean"] == pytest.approx(0.2)
+    assert ranking.loc[("adversary_accuracy", "imbalanced"), "mean"] == pytest.approx(0.7)
+    assert ("adversary_accuracy", "balanced") not in ranking.index
+    assert (ranking["model_selection"] == "val_loss").all()
+    lid = pd.read_csv(output.lid).set_index("condition")  # the adversary beside the probe
+    assert lid.loc["imbalanced", "adversary_accuracy_mean"] == pytest.approx(0.7)
+    assert lid.loc["imbalanced", "adversary_accuracy_final_mean"] == pytest.approx(0.9)
+    assert pd.isna(lid.loc["balanced", "adversary_accuracy_mean"])
     assert Path(output.mitigation_fig).stat().st_size > 1000 and "paired t-test" in Path(output.mitigation_md).read_text()
     shap = pd.read_csv(output.shap).set_index("language")
     assert shap.loc["en", "mean_diff_mean"] == pytest.approx(0.2)

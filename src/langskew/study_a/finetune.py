@@ -293,6 +293,16 @@ class FinetuneResult:
 
 
 CURVE_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr"]
+#: The curve's extra column in a run with a language adversary: the adversary head's own language
+#: accuracy on the training rows since the previous row (is the adversary fooled?).
+ADVERSARY_COLUMN = "adversary_accuracy"
+
+
+def adversary_summary(curve: Sequence[Mapping[str, Any]], best_step: int) -> dict[str, float]:
+    """The adversary head's language accuracy in the curve's last row and in the row of ``best_step``."""
+    at_best = [row[ADVERSARY_COLUMN] for row in curve if row["step"] == best_step]
+    return {"final": float(curve[-1][ADVERSARY_COLUMN]) if curve else math.nan,
+            "at_best_step": float(at_best[-1]) if at_best else math.nan}
 
 
 @dataclass
@@ -403,7 +413,10 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
         "group_dro_q": _final_q(loss_fn, labels),
         "seed": seed, "device": str(device), "mixed_precision": str(dtype).replace("torch.", "") if dtype else None,
     }
-    result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(state.curve, columns=CURVE_COLUMNS))
+    columns = CURVE_COLUMNS + ([ADVERSARY_COLUMN] if getattr(loss_fn, "adversary", None) is not None else [])
+    if ADVERSARY_COLUMN in columns:  # the adversary head's language accuracy: last curve row and kept weights' row
+        metrics[ADVERSARY_COLUMN] = adversary_summary(state.curve, state.best_step)
+    result = FinetuneResult(model, tokenizer, metrics, pred_df, pd.DataFrame(state.curve, columns=columns))
     if outputs:
         write_outputs(result, outputs)
     ckpt.finish()
@@ -528,7 +541,10 @@ def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epo
                                parts.loss_fn)
     train_loss = state.loss_sum / max(1, state.loss_n)
     lr = parts.optimizer.param_groups[0]["lr"]
-    loop.log({"step": state.step, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
+    row = {"step": state.step, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+    if getattr(parts.loss_fn, "adversary", None) is not None:
+        row[ADVERSARY_COLUMN] = parts.loss_fn.adversary.take_accuracy()
+    loop.log(row)
     state.loss_sum, state.loss_n = 0.0, 0
     worst = (group_accuracies(logits.argmax(axis=1), parts.val_groups[1], parts.val_groups[0])["worst_group_accuracy"]
              if parts.val_groups is not None else math.nan)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from langskew.errors import LangskewError
-from langskew.io import save_figure, write_table
+from langskew.io import read_json, save_figure, write_table
 from langskew.paths import as_list
 from langskew.workflow import Job
 
@@ -102,6 +102,41 @@ def lid_table(per_run: pd.DataFrame) -> pd.DataFrame:
     described = [c for c in ("representation", "features") if c in df.columns]
     values = {"accuracy_mean": "accuracy", **({"feature_norm": "feature_norm"} if "feature_norm" in df.columns else {})}
     return aggregate_seeds(df, ["dataset", "model", "condition", "layer", *described], values)
+
+
+RUN_METRICS_COLUMNS = ["dataset", "model", "condition", "seed", "model_selection", "adversary_accuracy",
+                       "adversary_accuracy_final"]
+
+
+def run_metrics_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """From each run's metrics.json: the model-selection rule (``val_loss`` where the file names none)
+    and, for a run with a language adversary, the adversary head's own language accuracy on its
+    training rows in the validation interval of the kept weights (``adversary_accuracy``) and in
+    the last one (``adversary_accuracy_final``); NaN without an adversary."""
+    paths = as_list(paths)
+    if len(paths) != len(ids):
+        raise LangskewError(f"report: {len(paths)} metrics files but {len(ids)} identifier entries")
+    rows = []
+    for path, ident in zip(paths, ids):
+        metrics = read_json(path)
+        adversary = metrics.get("adversary_accuracy") or {}
+        rows.append({**{k: ident[k] for k in RUN_METRICS_COLUMNS[:4]},
+                     "model_selection": metrics.get("model_selection", "val_loss"),
+                     "adversary_accuracy": float(adversary.get("at_best_step", math.nan)),
+                     "adversary_accuracy_final": float(adversary.get("final", math.nan))})
+    return pd.DataFrame(rows, columns=RUN_METRICS_COLUMNS)
+
+
+def with_adversary(lid: pd.DataFrame, runs: pd.DataFrame | None) -> pd.DataFrame:
+    """The LID table with the adversary head's language accuracy (mean and sd over seeds, kept weights'
+    interval and last interval) beside the probe's last-layer row of each condition that has one."""
+    if runs is None or lid.empty or runs["adversary_accuracy"].isna().all():
+        return lid
+    adv = aggregate_seeds(runs.dropna(subset=["adversary_accuracy"]), ["dataset", "model", "condition"],
+                          {"adversary_accuracy": "adversary_accuracy",
+                           "adversary_accuracy_final": "adversary_accuracy_final"}).drop(columns="n_seeds")
+    merged = lid.merge(adv.assign(layer="last"), on=["dataset", "model", "condition", "layer"], how="left")
+    return merged[[*[c for c in merged.columns if c != "n_seeds"], "n_seeds"]]
 
 
 def shap_table(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +239,8 @@ def subset_counts_table(paths: Sequence[str], ids: Sequence[Mapping[str, Any]]) 
 #: Per-run measures of the mitigation table; True where higher is better (the rank's direction).
 MITIGATION_METRICS = {
     "accuracy": True, "macro_f1": True, "worst_group_accuracy": True, "worst_language_accuracy": True,
-    "lid_accuracy": False, "reliance_gap": False, "tvd": False, "shap_neutral_abs_diff": False,
+    "lid_accuracy": False, "adversary_accuracy": False, "reliance_gap": False, "tvd": False,
+    "shap_neutral_abs_diff": False,
 }
 FIGURE_METRICS = ("accuracy", "macro_f1", "worst_group_accuracy")
 
@@ -437,7 +473,8 @@ def paired_test(values: Mapping[Any, float], baseline: Mapping[Any, float]) -> t
     return diff, float(res.statistic), float(res.pvalue), len(seeds)
 
 
-MITIGATION_COLUMNS = ["dataset", "model", "metric", "test_variant", "rank", "condition", "mean", "n_seeds",
+MITIGATION_COLUMNS = ["dataset", "model", "metric", "test_variant", "rank", "condition", "model_selection", "mean",
+                      "n_seeds",
                       "t_ci_low", "t_ci_high", "diff_vs_baseline", "t", "p_value", "p_holm", "n_pairs",
                       "boot_ci_low", "boot_ci_high", "boot_diff_low", "boot_diff_high", "boot_p", "boot_p_holm",
                       "n_test_rows", "n_boot"]
@@ -462,7 +499,7 @@ def _seed_rows(per_run: pd.DataFrame, baseline: str | None, level: float) -> pd.
 
 
 def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float = 0.95,
-                     bootstrap: pd.DataFrame | None = None) -> pd.DataFrame:
+                     bootstrap: pd.DataFrame | None = None, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Conditions ranked per (dataset, model, metric, test variant), best first.
 
     ``per_run``: dataset, model, condition, seed, metric, test_variant ("" where none), value.
@@ -470,7 +507,8 @@ def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float =
     paired), the mean difference and a paired t-test; ``bootstrap`` (:func:`bootstrap_table`)
     adds the intervals and p-value over test rows. Both p-values are Holm-adjusted across the
     conditions of a (dataset, model, metric, test variant) block (``p_holm``, ``boot_p_holm``).
-    Rank 1 is the best mean in the metric's direction (:data:`MITIGATION_METRICS`).
+    Rank 1 is the best mean in the metric's direction (:data:`MITIGATION_METRICS`). ``runs``
+    (:func:`run_metrics_table`) names each condition's model-selection rule.
     """
     if per_run.empty:
         return pd.DataFrame(columns=MITIGATION_COLUMNS)
@@ -478,6 +516,10 @@ def mitigation_table(per_run: pd.DataFrame, baseline: str | None, level: float =
     table = _seed_rows(per_run, baseline, level)
     if bootstrap is not None and not bootstrap.empty:
         table = table.merge(bootstrap, on=[*keys, "condition"], how="left")
+    if runs is not None and not runs.empty:
+        rules = runs.groupby(["dataset", "model", "condition"], sort=False)["model_selection"].agg(
+            lambda r: "/".join(dict.fromkeys(r)))
+        table = table.merge(rules.reset_index(), on=["dataset", "model", "condition"], how="left")
     table = table.reindex(columns=[c for c in MITIGATION_COLUMNS if c not in ("rank", "p_holm", "boot_p_holm")])
     blocks = [table[k] for k in keys]
     table["p_holm"] = table.groupby(blocks, sort=False)["p_value"].transform(holm)
@@ -498,15 +540,20 @@ def read_predictions(paths: Sequence[str], run_ids: Sequence[Mapping[str, Any]])
 
 
 def collect_mitigation_runs(predictions: Mapping[tuple, pd.DataFrame], n_classes: Mapping[str, int],
-                            lid: pd.DataFrame, reliance: pd.DataFrame, shap: pd.DataFrame) -> pd.DataFrame:
+                            lid: pd.DataFrame, reliance: pd.DataFrame, shap: pd.DataFrame,
+                            runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One long frame of every per-run measure: from the predictions (:func:`prediction_metrics` per
-    test variant), the LID probe (last layer), language reliance (the pooled row's gap and TVD) and
-    the SHAP comparisons (mean |difference| on neutral tokens)."""
+    test variant), the LID probe (last layer), the language adversary's own accuracy (``runs``,
+    :func:`run_metrics_table`), language reliance (the pooled row's gap and TVD) and the SHAP
+    comparisons (mean |difference| on neutral tokens)."""
     keys = ["dataset", "model", "condition", "seed"]
     frames = []
     for ident, pred in predictions.items():
         metrics = prediction_metrics(pred, int(n_classes[ident[0]]))
         frames.append(metrics.assign(**dict(zip(keys, ident))))
+    if runs is not None and not runs.empty:
+        adv = runs.dropna(subset=["adversary_accuracy"])
+        frames.append(adv[keys].assign(test_variant="", metric="adversary_accuracy", value=adv["adversary_accuracy"]))
     if not lid.empty and "layer" in lid.columns:
         last = lid[(lid["layer"].astype(str) == "last") & (lid["condition"] != "base")]
         frames.append(last[keys].assign(test_variant="", metric="lid_accuracy", value=last["accuracy_mean"]))
@@ -605,7 +652,9 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     and seed None), ``shap_ids`` ({dataset, model, seed}; also the ids of ``informative``) and
     ``dataset_ids`` ({dataset}; the ids of ``class_weights`` and ``counts``);
     ``figure_test_variants``: {dataset: test variant, list or None}, see :func:`figure_panels`.
-    ``predictions`` (finetune's predictions, ids ``accuracy_ids``) feed the mitigation ranking
+    ``metrics`` (finetune's metrics.json, ids ``accuracy_ids``; optional) give each run's
+    model-selection rule and a language adversary's own accuracy (:func:`run_metrics_table`), shown
+    beside the LID probe and in the ranking. ``predictions`` (finetune's predictions, ids ``accuracy_ids``) feed the mitigation ranking
     against ``mitigation_baseline`` (a condition name or None); ``n_classes``: {dataset: C}.
     output: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` (CSV), the same
     names + ``_md`` (Markdown), optional ``informative`` (CSV, plus ``informative_md`` if
@@ -618,11 +667,14 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
 
     run_columns = ["dataset", "model", "condition", "seed"]
     accuracy = accuracy_table(stacked("accuracy", accuracy_ids, run_columns))
+    runs = run_metrics_table(inputs.metrics, accuracy_ids) if getattr(inputs, "metrics", None) is not None else None
     tables = {
         "accuracy": (accuracy, "Study A: test accuracy (mean and sd over seeds)"),
-        "lid": (lid_table(stacked("lid", lid_ids, run_columns)),
+        "lid": (with_adversary(lid_table(stacked("lid", lid_ids, run_columns)), runs),
                 "Study A: language-identification probe accuracy (cross-validated; mean and sd over seeds; features: raw "
-                "or standardised per training fold; feature_norm: the raw features' mean L2 norm)"),
+                "or standardised per training fold; feature_norm: the raw features' mean L2 norm; adversary_accuracy: "
+                "a language adversary's own accuracy on its training rows, in the validation interval of the kept "
+                "weights and in the last one (_final))"),
         "shap": (shap_table(stacked("shap", shap_ids, ["dataset", "model", "seed"])),
                  "Study A: cumulative SHAP difference vs the balanced model"),
         "class_weights": (class_weights_table(as_list(getattr(inputs, "class_weights", None)), dataset_ids),
@@ -659,11 +711,14 @@ def write_mitigation(job: Job, accuracy_ids, lid_ids, shap_ids, figure_test_vari
     inputs, output = job.input, job.output
     run_columns = ["dataset", "model", "condition", "seed"]
     predictions = read_predictions(as_list(getattr(inputs, "predictions", None)), accuracy_ids)
+    runs = run_metrics_table(getattr(inputs, "metrics", None), accuracy_ids) if getattr(
+        inputs, "metrics", None) is not None else None
     per_run = collect_mitigation_runs(
         predictions, n_classes, stack_runs(as_list(getattr(inputs, "lid", None)), lid_ids, run_columns),
         stack_runs(as_list(getattr(inputs, "reliance", None)), accuracy_ids, run_columns),
-        stack_runs(as_list(getattr(inputs, "shap", None)), shap_ids, ["dataset", "model", "seed"]))
-    ranking = mitigation_table(per_run, baseline, bootstrap=bootstrap_table(predictions, n_classes, baseline))
+        stack_runs(as_list(getattr(inputs, "shap", None)), shap_ids, ["dataset", "model", "seed"]), runs)
+    ranking = mitigation_table(per_run, baseline, bootstrap=bootstrap_table(predictions, n_classes, baseline),
+                               runs=runs)
     write_table(ranking, output.mitigation, getattr(output, "mitigation_md", None),
                 title=MITIGATION_TITLE.format(baseline=baseline or "no baseline"))
     save_figure(mitigation_figure(ranking, figure_test_variants, baseline), output.mitigation_fig)
