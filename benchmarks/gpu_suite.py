@@ -290,7 +290,8 @@ def compute_budget(measured: dict[str, float], cfg: dict) -> dict[str, Any]:
 
     Study B: each run's training tokens / the measured tokens/s of the small GPT, scaled for
     the other sizes by their training FLOPs per token (same utilisation assumed); perplexity:
-    the run's languages x ``eval.max_tokens`` / scored tokens/s (same scaling); alignment:
+    the held-out tokens of the run's languages (``eval.max_tokens``, or the whole split:
+    :func:`langskew.budget.perplexity_work`) / scored tokens/s (same scaling); alignment:
     ``eval.n_parallel`` pairs / pairs/s. Study A: a fine-tuning job trains ``epochs`` x the
     train rows at the measured examples/s of the config's batching, validates
     1/``eval_every`` times per epoch and predicts the test sets (forward passes counted at a
@@ -323,9 +324,13 @@ def compute_budget(measured: dict[str, float], cfg: dict) -> dict[str, Any]:
         ev = sb.get("eval") or {}
         if "perplexity_tokens_per_s" in measured:
             ppl = measured["perplexity_tokens_per_s"]
-            h = sum(run["n_languages"] * int(ev.get("max_tokens") or 2_000_000) / (ppl * rate[run["size"]]
-                    / rate["small"]) / 3600 for run in runs.values())
-            fam["study_b_perplexity"] = {"jobs": len(runs), "gpu_hours": h}
+            from langskew.budget import perplexity_work
+
+            work = {row["size"]: row for row in perplexity_work(runs, sb, cfg.get("outdir"))}
+            # scored tokens per second of the small GPT, scaled by FLOPs for the other sizes
+            h = sum((row["scored"] or 0) / (ppl * rate[size] / rate["small"]) / 3600 for size, row in work.items())
+            fam["study_b_perplexity"] = {"jobs": len(runs), "gpu_hours": h,
+                                         "held_out": "; ".join(row["source"] for row in work.values())}
         if "alignment_pairs_per_s" in measured:
             h = sum(int(ev.get("n_parallel") or 500) / (measured["alignment_pairs_per_s"] * rate[run["size"]]
                     / rate["small"]) / 3600 for run in runs.values())

@@ -124,3 +124,29 @@ def test_cli_demo_tokens_by_hand(tmp_path, monkeypatch, capsys):
     assert "| study_a.resources.cpu | study_a_dataset | 1 | 0.50 | 10 | 500.00 | 1,000 |" in out
     assert main(["budget", "--configfile", "missing.yaml", "--tokens-only"]) == 2
     assert "missing.yaml: no such config file" in capsys.readouterr().err
+
+
+def test_perplexity_work_of_the_grid_by_hand(tmp_path):
+    """Whole split: a two-clone run scores the English held-out split twice, a real run English
+    and French, a French monolingual run French; every scored token costs window / stride = 4
+    forward positions. A cap (max_tokens) replaces each split's size; an unknown split leaves None."""
+    import json
+
+    from langskew.budget import heldout_tokens, perplexity_work
+
+    for lang, n in (("en", 1000), ("fr", 300)):
+        (tmp_path / "study_b" / "tokens" / lang).mkdir(parents=True)
+        (tmp_path / "study_b" / "tokens" / lang / "meta.json").write_text(json.dumps({"n_tokens": {"test": n}}))
+    runs = {"c": {"size": "small", "kind": "clone", "base_languages": ["en"], "n_languages": 2},
+            "r": {"size": "small", "kind": "real", "base_languages": ["en", "fr"], "n_languages": 2},
+            "m": {"size": "small", "kind": "mono", "base_languages": ["fr"], "n_languages": 1},
+            "x": {"size": "mini", "kind": "mono", "base_languages": ["de"], "n_languages": 1}}
+    sb = {"eval": {"window": 512, "stride": 128, "max_tokens": None}}
+    rows = {row["size"]: row for row in perplexity_work(runs, sb, tmp_path)}
+    assert (rows["small"]["runs"], rows["small"]["evaluations"]) == (3, 5)
+    assert rows["small"]["scored"] == 2 * 1000 + 1000 + 300 + 300 and rows["small"]["positions"] == 4 * 3600
+    assert "en: whole split, counted" in rows["small"]["source"]
+    assert rows["mini"]["scored"] is None and rows["mini"]["positions"] is None
+    assert heldout_tokens(sb, "en", tmp_path / "elsewhere") == (63_000_000, "whole split, estimated")
+    capped = {row["size"]: row for row in perplexity_work(runs, {"eval": {**sb["eval"], "max_tokens": 50}}, tmp_path)}
+    assert capped["small"]["scored"] == 5 * 50 and capped["small"]["positions"] == 1000 and capped["mini"]["scored"] == 50

@@ -8,7 +8,7 @@ import pytest
 from helpers import write_fake_token_stream
 from langskew.errors import LangskewError
 from langskew.study_b.languages import (anchored_mapping, build_mixture, clone_ids, cloned_mask, decode_ids,
-                                        parse_schedule, stage_index)
+                                        heldout_spread, parse_schedule, stage_index)
 
 V = 50
 
@@ -236,3 +236,37 @@ def test_clones_share_the_passes_of_their_stream(streams):
     mix = build_mixture(clone_run(), [streams["en"]], seed=0)
     # 300 + 324 sequences of 16 tokens from one stream of 312 chunks: two passes for both clones
     assert mix.data_passes([300, 324], 16) == pytest.approx({"L1": 2.0, "L2": 2.0})
+
+
+# -- the held-out stream for perplexity: all of it, or a seeded spread over every document --
+def test_heldout_spread_by_hand():
+    """Documents of 4, 2 and 6 tokens (EOD 2); 9 tokens: 3 EODs and 6 of text in proportion 2 : 1 : 3."""
+    test = np.array([5, 6, 7, 8, 2, 9, 10, 2, 11, 12, 13, 14, 15, 16, 2], dtype=np.uint16)
+    got = heldout_spread(test, 2, 9, [0, 0])
+    assert len(got) == 9 and list(np.flatnonzero(got == 2)) == [2, 4, 8]
+    spans = np.split(got, [2, 3, 4, 5, 8])[::2]
+    docs = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16]]
+    for span, doc, n in zip(spans, docs, (2, 1, 3)):  # a contiguous piece of its own document
+        assert len(span) == n and any(list(span) == doc[i:i + n] for i in range(len(doc) - n + 1))
+    # seeded: the same seed, the same spread; other seeds move the spans
+    assert (heldout_spread(test, 2, 9, [0, 0]) == got).all()
+    assert any((heldout_spread(test, 2, 9, [s, 0]) != got).any() for s in range(1, 6))
+    assert (heldout_spread(test, 2, 15, [0, 0]) == test).all() and (heldout_spread(test, 2, 99, [0, 0]) == test).all()
+    # the remainder goes to the largest fractional share: 10 tokens, 7 of text: 7 x (4, 2, 6) / 12 = 2.33, 1.17, 3.5
+    assert list(np.diff(np.flatnonzero(np.concatenate([[2], heldout_spread(test, 2, 10, [0, 0])]) == 2)) - 1) == [2, 1, 4]
+    with pytest.raises(LangskewError, match="max_tokens=5 is below two tokens per held-out document"):
+        heldout_spread(test, 2, 5, [0, 0])
+
+
+def test_heldout_reads_every_document_not_the_first_ones(streams):
+    """max_tokens None: the whole split; N: N tokens drawn from every document of the split (the
+    first N tokens in stream order were the old reading), the same spread for both clones."""
+    mix = build_mixture(clone_run(), [streams["en"]], seed=0)
+    whole = mix.streams[0].test
+    assert len(mix.heldout(0)) == len(whole) == 1000
+    spread = mix.heldout(0, 200)
+    assert len(spread) == 200 and (spread == 2).sum() == 20  # 20 documents of 50 tokens: one span each
+    assert not (decode_ids(spread, V) == np.asarray(whole[:200])).all()
+    assert (decode_ids(mix.heldout(1, 200), V) == decode_ids(spread, V)).all()
+    assert (build_mixture(clone_run(), [streams["en"]], seed=0).heldout(0, 200) == spread).all()
+    assert not (build_mixture(clone_run(), [streams["en"]], seed=1).heldout(0, 200) == spread).all()

@@ -6,7 +6,9 @@ its log path). :func:`read_benchmarks` collects them after any run, complete or 
 :func:`gpu_hours` sums the GPU-hours per rule (seconds x GPUs of the job / 3600) and
 :func:`runtime_requests` gives, per resources key of the config, the runtime and memory a job
 should request: the longest job (pretraining: per 1x of the token budget) and the largest
-peak memory times a margin, rounded up. ``langskew budget`` prints the three tables
+peak memory times a margin, rounded up. :func:`pretrain_tokens` and :func:`perplexity_work`
+give the training tokens and the perplexity work (held-out tokens scored, forward token
+positions) of the configured Study B grid. ``langskew budget`` prints the four tables
 (docs/cluster.md, "Compute budget").
 """
 
@@ -180,6 +182,54 @@ def pretrain_tokens(runs: dict[str, dict]) -> list[dict]:
     return [table[s] for s in table]
 
 
+#: Held-out tokens of the paper configuration's corpora (whole split), estimated before they are
+#: tokenised: 1% of Project Gutenberg English (about 6.3B tokens) and of the ~20,200 French-PD-Books
+#: books read (about 1.77B tokens); docs/studies.md, "Corpus size and repeated data".
+PAPER_HELDOUT_TOKENS = {"en": 63_000_000, "fr": 17_700_000}
+
+
+def heldout_tokens(sb_cfg: dict, language: str, outdir: str | Path | None = None) -> tuple[int | None, str]:
+    """Held-out tokens one perplexity evaluation of ``language`` scores, and where the number comes
+    from: ``study_b.eval.max_tokens`` when set (a spread of that many), else the whole split,
+    counted in ``{outdir}/study_b/tokens/<language>/meta.json`` once tokenised, else estimated
+    (:data:`PAPER_HELDOUT_TOKENS`), else None."""
+    import json
+
+    cap = (sb_cfg.get("eval") or {}).get("max_tokens")
+    if cap is not None:
+        return int(cap), "max_tokens"
+    meta = Path(outdir or "results") / "study_b" / "tokens" / language / "meta.json"
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["n_tokens"]["test"]), "whole split, counted"
+    if language in PAPER_HELDOUT_TOKENS:
+        return PAPER_HELDOUT_TOKENS[language], "whole split, estimated"
+    return None, "whole split, not yet tokenised"
+
+
+def perplexity_work(runs: dict[str, dict], sb_cfg: dict, outdir: str | Path | None = None) -> list[dict]:
+    """Perplexity work of the configured grid per model size: runs, language evaluations, held-out
+    tokens scored and forward token positions (scored x window / stride: every window scores its
+    last ``stride`` tokens). A language whose held-out size is unknown leaves the sums None."""
+    ev = sb_cfg.get("eval") or {}
+    factor = int(ev.get("window", 512)) / int(ev.get("stride", 128))
+    table: dict[str, dict] = {}
+    for run in runs.values():
+        row = table.setdefault(run["size"], {"size": run["size"], "runs": 0, "evaluations": 0, "scored": 0,
+                                             "positions": 0, "source": set()})
+        bases = run["base_languages"]
+        langs = list(bases) if run["kind"] == "real" else [bases[0]] * int(run.get("n_languages") or 1)
+        row["runs"] += 1
+        for lang in langs:
+            n, source = heldout_tokens(sb_cfg, lang, outdir)
+            row["evaluations"] += 1
+            row["source"].add(f"{lang}: {source}")
+            row["scored"] = None if n is None or row["scored"] is None else row["scored"] + n
+            row["positions"] = None if row["scored"] is None else int(row["scored"] * factor)
+    for row in table.values():
+        row["source"] = "; ".join(sorted(row["source"]))
+    return list(table.values())
+
+
 def _md(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     def cell(value):
         if value is None:
@@ -215,4 +265,10 @@ def report(records: list[Record] | None, cfg: dict, runs: dict[str, dict], margi
         parts += ["## Pretraining tokens of the configured grid", "",
                   _md(pretrain_tokens(runs), [("size", "size"), ("runs", "runs"), ("steps", "steps"),
                                               ("tokens", "training tokens")]), ""]
+        sb = cfg.get("study_b") or {}
+        parts += ["## Perplexity work of the configured grid", "",
+                  _md(perplexity_work(runs, sb, cfg.get("outdir")),
+                      [("size", "size"), ("runs", "runs"), ("evaluations", "language evaluations"),
+                       ("scored", "held-out tokens scored"), ("positions", "forward token positions"),
+                       ("source", "held-out size")]), ""]
     return "\n".join(parts)

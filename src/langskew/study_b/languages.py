@@ -364,12 +364,16 @@ class Mixture:
 
     # -- evaluation data ----------------------------------------------------------------
     def heldout(self, lang_index: int, max_tokens: int | None = None) -> np.ndarray:
-        """Held-out (test) stream of model language ``lang_index`` in model ids."""
+        """Held-out (test) stream of model language ``lang_index`` in model ids: all of it
+        (``max_tokens`` None, the authors' evaluation), or :func:`heldout_spread`'s seeded spread of
+        ``max_tokens`` tokens over every held-out document (the same for clones of one base language)."""
         if not 0 <= lang_index < self.n_languages:
             raise LangskewError(f"language index {lang_index} is outside 0..{self.n_languages - 1}")
-        test = self.streams[self.source[lang_index]].test
+        stream = self.streams[self.source[lang_index]]
+        test = stream.test
         if max_tokens is not None:
-            test = test[:int(max_tokens)]
+            test = heldout_spread(test, int(stream.meta["eod_id"]), int(max_tokens),
+                                  [self.seed, self.source[lang_index]])
         return self.map_ids(test, lang_index)
 
     def parallel(self, n: int, min_len: int, max_len: int, pair: tuple[int, int] = (0, 1),
@@ -414,6 +418,44 @@ class Mixture:
                                 f"(study_b.eval.n_parallel); read more pairs or lower parallel_min_len")
         return [(self.map_ids(sa, a), self.map_ids(sb, b))
                 for sa, sb in zip(packed[langs[0]][:n], packed[langs[1]][:n])]
+
+
+def heldout_spread(test: np.ndarray, eod_id: int, max_tokens: int, seed) -> np.ndarray:
+    """A seeded spread of ``max_tokens`` tokens over every document of a held-out stream.
+
+    The documents are the stretches between EOD ids. Each gives one contiguous span of its
+    text at a seeded random offset, its length the document's share of ``max_tokens``
+    (``max_tokens - n_documents`` split in proportion to the documents' lengths, largest
+    remainders first; a document whose share rounds to zero gives its EOD alone), followed by
+    one EOD id: ``max_tokens`` tokens in all, in document order. Within a span every token
+    keeps its document's preceding tokens of the span as context; a window reaching back past
+    the span's start sees the previous span (another document), as windows do at document
+    boundaries of the whole stream. A stream of at most ``max_tokens`` tokens is returned whole. Fewer than two tokens per
+    document is a LangskewError (study_b.eval.max_tokens too small to reach every document).
+    """
+    test = np.asarray(test)
+    if max_tokens >= len(test):
+        return test
+    ends = np.flatnonzero(test == eod_id)
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(test)]])
+    keep = stops > starts  # documents with text (an EOD right after another, or at the end, has none)
+    starts, stops = starts[keep], stops[keep]
+    if max_tokens < 2 * len(starts):
+        raise LangskewError(f"study_b.eval.max_tokens={max_tokens} is below two tokens per held-out document "
+                            f"({len(starts)} documents, {len(test)} tokens): raise it, or null for all")
+    lengths = stops - starts
+    budget = max_tokens - len(starts)  # one EOD after every span
+    share = budget * lengths / lengths.sum()
+    quota = np.floor(share).astype(np.int64)
+    quota[np.argsort(-(share - quota), kind="stable")[: budget - int(quota.sum())]] += 1
+    quota = np.minimum(quota, lengths)
+    rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x5B8EAD])
+    offsets = rng.integers(0, lengths - quota + 1)
+    pieces = []
+    for start, offset, n in zip(starts, offsets, quota):
+        pieces += [test[start + offset:start + offset + n], np.array([eod_id], dtype=test.dtype)]
+    return np.concatenate(pieces)
 
 
 def pack_parallel(sides: dict[str, Sequence[np.ndarray]], min_len: int, max_len: int) -> dict[str, list[np.ndarray]]:
