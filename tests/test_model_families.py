@@ -14,6 +14,7 @@ a time, SHAP's values against the efficiency property (base + values = the model
 probability of the explained string, computed here with the tokenizer and the model).
 """
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -229,8 +230,6 @@ def test_config_names_the_architectures(demo_raw):
 
     msg = rejected(demo_raw, lambda c: c["models"]["tiny_bert"]["tiny"].update(architecture="roberta"))
     assert "models.tiny_bert.tiny.architecture" in msg and "bert" in msg and "xlmr" in msg
-    import copy
-
     cfg = copy.deepcopy(demo_raw)
     cfg["models"]["tiny_bert"]["tiny"]["architecture"] = "xlmr"
     validate_config(cfg)
@@ -290,6 +289,8 @@ def test_minilm_finetune_probe_shap(minilm, tmp_path):
     assert (table["n_examples"] == 16).all()
     values = run_shap(run / "model", data, tmp_path / "shap.parquet", {**SHAP, "max_evals": 20})
     _, model = load_classifier(run / "model", len(LABELS))
+    with safe_open(str(minilm / "model.safetensors"), "pt") as f:  # fine-tuning trained the pooler too
+        assert not torch.equal(model.bert.pooler.dense.weight, f.get_tensor("pooler.dense.weight"))
     # the authors' string "premise [SEP]hypothesis" as one sequence with token types from the separator:
     # the same ids and types as the pair template of the two halves
     def pair_template(string):
