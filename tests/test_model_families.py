@@ -168,7 +168,7 @@ def test_tiny_xlmr_is_the_same_in_every_process(xlmr, tmp_path):
 
     _, data, built, _ = xlmr
     code = ("import sys, pandas as pd\nfrom langskew.study_a.modeling import build_tiny_model, texts_of\n"
-            f"frames = [pd.read_parquet(p) for p in {[str(data / 'train.parquet'), str(data / 'validation.parquet')]!r}]\n"
+            f"frames = [pd.read_parquet(p) for p in {[str(data / f'{s}.parquet') for s in ('train', 'validation')]!r}]\n"
             f"build_tiny_model(texts_of(frames), sys.argv[1], {XLMR!r}, 0)\n")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "again")], check=True, capture_output=True)
     for name in ("sentencepiece.bpe.model", "tokenizer.json", "model.safetensors"):
@@ -198,7 +198,8 @@ def test_tiny_xlmr_probe_reads_the_first_token(xlmr, tmp_path):
     tok, model = load_classifier(run / "model", len(LABELS))
     df = pd.read_parquet(data / "test.parquet").assign(text_pair=None)  # single texts: one input per row
     reps = sentence_representations(model, tok, df, ["last"], batch_size=8, max_length=PROBE["max_length"])
-    np.testing.assert_allclose(reps["last"], first_token_states(model, tok, df, min(PROBE["max_length"], tok.model_max_length)), atol=1e-5)
+    one_by_one = first_token_states(model, tok, df, min(PROBE["max_length"], tok.model_max_length))
+    np.testing.assert_allclose(reps["last"], one_by_one, atol=1e-5)
 
 
 def test_tiny_xlmr_shap_values(xlmr, tmp_path):
