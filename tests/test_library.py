@@ -10,7 +10,7 @@ import pytest
 
 from langskew.digest import closure
 
-LIBRARY = ("langskew", "langskew.diagnosis", "langskew.weights", "langskew.mitigation")
+LIBRARY = ("langskew", "langskew.diagnosis", "langskew.weights", "langskew.mitigation", "langskew.langid")
 
 
 @pytest.mark.parametrize("module", LIBRARY)
@@ -35,9 +35,12 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_importing_the_library_imports_no_torch():
-    modules = _modules_after("import langskew, langskew.diagnosis, langskew.weights\n"
-                             "from langskew import class_weights\n"
-                             "class_weights([0, 1], ['en', 'en'], 2, 'per_language')")
+    modules = _modules_after("import langskew, langskew.diagnosis, langskew.weights, pandas\n"
+                             "from langskew import class_weights, diagnose\n"
+                             "class_weights([0, 1], ['en', 'en'], 2, 'per_language')\n"
+                             "frame = pandas.DataFrame({'text': ['The parcel came late.', 'Le colis est arrivé.'] * 20,"
+                             " 'label': ['a', 'b'] * 20})\n"
+                             "assert diagnose(frame).verdict == 'strong'")
     assert "langskew.diagnosis" in modules and "langskew.weights" in modules
     assert "torch" not in modules and "transformers" not in modules
 

