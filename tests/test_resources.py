@@ -16,7 +16,7 @@ EXPECTED = {  # rule: (gpu, mem_mb, runtime) on attempt 1 (config.yaml)
     "study_a_probe": ("1", "16000", "60"),
     "study_a_probe_base": ("1", "16000", "60"),
     "study_a_shap_values": ("1", "16000", "240"),
-    "study_b_perplexity": ("1", "16000", "60"),
+    "study_b_perplexity": ("1", "16000", "120"),  # small and medium (the whole held-out split); mini 60
     "study_b_alignment": ("1", "16000", "30"),
     "study_a_dataset": (None, "16000", "120"),
     "study_a_subsets": (None, "16000", "120"),
