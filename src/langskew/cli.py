@@ -14,7 +14,7 @@ detection found goes to stderr.
 run (complete or not), reads the benchmark file every job wrote below ``RESULTS/benchmarks``
 (default: the config's ``outdir``) and prints the GPU-hours per rule, the runtime and memory
 each config resources key should request (longest job and peak memory x ``--margin``,
-rounded up) and the training tokens of the configured Study B grid
+rounded up), the training tokens of the configured Study B grid and its perplexity work
 (:mod:`langskew.budget`). ``config.yaml`` of the current folder is read first and the
 ``--configfile`` files overlay it, as with Snakemake.
 """
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default: md)")
     b = sub.add_parser("budget", help="GPU-hours and runtimes measured by a run's benchmark files",
                        description="GPU-hours per rule, the runtime and mem_mb each config resources key should "
-                                   "request, and the training tokens of the configured Study B grid.")
+                                   "request, and the training tokens and perplexity work of the configured Study B grid.")
     b.add_argument("results", nargs="?", help="the run's outdir (default: outdir of the config)")
     b.add_argument("--configfile", action="append", default=[], metavar="FILE",
                    help="a config overlay given to snakemake (repeat for several; config.yaml of this folder "
