@@ -67,3 +67,68 @@ def test_per_language_subsample_keeps_each_languages_smallest_class_count():
     with pytest.raises(LangskewError, match="column 'language' missing"):
         per_language_subsample(frame.drop(columns="language"))
     assert len(kept) == 9
+
+
+def _skewed_features(n_per_cell, seed):
+    """Three classes with a weak class signal in dims 0-2 and a language feature in dim 3; the cell
+    sizes n_per_cell[language][label] skew each language's classes."""
+    rng = np.random.default_rng(seed)
+    X, y, lang = [], [], []
+    for li, (language, sizes) in enumerate(n_per_cell.items()):
+        for label, n in enumerate(sizes):
+            core = np.zeros((n, 3))
+            core[:, label] = 0.8
+            side = np.full((n, 1), 1.5 if li == 0 else -1.5)
+            X.append(np.hstack([core + rng.normal(0, 1, (n, 3)), side + rng.normal(0, 0.3, (n, 1))]))
+            y += [label] * n
+            lang += [language] * n
+    return np.vstack(X), np.array(y), np.array(lang)
+
+
+def test_group_balanced_indices_keep_the_smallest_groups_size():
+    from langskew.baselines import group_balanced_indices
+
+    groups = np.array(["a"] * 5 + ["b"] * 2 + ["c"] * 9)
+    idx = group_balanced_indices(groups, np.random.default_rng(0))
+    assert sorted(groups[idx].tolist()) == ["a", "a", "b", "b", "c", "c"] and len(set(idx)) == 6
+
+
+def test_dfr_refits_the_last_layer_without_the_language_shortcut():
+    """Validation rows skewed like the training rows (en mostly class 0, fr mostly class 2): a
+    logistic regression fitted on them leans on the language feature; DFR, fitted on
+    (language, label)-balanced subsamples, does not and has the better worst-group accuracy on
+    a balanced test set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from langskew.baselines import DFR_C_OPTIONS, dfr, worst_group_accuracy
+
+    skew = {"en": [300, 100, 30], "fr": [30, 100, 300]}
+    X_train, _, _ = _skewed_features(skew, 0)
+    X_val, y_val, lang_val = _skewed_features(skew, 1)
+    X_test, y_test, lang_test = _skewed_features({"en": [200] * 3, "fr": [200] * 3}, 2)
+    groups_val = np.char.add(lang_val.astype(str), y_val.astype(str))
+    head = dfr(X_train, X_val, y_val, groups_val, 3, seed=0, n_retrains=5)
+    assert head.C in DFR_C_OPTIONS and head.coef.shape == (3, 4)
+    scaler = StandardScaler().fit(X_train)
+    plain = LogisticRegression(C=1.0).fit(scaler.transform(X_val), y_val)
+    test_groups = np.char.add(lang_test.astype(str), y_test.astype(str))
+    worst_dfr = worst_group_accuracy(head.predict(X_test), y_test, test_groups)
+    worst_plain = worst_group_accuracy(plain.predict(scaler.transform(X_test)), y_test, test_groups)
+    assert worst_dfr > worst_plain + 0.1
+    assert np.abs(head.coef[:, 3]).max() < 0.5 * np.abs(plain.coef_[:, 3]).max()  # the language weight shrinks
+    standardised = (X_test[:3] - X_train.mean(axis=0)) / X_train.std(axis=0)  # the training features' scale
+    np.testing.assert_allclose(head.decision_function(X_test[:3]), standardised @ head.coef.T + head.intercept)
+    assert dfr(X_train, X_val, y_val, groups_val, 3, seed=0, n_retrains=5).coef == pytest.approx(head.coef)
+    with pytest.raises(LangskewError, match="n_retrains"):
+        dfr(X_train, X_val, y_val, groups_val, 3, n_retrains=0)
+
+
+def test_dfr_binary_head_scores_class_one_against_zero():
+    from langskew.baselines import dfr
+
+    X, y, lang = _skewed_features({"en": [80, 40], "fr": [40, 80]}, 3)
+    X = X[:, [0, 1, 3]]
+    head = dfr(X, X, y, np.char.add(lang.astype(str), y.astype(str)), 2, n_retrains=3)
+    assert head.coef.shape == (2, 3) and (head.coef[0] == 0).all() and head.intercept[0] == 0
+    assert (head.predict(X) == (head.decision_function(X)[:, 1] > 0)).all()

@@ -1,5 +1,5 @@
-"""Baselines from the group-robustness literature for language-specific class skew (numpy and
-scikit-learn; no torch).
+"""Baselines from the group-robustness literature for language-specific class skew (numpy,
+pandas and scikit-learn; no torch).
 
 - :func:`posthoc_logit_adjustment`: post-hoc logit adjustment (Menon et al., ICLR 2021, their
   Eq. 6), applied per language: predict argmax_y log p(y | x) - tau log pi(y | language) from a
@@ -10,10 +10,18 @@ scikit-learn; no torch).
   smallest group): within each language every class keeps as many rows as the language's
   smallest class, drawn without replacement. The same-data counterpart of per-language class
   weights.
+- :func:`dfr`: deep feature reweighting (Kirichenko et al., ICLR 2023), DFR on validation data as
+  their reference code runs it: the last layer is refitted on the frozen model's features of
+  group-balanced subsamples of the validation rows (groups here: (language, label)), an
+  L1-penalised logistic regression (liblinear; one-vs-rest for three or more classes, as
+  liblinear fits them), its C picked from their grid by worst-group accuracy on a held-out half
+  of the validation rows, then 20 refits on balanced subsamples of all of them averaged, features
+  standardised with the training features' mean and scale.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -91,4 +99,98 @@ def per_language_subsample(frame: pd.DataFrame, seed: int = 0, language: str = "
     return frame.iloc[np.sort(np.concatenate(keep))]
 
 
-__all__ = ["log_class_priors", "per_language_subsample", "posthoc_logit_adjustment"]
+#: The reference code's grid of C for DFR (its Waterbirds setting).
+DFR_C_OPTIONS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+
+
+def group_balanced_indices(groups: Sequence, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of a subsample in which every group keeps as many rows as the smallest group
+    (drawn without replacement)."""
+    groups = np.asarray(groups)
+    members = [rng.permutation(np.flatnonzero(groups == g)) for g in np.unique(groups)]
+    smallest = min(len(m) for m in members)
+    return np.concatenate([m[:smallest] for m in members])
+
+
+def worst_group_accuracy(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """The lowest accuracy over the groups present."""
+    correct = np.asarray(predictions) == np.asarray(labels)
+    return float(min(correct[groups == g].mean() for g in np.unique(groups)))
+
+
+def _l1_linear(X: np.ndarray, y: np.ndarray, n_classes: int, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coef classes x features, intercept) of L1 logistic regression with liblinear: one binary
+    model for two classes (class 1's score against 0), one-vs-rest models for more. liblinear's
+    coordinate-descent order is seeded (random_state 0; the reference code left it unseeded)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(target: np.ndarray) -> tuple[np.ndarray, float]:
+        model = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", random_state=0).fit(X, target.astype(int))
+        return model.coef_[0], float(model.intercept_[0])
+
+    if n_classes == 2:
+        w, b = fit(y == 1)
+        return np.vstack([np.zeros_like(w), w]), np.array([0.0, b])
+    parts = [fit(y == c) for c in range(n_classes)]
+    return np.vstack([w for w, _ in parts]), np.array([b for _, b in parts])
+
+
+@dataclass
+class DFRHead:
+    """A refitted last layer: standardise with (mean, scale), then scores X @ coef.T + intercept."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    C: float
+
+    def decision_function(self, features: np.ndarray) -> np.ndarray:
+        return ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.decision_function(features).argmax(axis=1)
+
+
+def dfr_tune_c(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
+               rng: np.random.Generator, c_options: Sequence[float] = DFR_C_OPTIONS) -> float:
+    """The C of ``c_options`` with the best worst-group accuracy on one half of the validation rows,
+    fitted on a group-balanced subsample of the other half standardised on itself (the first best wins)."""
+    from sklearn.preprocessing import StandardScaler
+
+    order = rng.permutation(len(features))
+    held_out, fit_rows = order[:len(order) // 2], order[len(order) // 2:]
+    fit_rows = fit_rows[group_balanced_indices(groups[fit_rows], rng)]
+    scaler = StandardScaler().fit(features[fit_rows])
+    scores = []
+    for C in c_options:
+        coef, intercept = _l1_linear(scaler.transform(features[fit_rows]), labels[fit_rows], n_classes, C)
+        predicted = (scaler.transform(features[held_out]) @ coef.T + intercept).argmax(axis=1)
+        scores.append(worst_group_accuracy(predicted, labels[held_out], groups[held_out]))
+    return float(c_options[int(np.argmax(scores))])
+
+
+def dfr(train_features: np.ndarray, val_features: np.ndarray, val_labels: Sequence[int], val_groups: Sequence,
+        n_classes: int, seed: int = 0, n_retrains: int = 20,
+        c_options: Sequence[float] = DFR_C_OPTIONS) -> DFRHead:
+    """DFR on validation data (module docstring): ``train_features`` only set the standardisation;
+    the last layer is fitted on the validation rows' features, labels and groups."""
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, g = (np.asarray(val_features, dtype=np.float64), np.asarray(val_labels, dtype=np.int64),
+               np.asarray(val_groups))
+    if not len(X) == len(y) == len(g):
+        raise LangskewError(f"dfr: {len(X)} feature rows, {len(y)} labels and {len(g)} groups")
+    if n_retrains < 1:
+        raise LangskewError(f"dfr: n_retrains must be >= 1, got {n_retrains}")
+    rng = np.random.default_rng(seed)
+    C = dfr_tune_c(X, y, g, n_classes, rng, c_options)
+    scaler = StandardScaler().fit(np.asarray(train_features, dtype=np.float64))
+    fits = [_l1_linear(scaler.transform(X[idx]), y[idx], n_classes, C)
+            for idx in (group_balanced_indices(g, rng) for _ in range(n_retrains))]
+    return DFRHead(scaler.mean_, scaler.scale_, np.mean([c for c, _ in fits], axis=0),
+                   np.mean([b for _, b in fits], axis=0), C)
+
+
+__all__ = ["DFRHead", "DFR_C_OPTIONS", "dfr", "dfr_tune_c", "group_balanced_indices", "log_class_priors",
+           "per_language_subsample", "posthoc_logit_adjustment", "worst_group_accuracy"]
