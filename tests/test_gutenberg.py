@@ -33,6 +33,13 @@ def test_the_book_alone_one_paragraph_per_line():
     assert clean_book(raw, strict=True).text == "It was a dark and stormy night.\n\nThe sea rose.\n"
 
 
+@pytest.mark.parametrize("spelling", ["ETEXT", "E-BOOK", "EBOOK"])
+def test_older_marker_spellings_are_markers(spelling):
+    raw = (f"Header.\n***START OF THE PROJECT GUTENBERG {spelling} OLD***\nAn old\ntext.\n"
+           f"***END OF THE PROJECT GUTENBERG {spelling} OLD***\nLicence.\n")
+    assert clean_book(raw, strict=True) == Book("An old text.\n", marked=True)
+
+
 def test_a_text_without_markers_is_kept_whole_unless_strict():
     raw = "A plain book.\r\nWith no header,\n\nand no licence.\n"
     assert clean_book(raw) == Book(raw, marked=False)

@@ -2,7 +2,7 @@
 and licence (used by the Study B corpus job and by ``benchmarks/public_domain_text.py``).
 
 What is kept of an edition is the text between its ``*** START OF ... PROJECT GUTENBERG
-EBOOK`` and ``*** END OF ...`` markers: the header before the first (title page of the
+EBOOK`` (or ``ETEXT``, ``E-BOOK``) and ``*** END OF ...`` markers: the header before the first (title page of the
 edition, "This eBook is for the use of anyone anywhere ...") and the footer and full licence
 after the second go, and so do the paragraphs between them that are a credit ("Produced by
 ...", "E-text prepared by ...", "Transcribed from ...") or name Gutenberg (the closing "End of
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from langskew.errors import LangskewError
 
-START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG EBOOK", re.IGNORECASE)
-END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG EBOOK", re.IGNORECASE)
+# the markers of the editions since about 2000: "EBOOK", earlier "ETEXT" and "E-BOOK" spellings
+START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG E-?(BOOK|TEXT)", re.IGNORECASE)
+END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG E-?(BOOK|TEXT)", re.IGNORECASE)
 CREDIT = re.compile(r"^(Produced by|E-text prepared by|Transcribed from)", re.IGNORECASE)
 
 
