@@ -174,8 +174,11 @@ def _check_dataset(name: str, ds: dict) -> list[str]:
                                f"'{ds['hub']['path']}' (known: {', '.join(sorted(known))})")
     if ds["task"] == "pair" and ds["source"] != "synthetic" and not ds["columns"].get("text_pair"):
         out.append(f"config key '{key}.columns.text_pair': required for task 'pair'")
-    if ds["source"] == "local" and len(langs) > 1 and not ds["columns"].get("language"):
-        out.append(f"config key '{key}.columns.language': required for local data with several languages")
+    if ds["source"] == "local" and len(langs) > 1 and not ds["columns"].get("language") and not ds.get("detect_language"):
+        out.append(f"config key '{key}.columns.language': required for local data with several languages "
+                   f"(or detect_language: true)")
+    if ds.get("detect_language") and (ds["source"] == "synthetic" or ds["columns"].get("language")):
+        out.append(f"config key '{key}.detect_language': needs a hub or local source with columns.language: null")
     if isinstance(ds.get("synthetic"), dict):
         from .study_a.synthetic import DEFAULT_KNOBS
 

@@ -7,6 +7,13 @@ outside the label set) raises :class:`LangskewError` naming it; rows of language
 not configured are dropped; row order is kept, because subsets take the first N rows.
 Labels may be class indices, class names from ``labels`` or keys of ``label_map``.
 
+A source without a language column (``columns.language: null``) and ``detect_language: true``
+gets each row's language detected from its text (:mod:`langskew.langid`; for pairs the first
+text decides): the detected language is the ``language`` column, rows detected in a language
+that is not configured are dropped like any other, and ``meta.json`` records per split what
+detection found (``language_detection``: rows per detected language, rows kept, the share of
+rows detected with probability under 0.5, for pairs the rows whose texts disagree).
+
 Hub datasets are loaded through :func:`langskew.hub.load_hub_dataset`, so a repo that ships
 only a loading script, a missing repo/config/split or an unreachable hub is an error naming
 the dataset. ``mteb/AmazonReviewsClassification`` (the paper's Amazon source) has one
@@ -35,6 +42,8 @@ from langskew.workflow import Job
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+#: detection probability below which a row counts as uncertain in meta.json
+MIN_CONFIDENCE = 0.5
 COLUMNS = ["id", "language", "text", "text_pair", "label"]
 TASKS = ("pair", "single")
 
@@ -52,6 +61,9 @@ def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
         raise LangskewError(f"dataset {name!r}: strip_title {sep!r} must be a non-empty separator string or null")
     if len(set(spec["languages"])) != len(spec["languages"]):
         raise LangskewError(f"dataset {name!r}: languages {list(spec['languages'])} has duplicates")
+    if spec.get("detect_language") and (spec["source"] == "synthetic" or (spec.get("columns") or {}).get("language")):
+        raise LangskewError(f"dataset {name!r}: detect_language needs a hub or local source with "
+                            f"columns.language: null (the detected language takes its place)")
     if spec["source"] in ("hub", "local"):
         columns = spec.get("columns") or {}
         for key in ("text", "label"):
@@ -63,16 +75,18 @@ def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
         hub = spec.get("hub") or {}
         if not hub.get("path"):
             raise LangskewError(f"dataset {name!r}: hub.path is missing")
-        if not hub.get("name") and not (spec.get("columns") or {}).get("language"):
+        if not hub.get("name") and not (spec.get("columns") or {}).get("language") and not spec.get("detect_language"):
             raise LangskewError(f"dataset {name!r}: with hub.name null, columns.language must name "
-                                f"the column that holds the language")
+                                f"the column that holds the language (or detect_language: true)")
     elif spec["source"] == "local":
         local = spec.get("local") or {}
         for split in SPLITS:
             if not local.get(split):
                 raise LangskewError(f"dataset {name!r}: local.{split} (the {split} split's file) is missing")
-        if not (spec.get("columns") or {}).get("language") and len(spec["languages"]) != 1:
-            raise LangskewError(f"dataset {name!r}: local files with several languages need columns.language")
+        if not (spec.get("columns") or {}).get("language") and len(spec["languages"]) != 1 \
+                and not spec.get("detect_language"):
+            raise LangskewError(f"dataset {name!r}: local files with several languages need columns.language "
+                                f"(or detect_language: true)")
     elif spec["source"] == "synthetic":
         if not (spec.get("synthetic") or {}).get("n_per_label"):
             raise LangskewError(f"dataset {name!r}: synthetic.n_per_label is missing")
@@ -163,11 +177,18 @@ def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, wher
     lang_col = columns.get("language") if language is None else None
     wanted = [columns["text"], columns["label"]] + ([columns["text_pair"]] if spec["task"] == "pair" else [])
     _require_columns(raw, wanted + ([lang_col] if lang_col else []), where)
+    detection = None
     if lang_col:
         lang = raw[lang_col].astype(str)
+    elif language is None and spec.get("detect_language"):
+        lang, detection = detect_frame_languages(raw, spec, where)
     else:
         lang = pd.Series(language or languages[0], index=raw.index)
     keep = lang.isin(languages).to_numpy()
+    if detection is not None:
+        detection["kept"] = int(keep.sum())
+        logger.info("%s: languages detected with %s: %s; %d rows kept (languages %s)", where,
+                    detection["identifier"], detection["detected"], detection["kept"], ", ".join(languages))
     raw, lang = raw.loc[keep], lang.loc[keep]
     label, known = label_indices(raw[columns["label"]], list(spec["labels"]), spec.get("label_map"), where,
                                  bool(spec.get("drop_unknown_labels", False)))
@@ -182,7 +203,27 @@ def normalise_frame(raw: pd.DataFrame, spec: Mapping[str, Any], split: str, wher
                       if spec["task"] == "pair" else np.full(len(raw), None, dtype=object)),
         "label": label,
     })
+    if detection is not None:
+        out.attrs["language_detection"] = detection
     return out
+
+
+def detect_frame_languages(raw: pd.DataFrame, spec: Mapping[str, Any], where: str) -> tuple[pd.Series, dict]:
+    """Each row's language detected from ``columns.text`` (for pairs the first text decides; rows
+    whose two texts differ are counted), and what detection found, for meta.json."""
+    from langskew.langid import detect_rows
+
+    columns = spec.get("columns") or {}
+    text = raw[columns["text"]]
+    if spec.get("strip_title"):
+        text = strip_titles(text.fillna("").astype(str), str(spec["strip_title"]), where)
+    pair = raw[columns["text_pair"]] if spec["task"] == "pair" else None
+    detection = detect_rows(text, pair)
+    info = {"identifier": detection.identifier, "rows": len(raw),
+            "detected": {str(k): int(v) for k, v in detection.counts().items()},
+            "low_confidence_share": detection.low_confidence_share(MIN_CONFIDENCE),
+            "pair_disagreements": detection.disagreements if pair is not None else None}
+    return pd.Series(detection.language, index=raw.index, dtype=object), info
 
 
 def _assign_ids(df: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -223,7 +264,8 @@ def _read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _load_local(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.DataFrame]:
-    language = None if (spec.get("columns") or {}).get("language") else spec["languages"][0]
+    given = (spec.get("columns") or {}).get("language") or spec.get("detect_language")
+    language = None if given else spec["languages"][0]
     frames = {}
     for split in SPLITS:
         path = spec["local"][split]
@@ -271,7 +313,10 @@ def _load_hub(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, pd.Dat
     hub = spec["hub"]
     frames = {}
     for split in SPLITS:
-        if hub.get("name"):
+        if spec.get("detect_language"):  # one table; its rows' languages are detected
+            raw, where = load_hub_table(name, hub, hub.get("name"), split)
+            frames[split] = normalise_frame(raw, spec, split, where)
+        elif hub.get("name"):
             parts = []
             for lang in spec["languages"]:
                 raw, where = load_hub_table(name, hub, str(hub["name"]).format(language=lang), split, lang)
@@ -306,10 +351,12 @@ def load_dataset_frames(name: str, spec: Mapping[str, Any], seed: int = 0) -> tu
     else:
         frames = LOADERS[spec["source"]](name, spec, seed)
     _check_languages(frames, spec["languages"], name)
+    detection = {split: df.attrs["language_detection"] for split, df in frames.items()
+                 if "language_detection" in df.attrs}
     frames = {split: _assign_ids(df, split) for split, df in frames.items()}
     meta = {"dataset": name, "task": spec["task"], "languages": list(spec["languages"]),
             "labels": [str(x) for x in spec["labels"]], "informative_tokens": informative,
-            "source": spec["source"],
+            "source": spec["source"], "language_detection": detection or None,
             "rows": {split: {str(k): int(v) for k, v in df["language"].value_counts(sort=False).items()}
                      for split, df in frames.items()}}
     return frames, meta
