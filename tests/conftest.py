@@ -48,16 +48,38 @@ class BackgroundDemo:
             raise AssertionError(f"the demo did not finish within {self.TIMEOUT_S} s:\n{self._tail()}")
         if code != 0:
             raise AssertionError(f"the demo failed (exit {code}):\n{self._tail()}")
+        self._start_report()
         return self.base, self.conf
+
+    def _start_report(self) -> None:
+        """Render `snakemake --report` in the background as soon as the demo has finished, while
+        the dry-run tests read the same outputs (neither takes Snakemake's lock)."""
+        if getattr(self, "report_proc", None) is None:
+            self.html = self.base / "report.html"
+            self.report_log = self.base / "report.log"
+            with self.report_log.open("w") as out:
+                self.report_proc = subprocess.Popen(
+                    [sys.executable, "-m", "snakemake", "--report", str(self.html), *self.conf], cwd=ROOT,
+                    stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def report(self) -> Path:
+        """The demo's HTML report (`snakemake --report`), rendered once."""
+        self.wait()
+        code = self.report_proc.wait(timeout=900)
+        if code != 0:
+            raise AssertionError(f"snakemake --report failed (exit {code}):\n"
+                                 f"{self.report_log.read_text(errors='replace')[-8000:]}")
+        return self.html
 
     def stop(self) -> None:
         """End the run and its jobs (a session that ends before its demo tests, e.g. with -x)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        for proc in (self.proc, getattr(self, "report_proc", None)):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     def _tail(self) -> str:
         return self.log.read_text(errors="replace")[-8000:]
@@ -66,6 +88,7 @@ class BackgroundDemo:
 _BACKGROUND: dict[str, BackgroundDemo] = {}
 
 
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected: `make test-fast` starts no demo
 def pytest_collection_modifyitems(session, config, items):
     """Tests that read the demo's outputs go last; the demo itself starts now, in the background."""
     needs_demo = [item for item in items if "demo" in getattr(item, "fixturenames", ())]
@@ -88,6 +111,49 @@ def demo(request):
     if run is None:  # collected without the hook (a plugin reordering items): start it here
         run = _BACKGROUND["demo"] = BackgroundDemo(request.config._tmp_path_factory.mktemp("demo"))
     return run.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_report(demo) -> Path:
+    """The demo's HTML report, rendered once in the background when the demo ends."""
+    return _BACKGROUND["demo"].report()
+
+
+# A demo pretraining run made longer than the demo's 200 steps so that a kill or a requeue lands
+# mid-run, with frequent checkpoints: shared by the resume tests (tests/test_resume_workflow.py)
+# and the SLURM requeue test (tests/test_slurm.py).
+PRETRAIN_RUN = "tiny-1x-clone2-p0.50"
+SHORT_TRAINING = "study_b:\n  train: {base_steps: 600, checkpoint_every: 60, eval_every: 200}\n"
+PRETRAIN_DATA_STEPS = ["study_b/corpus", "study_b/tokenizer", "study_b/tokens"]  # shared by the runs
+
+
+def pretrain_args(base: Path, *overrides: Path) -> tuple[list[str], Path]:
+    """Snakemake arguments (after `snakemake`) that build PRETRAIN_RUN's metrics under ``base``."""
+    target = base / "results" / "study_b" / "runs" / PRETRAIN_RUN / "metrics.json"
+    return ["--configfile", "presets/demo.yaml", *map(str, overrides), "--config", f"outdir={base}/results",
+            f"checkpoint_dir={base}/checkpoints", "--", str(target)], target
+
+
+def copy_data_steps(reference_base: Path, base: Path) -> None:
+    """Copy a finished run's data steps (timestamps kept) so that only the pretraining job runs."""
+    import shutil
+
+    for rel in PRETRAIN_DATA_STEPS:
+        shutil.copytree(reference_base / "results" / rel, base / "results" / rel)
+
+
+@pytest.fixture(scope="session")
+def short_training(tmp_path_factory) -> tuple[Path, Path]:
+    """SHORT_TRAINING run locally, uninterrupted: the reference of the resume and requeue tests.
+    Returns (folder, the overlay file)."""
+    base = tmp_path_factory.mktemp("short_training")
+    override = base / "override.yaml"
+    override.write_text(SHORT_TRAINING)
+    args, _ = pretrain_args(base, override)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return base, override
 
 
 @pytest.fixture

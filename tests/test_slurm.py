@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import PRETRAIN_RUN, copy_data_steps, pretrain_args
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 PROFILE = ROOT / "profiles" / "slurm"
@@ -236,10 +238,11 @@ def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeyp
 
 
 # --- training at a time limit and after a requeue ---------------------------------------------
-# A Study B pretraining run of the demo, made long enough (about 2 minutes of training on a 2-core
-# CPU) that SLURM's smallest time limit, 1 minute, lands mid-run. runtime: 1 gives attempt k a
-# limit of k minutes (rules/study_b_common.smk); checkpoints every 100 steps.
-PRETRAIN_RUN = "tiny-1x-clone2-p0.50"
+# The time-limit test: a Study B pretraining run of the demo, made long enough (about 2 minutes of
+# training on a 2-core CPU) that SLURM's smallest time limit, 1 minute, lands mid-run. runtime: 1
+# gives attempt k a limit of k minutes (rules/study_b_common.smk); checkpoints every 100 steps.
+# The requeue test has no time limit in its way: it requeues the shorter run that the resume
+# tests share (conftest.SHORT_TRAINING, 600 steps) after its first checkpoint.
 LONG_TRAINING = """\
 study_b:
   sizes:
@@ -247,13 +250,6 @@ study_b:
       resources: {runtime: 1}
   train: {base_steps: 3000, checkpoint_every: 100, eval_every: 500}
 """
-UPSTREAM = ["study_b/corpus", "study_b/tokenizer", "study_b/tokens"]  # data steps, shared by the runs
-
-
-def _pretrain_args(base: Path, override: Path) -> tuple[list[str], Path]:
-    target = base / "results" / "study_b" / "runs" / PRETRAIN_RUN / "metrics.json"
-    return ["--configfile", "presets/demo.yaml", str(override), "--config", f"outdir={base}/results",
-            f"checkpoint_dir={base}/checkpoints", "--", str(target)], target
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +258,7 @@ def uninterrupted(slurm_cluster, tmp_path_factory):
     base = tmp_path_factory.mktemp("uninterrupted")
     override = base / "override.yaml"
     override.write_text(LONG_TRAINING)
-    args, target = _pretrain_args(base, override)
+    args, target = pretrain_args(base, override)
     _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 2 min on an idle 2-core machine
     return base, override
 
@@ -271,9 +267,8 @@ def _run_folder(tmp_path: Path, reference: tuple[Path, Path]) -> tuple[list[str]
     """A fresh output folder holding a copy of the reference's data steps (timestamps kept),
     so that only the pretraining job goes to SLURM."""
     ref_base, override = reference
-    for rel in UPSTREAM:
-        shutil.copytree(ref_base / "results" / rel, tmp_path / "results" / rel)
-    args, target = _pretrain_args(tmp_path, override)
+    copy_data_steps(ref_base, tmp_path)
+    args, target = pretrain_args(tmp_path, override)
     return args, target, tmp_path / "checkpoints" / "study_b" / PRETRAIN_RUN
 
 
@@ -334,11 +329,11 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, tmp_path, monkeypatch):
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, short_training, tmp_path, monkeypatch):
     """`scontrol requeue` of the running training job: SLURM signals it (checkpoint), puts the
     same job id back in the queue, and the restarted job resumes and finishes as uninterrupted."""
     monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
-    args, target, ckpt = _run_folder(tmp_path, uninterrupted)
+    args, target, ckpt = _run_folder(tmp_path, short_training)
     # runtime 10: no time limit in the way here
     override = tmp_path / "no_limit.yaml"
     override.write_text("study_b:\n  sizes:\n    tiny:\n      resources: {runtime: 10}\n")
@@ -369,5 +364,5 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, uninterrupted, 
     assert _squeue([jobid])[jobid]["state"] == "COMPLETED"
     assert "received signal SIGTERM" in first_run and "checkpoint saved at step" in first_run
     assert "resuming from checkpoint at step" in _rule_log(tmp_path)
-    got = _assert_same_training(tmp_path, uninterrupted)
+    got = _assert_same_training(tmp_path, short_training)
     assert got["resumed_from_step"] > 0

@@ -88,7 +88,7 @@ def dry_run_counts(conf, extra_configfile=None):
 
 
 @pytest.mark.slow
-def test_demo_writes_every_table(demo):
+def test_demo_writes_every_table(demo, demo_report):
     base, _ = demo
     rep = base / "results" / "report"
     for t in ["accuracy", "lid", "shap_cumulative", "class_weights", "subset_counts", "mitigation"]:
@@ -115,11 +115,9 @@ def test_demo_writes_every_table(demo):
     assert (paired["n_pairs"] == 2).all() and paired["p_value"].dropna().between(0, 1).all()
     reliance = pd.read_csv(rep / "study_a" / "language_reliance.csv")
     assert set(reliance["condition"]) == set(acc["condition"]) and reliance["tvd_mean"].between(0, 1).all()
-    # the HTML report collects the report() outputs with their captions
-    html = base / "report.html"
-    snakemake("--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
-              f"checkpoint_dir={base}/checkpoints", "--report", str(html))
-    text = html.read_text(errors="ignore")
+    # the HTML report collects the report() outputs with their captions (rendered once, shared with
+    # tests/test_report_render.py)
+    text = demo_report.read_text(errors="ignore")
     assert "Study A" in text and "Study B" in text
     # checkpoints are removed once the final outputs exist (keep_checkpoints: false)
     ckpt = base / "checkpoints"
