@@ -706,7 +706,7 @@ class _MitigationTrainerMixin:
 
 def _step_hook(loss: MitigationLoss):
     """A Trainer callback: the loss's gradients averaged over processes before each optimiser step,
-    q committed after it."""
+    zeroed and q committed after it."""
     from transformers import TrainerCallback
 
     class StepHook(TrainerCallback):
@@ -714,6 +714,7 @@ def _step_hook(loss: MitigationLoss):
             loss.sync_gradients()
 
         def on_step_end(self, args, state, control, **kwargs):
+            loss.zero_grad(set_to_none=True)  # the Trainer zeroes the model's gradients only
             loss.step()
 
     return StepHook()
