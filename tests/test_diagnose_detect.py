@@ -69,15 +69,20 @@ def test_restriction_rare_languages_and_empty_texts_are_counted_and_named():
     assert result.dropped == {
         "no detectable language (empty text)": 2,
         "detected as 'ru', not in the languages asked for": 60,
-        "language 'es' detected in only 3 rows (fewer than min_rows=10)": 3,
+        "detected in a language with fewer than min_rows=10 rows ('es' 3)": 3,
     }
     assert result.statistics["n"] == len(df) - 65
     assert sorted(result.per_language["language"]) == ["de", "en", "fr", "it", "ja"]
     md = result.to_markdown()
     assert "Dropped 60 rows: detected as 'ru', not in the languages asked for." in md
-    assert "Dropped 3 rows: language 'es' detected in only 3 rows" in md
+    assert "Dropped 3 rows: detected in a language with fewer than min_rows=10 rows ('es' 3)." in md
     kept = diagnose(df, text_col="review", label_col="stars", min_rows=2)
     assert "es" in set(kept.cells["language"]) and len(kept.dropped) == 1
+    column = diagnose(df.iloc[:-2].assign(lang=lambda d: d["review"].map(
+        {s: lang for lang, sents in KNOWN.items() for s in sents})), text_col="review", label_col="stars",
+        language_col="lang", min_rows=20)
+    assert column.dropped == {"of a language with fewer than min_rows=20 rows ('it' 12, 'es' 3)": 15}
+    assert "es" not in set(column.cells["language"])
 
 
 def test_pairs_first_text_decides_and_disagreements_are_counted():
@@ -156,3 +161,28 @@ def test_command_refuses_hub_options_for_a_file(tmp_path, capsys):
     skewed_frame().to_parquet(path)
     assert cli.main(["diagnose", str(path), "--text-col", "review", "--label-col", "stars", "--split", "train"]) == 2
     assert "--config and --split are for a hub dataset id" in capsys.readouterr().err
+
+
+def test_closing_overlay_without_a_language_column_is_a_valid_detecting_config(tmp_path):
+    import copy
+
+    from conftest import ROOT
+    from langskew.config import load_config, merge, validate_config
+    from langskew.diagnosis import mitigation_command
+
+    path = tmp_path / "reviews.csv"
+    skewed_frame().to_csv(path, index=False)
+    result = diagnose(pd.read_csv(path), text_col="review", label_col="stars")
+    md = mitigation_command(result.cells, str(path), "review", "stars", None)
+    import re
+
+    import yaml
+
+    overlay = yaml.safe_load(re.search(r"```yaml\n(.*?)```", md, re.S).group(1))
+    ds = overlay["datasets"]["my_data"]
+    assert ds["detect_language"] is True and ds["columns"]["language"] is None
+    assert ds["ratios"]["en"] == "12:48" and ds["ratios"]["fr"] == "48:12"  # neg:pos counts detected
+    ds["local"].update(validation=str(path), test=str(path))
+    base = load_config(ROOT / "config.yaml", validate=False)
+    cfg = validate_config(merge(copy.deepcopy(base), overlay))
+    assert cfg["datasets"]["my_data"]["detect_language"] is True

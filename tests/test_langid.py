@@ -83,3 +83,14 @@ print(list(detect_languages({[KNOWN['fr'][0], KNOWN['ja'][0]]!r})[0]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "['fr', 'ja']"
+
+
+def test_several_processes_give_the_same_result(monkeypatch):
+    from langskew import langid
+
+    monkeypatch.setattr(langid, "CHUNK", 97)  # twelve chunks over two processes
+    texts = [t for sents in KNOWN.values() for t in sents] * 40 + ["", "?"]
+    one = detect_languages(texts, workers=1)
+    two = detect_languages(texts, workers=2)
+    assert list(one[0]) == list(two[0]) and np.array_equal(one[1], two[1])
+    assert list(two[0][:2]) == ["en", "en"] and list(two[0][-2:]) == [UNDETERMINED] * 2

@@ -450,8 +450,10 @@ def _detect(frame: pd.DataFrame, languages: Sequence[str] | None, min_rows: int,
             dropped[f"detected as {lang!r}, not in the languages asked for"] = int(n)
         frame = frame.loc[~outside].reset_index(drop=True)
     counts = frame["language"].value_counts()
-    for lang, n in counts[counts < min_rows].items():
-        dropped[f"language {lang!r} detected in only {int(n)} rows (fewer than min_rows={min_rows})"] = int(n)
+    rare = counts[counts < min_rows]
+    if len(rare):
+        named = ", ".join(f"{lang!r} {int(n)}" for lang, n in rare.items())
+        dropped[f"detected in a language with fewer than min_rows={min_rows} rows ({named})"] = int(rare.sum())
     frame = frame.loc[frame["language"].isin(counts[counts >= min_rows].index).to_numpy()].reset_index(drop=True)
     return frame, info
 
@@ -571,8 +573,9 @@ def diagnose(data: Any, *, label_col: str = "label", text_col: str = "text", lan
                 raise LangskewError(f"language {missing[0]!r} (languages) has no rows in column {language_col!r}")
         counts = frame["language"].value_counts()
         rare = counts[counts < (min_rows or 1)]
-        for lang, n in rare.items():
-            dropped[f"language {lang!r} has only {int(n)} rows (fewer than min_rows={min_rows})"] = int(n)
+        if len(rare):
+            named = ", ".join(f"{lang!r} {int(n)}" for lang, n in rare.items())
+            dropped[f"of a language with fewer than min_rows={min_rows} rows ({named})"] = int(rare.sum())
         keep = ~frame["language"].isin(rare.index).to_numpy()
         frame, empty_text = frame.loc[keep].reset_index(drop=True), empty_text[keep]
     has_split = "split" in frame.columns

