@@ -186,3 +186,17 @@ def test_closing_overlay_without_a_language_column_is_a_valid_detecting_config(t
     base = load_config(ROOT / "config.yaml", validate=False)
     cfg = validate_config(merge(copy.deepcopy(base), overlay))
     assert cfg["datasets"]["my_data"]["detect_language"] is True
+
+
+def test_output_file_is_written_whole_and_kept_on_bad_input(tmp_path):
+    data = tmp_path / "reviews.csv"
+    skewed_frame().to_csv(data, index=False)
+    report = tmp_path / "report.md"
+    args = ["diagnose", str(data), "--text-col", "review", "--label-col", "stars", "--output", str(report)]
+    assert cli.main(args) == 0
+    first = report.read_text()
+    assert first.startswith("# Language-label skew of reviews.csv") and "## Next" in first
+    skewed_frame().assign(stars="pos").to_csv(data, index=False)  # now one label only
+    assert cli.main(args) == 2
+    assert report.read_text() == first  # the earlier report is kept
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []

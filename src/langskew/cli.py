@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection: report the share of rows detected with a lower probability (default 0.5)")
     d.add_argument("--labels", help="comma-separated labels in class order; any other label is an error")
     d.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (default: md)")
+    d.add_argument("--output", "-o", help="write the report to this file instead of stdout, whole or not at all: "
+                                          "on an error an earlier report there is kept")
     b = sub.add_parser("budget", help="GPU-hours and runtimes measured by a run's benchmark files",
                        description="GPU-hours per rule, the runtime and mem_mb each config resources key should "
                                    "request, and the training tokens and perplexity work of the configured Study B grid.")
@@ -249,13 +251,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"langskew diagnose: error: {err}", file=sys.stderr)
         return 2
     name = args.file if is_hub_id(args.file) else Path(args.file).name
-    sys.stdout.write(render(result, args.format, f"Language-label skew of {name}"))
+    text = render(result, args.format, f"Language-label skew of {name}")
     if args.format != "md" and result.detection_markdown():
-        sys.stderr.write(result.detection_markdown())  # CSV/JSON on stdout stay parseable
+        sys.stderr.write(result.detection_markdown())  # CSV/JSON stay parseable
     if args.format == "md":
         from langskew.diagnosis import mitigation_command
 
-        sys.stdout.write(mitigation_command(result.cells, args.file, args.text_col, args.label_col, args.language_col))
+        text += mitigation_command(result.cells, args.file, args.text_col, args.label_col, args.language_col)
+    if args.output:
+        from langskew.io import atomic_path
+
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
