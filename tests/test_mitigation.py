@@ -240,6 +240,14 @@ def test_config_from_condition_and_bad_values():
         MitigationConfig(adversary="flip", adversary_coef=0.1)
     with pytest.raises(LangskewError, match="sampling"):
         MitigationConfig(sampling="upsample")
+    # group DRO draws group-balanced batches unless told otherwise (the published algorithm)
+    assert cfg.sampling == "group_balanced" and MitigationConfig(group_dro=0.01).sampling == "group_balanced"
+    assert MitigationConfig(group_dro=0.01, sampling="shuffle").sampling == "shuffle"
+    assert MitigationConfig().sampling == "shuffle"
+    with pytest.raises(LangskewError, match="group_dro key 'adjustment' unknown"):
+        MitigationConfig.from_condition({"group_dro": {"step_size": 0.01, "adjustment": 1}})
+    with pytest.raises(LangskewError, match="settings of group DRO"):
+        MitigationConfig(group_dro_adjustment=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ class MitigationConfig:
     decoupled weight decay of the optimiser, AdamW-style, off biases and LayerNorm weights as in
     their code; Study A's fine-tuning applies it, a loop of your own gives it to its optimiser).
     sampling: "shuffle" (every row once per epoch), "per_language_balanced" or "group_balanced"
-    (every (language, label) group equally often: Sagawa et al.'s sampler for group DRO).
+    (every (language, label) group equally often: Sagawa et al.'s sampler for group DRO); None (the
+    default) is "group_balanced" with group DRO, as published, else "shuffle".
     """
 
     mask_entropy: float = 0.0
@@ -69,9 +70,14 @@ class MitigationConfig:
     group_dro: float | None = None
     group_dro_adjustment: float = 0.0
     group_dro_weight_decay: float = 0.0
-    sampling: str = "shuffle"
+    sampling: str | None = None
 
     def __post_init__(self):
+        if self.sampling is None:  # group DRO is published with group-balanced batches
+            object.__setattr__(self, "sampling", "group_balanced" if self.group_dro is not None else "shuffle")
+        self._check()
+
+    def _check(self):
         for key in ("mask_entropy", "adversary_coef", "logit_adjustment", "group_dro_adjustment",
                     "group_dro_weight_decay"):
             value = getattr(self, key)
@@ -114,7 +120,7 @@ class MitigationConfig:
                    group_dro=float(dro.get("step_size", math.nan)) if dro else None,
                    group_dro_adjustment=float(dro.get("generalization_adjustment") or 0.0),
                    group_dro_weight_decay=float(dro.get("weight_decay") or 0.0),
-                   sampling=str(cond.get("sampling") or ("group_balanced" if dro else "shuffle")))
+                   sampling=cond.get("sampling"))
 
     @property
     def changes_loss(self) -> bool:
