@@ -1,15 +1,16 @@
 """Which language identifier for `langskew diagnose`: accuracy and speed on real multilingual text.
 
-The text is the dialogue corpus that the `chatterbot-corpus` package ships in its wheel (BSD-3,
-human-written YAML conversations in 27 languages, each file in a folder named after its
-language): every distinct statement is one row, its folder its true language. Short texts, as a
+The text is the dialogue corpus that the `chatterbot-corpus` package ships in its wheel (BSD licence,
+human-written YAML conversations, one folder per language): every distinct statement is one
+row, its folder its true language (26 languages: hinglish, romanised Hindi mixed with English,
+is left out, and both Chinese scripts count as zh). Short texts, as a
 diagnosis meets them (questions, replies, reviews). Install it beside the candidates:
 
     .venv/bin/pip install chatterbot-corpus==1.3.3 pycld2 langid lingua-language-detector
     .venv/bin/python benchmarks/langid_compare.py
 
 Prints, per identifier: accuracy over all rows and the mean of the per-language accuracies (on
-the languages every identifier supports), rows per second (one process, one thread) and the
+the languages of the corpus), rows per second (one process, one thread) and the
 time to load its model. A candidate that is not installed is skipped.
 """
 
