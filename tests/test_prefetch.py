@@ -199,7 +199,8 @@ study_a:
   models: [enc]
 study_b:
   languages:
-    en: {{source: hub, test_fraction: 0.1, hub: {{path: org/stories, revision: {stories_commit},
+    # a stories set has no book ids: the paper's Gutenberg id column is switched off
+    en: {{source: hub, test_fraction: 0.1, hub: {{path: org/stories, revision: {stories_commit}, id_column: null,
          data_files: "default/train-*.parquet", splits: {{train: train, test: null}}}}}}
     fr: {{source: hub, test_fraction: 0.1, hub: {{path: org/books, revision: null, text_column: complete_text,
          splits: {{train: train, test: null}}, shards: 2, streaming: true}}}}
