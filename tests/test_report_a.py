@@ -88,8 +88,9 @@ def test_report_job_writes_all_tables(tmp_path):
         shap_ids.append({"dataset": "xnli", "model": "mbert", "seed": seed})
     weights = _write(pd.DataFrame({"variant": ["imbalanced"], "scheme": ["per_language"], "language": ["en"],
                                    "label": [0], "weight": [2.0]}), tmp_path / "cw.csv")
-    counts = _write(pd.DataFrame({"split": ["test"], "variant": ["balanced"], "language": ["en"], "label": [0],
-                                  "n": [3]}), tmp_path / "counts.csv")
+    counts = _write(pd.DataFrame({"split": ["test"] + ["train"] * 6, "variant": ["balanced"] + ["imbalanced"] * 6,
+                                  "language": ["en"] * 4 + ["fr"] * 3, "label": [0, 0, 1, 2, 0, 1, 2],
+                                  "n": [3, 10, 20, 30, 30, 20, 10]}), tmp_path / "counts.csv")
     informative = [_write(pd.DataFrame({"condition": ["balanced", "imbalanced"], "language": ["en", "en"],
                                         "class_index": [0, 0], "share_informative": [0.5, 0.3],
                                         "share_class_informative": [0.4, 0.2], "n_examples": [5, 5]}),
@@ -109,6 +110,8 @@ def test_report_job_writes_all_tables(tmp_path):
         pred = pd.DataFrame({"test_variant": "balanced", "id": [str(i) for i in range(6)],
                              "language": ["en"] * 3 + ["fr"] * 3, "label": labels,
                              "prediction": [(y + 1) % 3 if i < wrong else y for i, y in enumerate(labels)]})
+        for c in range(3):  # 0.5 on the predicted class, 0.25 on the others
+            pred[f"prob_{c}"] = np.where(pred["prediction"] == c, 0.5, 0.25)
         path = tmp_path / f"pred_{ident['condition']}_{ident['seed']}.parquet"
         pred.to_parquet(path)
         predictions.append(str(path))
@@ -144,7 +147,10 @@ def test_report_job_writes_all_tables(tmp_path):
     assert ranking.loc[("shap_neutral_abs_diff", "imbalanced"), "mean"] == pytest.approx(0.2)
     assert ranking.loc[("adversary_accuracy", "imbalanced"), "mean"] == pytest.approx(0.7)
     assert ("adversary_accuracy", "balanced") not in ranking.index
-    assert (ranking["model_selection"] == "val_loss").all()
+    posthoc = ranking.loc[("accuracy", "imbalanced_posthoc_logit_adjustment")]  # derived from the baseline's runs
+    assert posthoc["n_seeds"] == 2 and posthoc["n_pairs"] == 2 and 0 <= posthoc["mean"] <= 1
+    assert (ranking.drop(index="imbalanced_posthoc_logit_adjustment", level="condition")["model_selection"]
+            == "val_loss").all()
     lid = pd.read_csv(output.lid).set_index("condition")  # the adversary beside the probe
     assert lid.loc["imbalanced", "adversary_accuracy_mean"] == pytest.approx(0.7)
     assert lid.loc["imbalanced", "adversary_accuracy_final_mean"] == pytest.approx(0.9)
@@ -155,7 +161,7 @@ def test_report_job_writes_all_tables(tmp_path):
     assert shap.loc["fr", "mean_diff_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
     assert (shap["n_seeds"] == 2).all()
     assert pd.read_csv(output.class_weights).columns[0] == "dataset"
-    assert pd.read_csv(output.counts)["dataset"].tolist() == ["xnli"]
+    assert set(pd.read_csv(output.counts)["dataset"]) == {"xnli"}
     md = Path(output.accuracy_md).read_text()
     assert md.startswith("# Study A: test accuracy") and "| xnli" in md and "imbalanced" in md
     assert Path(output.lid_md).read_text().count("\n|") >= 3
@@ -388,3 +394,21 @@ def test_lid_table_names_the_representation_and_features(tmp_path):
     assert table.loc["0", "representation"] == "token mean" and table.loc["0", "features"] == "standardised"
     assert table.loc["last", "features"] == "raw" and table.loc["0", "feature_norm_mean"] == pytest.approx(2.0)
     assert table.loc["last", "accuracy_mean"] == pytest.approx(0.9)
+
+
+def test_posthoc_condition_adjusts_the_baselines_stored_probabilities_by_hand():
+    counts = pd.DataFrame({"dataset": "d", "split": ["train"] * 4 + ["validation"], "variant": "imbalanced",
+                           "language": ["en", "en", "fr", "fr", "en"], "label": [0, 1, 0, 1, 0],
+                           "n": [30, 10, 10, 30, 999]})
+    pred = pd.DataFrame({"test_variant": "balanced", "id": ["a", "b"], "language": ["en", "fr"], "label": [1, 0],
+                         "prediction": [0, 1], "prob_0": [0.6, 0.4], "prob_1": [0.4, 0.6]})
+    preds = {("d", "m", "imbalanced", 0): pred, ("d", "m", "other", 0): pred}
+    got = report.posthoc_predictions(preds, "imbalanced", counts)
+    assert list(got) == [("d", "m", "imbalanced_posthoc_logit_adjustment", 0)]
+    # en priors 0.75 / 0.25 (validation rows not counted): log .6 - log .75 = 0.0645 < log .4 - log .25 = 0.4700 -> 1
+    # fr priors 0.25 / 0.75: log .4 - log .25 = 0.4700 > log .6 - log .75 = 0.0645 -> 0
+    adjusted = got[("d", "m", "imbalanced_posthoc_logit_adjustment", 0)]
+    assert adjusted["prediction"].tolist() == [1, 0] and adjusted["label"].tolist() == [1, 0]
+    assert report.posthoc_predictions(preds, None, counts) == {}
+    with pytest.raises(LangskewError, match="no imbalanced training counts of dataset 'd'"):
+        report.posthoc_predictions(preds, "imbalanced", counts.assign(dataset="e"))

@@ -539,6 +539,38 @@ def read_predictions(paths: Sequence[str], run_ids: Sequence[Mapping[str, Any]])
     return {(i["dataset"], i["model"], i["condition"], i["seed"]): pd.read_parquet(p) for p, i in zip(paths, run_ids)}
 
 
+#: The post-hoc baseline: its condition name (after the baseline's) and tau (Menon et al. 2021's default).
+POSTHOC_SUFFIX, POSTHOC_TAU = "_posthoc_logit_adjustment", 1.0
+
+
+def posthoc_predictions(predictions: Mapping[tuple, pd.DataFrame], baseline: str | None, counts: pd.DataFrame,
+                        tau: float = POSTHOC_TAU) -> dict[tuple, pd.DataFrame]:
+    """Post-hoc per-language logit adjustment of the baseline's runs, from their stored probabilities
+    (:func:`langskew.baselines.posthoc_logit_adjustment`; no training): one more condition,
+    ``<baseline>_posthoc_logit_adjustment``, per run of ``baseline``. The priors pi(y | language)
+    are counted on the imbalanced training subset the baseline trained on (``counts``: the
+    stacked counts.csv, rows split "train", variant "imbalanced"). Nothing without a baseline."""
+    from langskew.baselines import posthoc_logit_adjustment
+
+    out: dict[tuple, pd.DataFrame] = {}
+    if not baseline or counts.empty:
+        return out
+    train = counts[(counts["split"] == "train") & (counts["variant"] == "imbalanced")]
+    for (dataset, model, condition, seed), pred in predictions.items():
+        if condition != baseline:
+            continue
+        cells = train[train["dataset"] == dataset]
+        if cells.empty:
+            raise LangskewError(f"posthoc logit adjustment: no imbalanced training counts of dataset {dataset!r}")
+        prob_columns = sorted((c for c in pred.columns if c.startswith("prob_")), key=lambda c: int(c[5:]))
+        adjusted = posthoc_logit_adjustment(
+            pred[prob_columns].to_numpy(), pred["language"].astype(str).tolist(),
+            np.repeat(cells["label"].to_numpy(), cells["n"].to_numpy()),
+            np.repeat(cells["language"].astype(str).to_numpy(), cells["n"].to_numpy()), tau)
+        out[(dataset, model, f"{baseline}{POSTHOC_SUFFIX}", seed)] = pred.assign(prediction=adjusted.astype("int64"))
+    return out
+
+
 def collect_mitigation_runs(predictions: Mapping[tuple, pd.DataFrame], n_classes: Mapping[str, int],
                             lid: pd.DataFrame, reliance: pd.DataFrame, shap: pd.DataFrame,
                             runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -694,7 +726,8 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     fig = accuracy_figure(accuracy, figure_test_variants)
     save_figure(fig, output.accuracy_fig)
     if getattr(output, "mitigation", None) is not None:
-        write_mitigation(job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, mitigation_baseline, n_classes)
+        write_mitigation(job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, mitigation_baseline, n_classes,
+                         dataset_ids)
 
 
 MITIGATION_TITLE = (
@@ -706,11 +739,14 @@ MITIGATION_TITLE = (
 
 
 def write_mitigation(job: Job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, baseline: str | None,
-                     n_classes: Mapping[str, int]) -> None:
-    """The mitigation ranking (table and figure) of the report job."""
+                     n_classes: Mapping[str, int], dataset_ids: Sequence[Mapping[str, Any]] = ()) -> None:
+    """The mitigation ranking (table and figure) of the report job, with the post-hoc baseline
+    (:func:`posthoc_predictions`) where the counts are given."""
     inputs, output = job.input, job.output
     run_columns = ["dataset", "model", "condition", "seed"]
     predictions = read_predictions(as_list(getattr(inputs, "predictions", None)), accuracy_ids)
+    counts = subset_counts_table(as_list(getattr(inputs, "counts", None)), dataset_ids)
+    predictions = {**predictions, **posthoc_predictions(predictions, baseline, counts)}
     runs = run_metrics_table(getattr(inputs, "metrics", None), accuracy_ids) if getattr(
         inputs, "metrics", None) is not None else None
     per_run = collect_mitigation_runs(
