@@ -278,3 +278,37 @@ def test_head_gradients_and_q_are_reduced_over_two_processes(tmp_path):
     means = torch.stack([losses[groups == g].mean() if (groups == g).any() else torch.tensor(0.0) for g in range(4)])
     expected = torch.exp(0.5 * means) / torch.exp(0.5 * means).sum()
     assert torch.allclose(r[0]["q"], expected, atol=1e-6) and r[0]["q"].equal(r[1]["q"])
+
+
+DDP_SCRIPT = """
+import os, sys
+import torch
+sys.path.insert(0, {tests!r})
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from test_mitigation_trainer import trainer
+torch.distributed.init_process_group("gloo")
+tiny = ({model!r}, AutoTokenizer.from_pretrained({model!r}), AutoModelForSequenceClassification)
+t = trainer(tiny, {out!r}, max_steps=3)
+assert t.args.world_size == 2
+t.train()
+torch.save(t.mitigation.state_dict(), os.path.join({out!r}, "rank" + os.environ["RANK"] + ".pt"))
+"""
+
+
+def test_trainer_under_two_gloo_processes_keeps_one_head_and_one_q(tiny, tmp_path):
+    """torchrun, 2 CPU processes, DDP over gloo: each process trains on its own batches, yet the
+    adversary's head (outside DDP) and q end equal on both (without the reduction the heads part)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny[0]), out=str(tmp_path)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
+    assert r0["adversary.head.weight"].equal(r1["adversary.head.weight"]) and r0["dro.q"].equal(r1["dro.q"])
+    assert not torch.allclose(r0["dro.q"], torch.full_like(r0["dro.q"], 0.25))  # it trained
