@@ -93,6 +93,10 @@ def test_settings_the_loss_would_ignore_are_refused_by_name(tiny, tmp_path):
     loss_fn = make_loss(tokenizer, model, rows(), MitigationConfig(sampling="group_balanced"))
     with pytest.raises(LangskewError, match="train_sampling_strategy"):
         trainer(tiny, tmp_path, model=model, loss_fn=loss_fn, train_sampling_strategy="group_by_length")
+    loss_fn = make_loss(tokenizer, model, rows(), MitigationConfig(group_dro=0.01, group_dro_weight_decay=0.1))
+    with pytest.raises(LangskewError, match="group_dro_weight_decay=0.1 .* set weight_decay"):
+        trainer(tiny, tmp_path, model=model, loss_fn=loss_fn)
+    assert trainer(tiny, tmp_path, model=model, loss_fn=loss_fn, weight_decay=0.1).args.weight_decay == 0.1
 
 
 # -- the sampler --------------------------------------------------------------------------------

@@ -628,7 +628,7 @@ def group_metrics(languages: Sequence[str]):
 STATE_FILE = "mitigation.pt"
 
 
-def _refuse_unhonoured(args, compute_loss_func, optimizer, sampling: str) -> None:
+def _refuse_unhonoured(args, compute_loss_func, optimizer, config: MitigationConfig) -> None:
     """Stop on a Trainer setting the mitigation loss would silently ignore, naming it."""
     if args.remove_unused_columns:
         raise LangskewError("MitigationTrainer: set remove_unused_columns=False in the TrainingArguments, "
@@ -642,6 +642,11 @@ def _refuse_unhonoured(args, compute_loss_func, optimizer, sampling: str) -> Non
         raise LangskewError("MitigationTrainer: an optimizer given in optimizers= lacks the loss's own parameters "
                             "(the adversary's head); let the Trainer create it (optimizer_cls_and_kwargs= "
                             "picks its class)")
+    sampling = config.sampling
+    if config.group_dro_weight_decay and args.weight_decay != config.group_dro_weight_decay:
+        raise LangskewError(f"MitigationTrainer: group_dro_weight_decay={config.group_dro_weight_decay} is the "
+                            "optimiser's; set weight_decay to it in the TrainingArguments (the Trainer's AdamW "
+                            f"decays decoupled, off biases and LayerNorm weights), not {args.weight_decay}")
     if sampling != "shuffle" and getattr(args, "train_sampling_strategy", "random") not in ("random", None):
         raise LangskewError(f"MitigationTrainer: train_sampling_strategy={args.train_sampling_strategy!r} is "
                             f"replaced by MitigationConfig.sampling={sampling!r}; leave it at 'random'")
@@ -654,8 +659,8 @@ class _MitigationTrainerMixin:
     TrainingArguments must say ``remove_unused_columns=False`` (:func:`mitigation_collator`
     drops text columns the model cannot take). Settings the loss cannot honour
     (``label_smoothing_factor``, ``compute_loss_func``, an optimizer of your own,
-    ``train_sampling_strategy`` beside a ``sampling`` other than shuffle) stop it with an error
-    naming them. The loss's own parameters
+    ``train_sampling_strategy`` beside a ``sampling`` other than shuffle, a ``group_dro_weight_decay``
+    other than ``args.weight_decay``) stop it with an error naming them. The loss's own parameters
     (the adversary's head) join the optimiser at the learning rate, their gradients are
     averaged over processes, group DRO moves q once per optimiser step, the training sampler
     is ``MitigationConfig.sampling``'s (``sampler_seed``, default args.seed), and each
@@ -666,7 +671,7 @@ class _MitigationTrainerMixin:
 
     def __init__(self, *args, mitigation: MitigationLoss, sampler_seed: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        _refuse_unhonoured(self.args, kwargs.get("compute_loss_func"), self.optimizer, mitigation.config.sampling)
+        _refuse_unhonoured(self.args, kwargs.get("compute_loss_func"), self.optimizer, mitigation.config)
         self.model_accepts_loss_kwargs = False
         if mitigation.dro is not None:
             mitigation.dro.update_per_forward = False
