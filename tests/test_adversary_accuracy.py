@@ -61,3 +61,20 @@ def test_a_run_with_an_adversary_records_its_language_accuracy(tiny, tmp_path):
     assert metrics["adversary_accuracy"]["at_best_step"] == pytest.approx(best)
     plain_metrics, plain_curve = _run(tiny, tmp_path / "plain", {})
     assert "adversary_accuracy" not in plain_curve.columns and "adversary_accuracy" not in plain_metrics
+
+
+def test_a_subsampled_run_trains_on_the_per_language_subset(tiny, tmp_path):
+    import math as _math
+
+    from langskew.baselines import per_language_subsample
+
+    root, frames = tiny
+    outputs = {"metrics": tmp_path / "metrics.json"}
+    finetune(frames["train"], frames["validation"], {"balanced": frames["test"]}, root / "tiny", LABELS, HP,
+             seed=0, ckpt_dir=tmp_path / "ckpt", outputs=outputs, device="cpu",
+             mitigation={"sampling": "per_language_subsample"})
+    metrics = read_json(outputs["metrics"])
+    n_subset = len(per_language_subsample(frames["train"].reset_index(drop=True), seed=0))
+    assert n_subset < len(frames["train"])
+    assert metrics["total_steps"] == _math.ceil(n_subset / HP["batch_size"]) * HP["epochs"]
+    assert metrics["mitigation"]["sampling"] == "per_language_subsample"

@@ -132,3 +132,26 @@ def test_dfr_binary_head_scores_class_one_against_zero():
     head = dfr(X, X, y, np.char.add(lang.astype(str), y.astype(str)), 2, n_retrains=3)
     assert head.coef.shape == (2, 3) and (head.coef[0] == 0).all() and head.intercept[0] == 0
     assert (head.predict(X) == (head.decision_function(X)[:, 1] > 0)).all()
+
+
+def test_subsample_sampler_passes_over_one_fixed_subset_per_epoch():
+    from langskew.baselines import PerLanguageSubsampleSampler
+    from langskew.mitigation import make_sampler
+
+    languages = ["de"] * 6 + ["fr"] * 5
+    labels = [0, 0, 0, 0, 1, 1] + [0, 1, 1, 1, 1]
+    sampler = make_sampler("per_language_subsample", languages, labels, seed=4)
+    assert isinstance(sampler, PerLanguageSubsampleSampler) and len(sampler) == 6  # de 2 + 2, fr 1 + 1
+    first = list(sampler)
+    cells = sorted((languages[i], labels[i]) for i in first)
+    assert cells == [("de", 0), ("de", 0), ("de", 1), ("de", 1), ("fr", 0), ("fr", 1)] and len(set(first)) == 6
+    orders = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        drawn = list(sampler)
+        assert sorted(drawn) == sorted(first)  # the same rows every epoch
+        orders.add(tuple(drawn))
+    assert len(orders) > 1
+    again = make_sampler("per_language_subsample", languages, labels, seed=4)
+    again.set_epoch(5)
+    assert list(again) == drawn

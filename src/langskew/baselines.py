@@ -9,7 +9,8 @@ pandas and scikit-learn; no torch).
   per-language variant of SUBG (Idrissi et al., CLeaR 2022, which subsamples every group to the
   smallest group): within each language every class keeps as many rows as the language's
   smallest class, drawn without replacement. The same-data counterpart of per-language class
-  weights.
+  weights. :class:`PerLanguageSubsampleSampler` trains on that subset (the ``sampling:
+  per_language_subsample`` of a Study A condition or of :class:`langskew.mitigation.MitigationConfig`).
 - :func:`dfr`: deep feature reweighting (Kirichenko et al., ICLR 2023), DFR on validation data as
   their reference code runs it: the last layer is refitted on the frozen model's features of
   group-balanced subsamples of the validation rows (groups here: (language, label)), an
@@ -97,6 +98,26 @@ def per_language_subsample(frame: pd.DataFrame, seed: int = 0, language: str = "
         for _, cell in rows.groupby(label, sort=True):
             keep.append(rng.choice(positions.loc[cell.index].to_numpy(), size=smallest, replace=False))
     return frame.iloc[np.sort(np.concatenate(keep))]
+
+
+class PerLanguageSubsampleSampler:
+    """A training sampler over the rows that :func:`per_language_subsample` keeps: the same subset
+    every epoch (drawn once, with ``seed``), in an order drawn from (seed, epoch). Works as a
+    ``torch`` sampler (``__iter__``, ``__len__``, ``set_epoch``) without importing torch."""
+
+    def __init__(self, languages: Sequence[str], labels: Sequence[int], seed: int = 0):
+        frame = pd.DataFrame({"language": np.asarray(languages).astype(str), "label": np.asarray(labels)})
+        self.indices = per_language_subsample(frame, seed=seed).index.to_numpy(dtype=np.int64)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        yield from np.random.default_rng([self.seed, self.epoch, 3]).permutation(self.indices).tolist()
 
 
 #: The reference code's grid of C for DFR (its Waterbirds setting).
@@ -192,5 +213,5 @@ def dfr(train_features: np.ndarray, val_features: np.ndarray, val_labels: Sequen
                    np.mean([b for _, b in fits], axis=0), C)
 
 
-__all__ = ["DFRHead", "DFR_C_OPTIONS", "dfr", "dfr_tune_c", "group_balanced_indices", "log_class_priors",
-           "per_language_subsample", "posthoc_logit_adjustment", "worst_group_accuracy"]
+__all__ = ["DFRHead", "DFR_C_OPTIONS", "PerLanguageSubsampleSampler", "dfr", "dfr_tune_c", "group_balanced_indices",
+           "log_class_priors", "per_language_subsample", "posthoc_logit_adjustment", "worst_group_accuracy"]

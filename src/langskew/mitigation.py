@@ -39,7 +39,7 @@ from langskew.errors import LangskewError
 from langskew.weights import SCHEMES, class_weights
 
 ADVERSARY_KINDS = ("reversal", "entropy")
-SAMPLINGS = ("shuffle", "per_language_balanced", "group_balanced")
+SAMPLINGS = ("shuffle", "per_language_balanced", "group_balanced", "per_language_subsample")
 #: Keys of a Study A condition that configure a mitigation (besides ``train`` and ``weighting``).
 CONDITION_KEYS = ("mask_entropy", "adversary", "logit_adjustment", "group_dro", "sampling")
 #: The batch key holding each row's language index.
@@ -58,8 +58,10 @@ class MitigationConfig:
     al.'s generalisation adjustment C of C / sqrt(n_g); 0: off) and group_dro_weight_decay (the
     decoupled weight decay of the optimiser, AdamW-style, off biases and LayerNorm weights as in
     their code; Study A's fine-tuning applies it, a loop of your own gives it to its optimiser).
-    sampling: "shuffle" (every row once per epoch), "per_language_balanced" or "group_balanced"
-    (every (language, label) group equally often: Sagawa et al.'s sampler for group DRO); None (the
+    sampling: "shuffle" (every row once per epoch), "per_language_balanced", "group_balanced"
+    (every (language, label) group equally often: Sagawa et al.'s sampler for group DRO) or
+    "per_language_subsample" (a fixed subset, each language's classes cut to its smallest class:
+    SUBG within each language, :class:`langskew.baselines.PerLanguageSubsampleSampler`); None (the
     default) is "group_balanced" with group DRO, as published, else "shuffle".
     """
 
@@ -448,6 +450,10 @@ def make_sampler(sampling: str, languages: Sequence[str], labels: Sequence[int],
         return PerLanguageBalancedSampler(languages, labels, seed=seed)
     if sampling == "group_balanced":
         return GroupBalancedSampler(languages, labels, seed=seed)
+    if sampling == "per_language_subsample":  # SUBG within each language (Idrissi et al. 2022), a fixed subset
+        from langskew.baselines import PerLanguageSubsampleSampler
+
+        return PerLanguageSubsampleSampler(languages, labels, seed=seed)
     if sampling != "shuffle":
         raise LangskewError(f"sampling {sampling!r} unknown; expected one of {', '.join(SAMPLINGS)}")
     return None

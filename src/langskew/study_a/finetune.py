@@ -465,7 +465,7 @@ def train(model, pad_id: int, train_feats: list[dict], val_feats: list[dict], hp
     weights (worst-group accuracy needs ``val_groups``, the validation rows' languages and labels);
     ``decoupled_decay``: see :func:`make_optimizer`."""
     bs, ga = int(hp["batch_size"]), int(hp["grad_accum"])
-    steps_per_epoch = math.ceil(math.ceil(len(train_feats) / bs) / ga)
+    steps_per_epoch = math.ceil(math.ceil((len(sampler) if sampler is not None else len(train_feats)) / bs) / ga)
     total_steps = steps_per_epoch * int(hp["epochs"])
     eval_interval = max(1, round(float(hp["eval_every"] or 1.0) * steps_per_epoch))
     optimizer = make_optimizer(model, hp, decoupled_decay)
