@@ -1,4 +1,5 @@
-"""The language adversary's own language accuracy: counted by the head, recorded in the run's curve and metrics."""
+"""Fine-tuning runs with a condition's extras: the language adversary's own language accuracy (counted by the head,
+recorded in the run's curve and metrics) and training on the per-language SUBG subset."""
 
 import math
 
