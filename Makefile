@@ -11,6 +11,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 CORES ?= all
+TEST_WORKERS ?= auto
 
 .PHONY: install demo test test-fast dryrun report clean-demo
 
@@ -35,8 +36,9 @@ report: install
 test: install
 	$(VENV)/bin/pytest -q --durations=15 tests
 
+# unit tests in parallel processes (pytest-xdist, one per core); no demo, no SLURM
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow and not slurm" tests
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) -m "not slow and not slurm" tests
 
 # Every GPU benchmark in one run (at most 8 minutes on one H100): benchmarks/results/<date>_<device>.{json,md}
 .PHONY: gpu-suite
