@@ -14,6 +14,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The demo runs with the environment a user's `make demo` has; the tests themselves (and the
+# processes they start) use one OpenMP / BLAS thread: their models are tiny, and beside the demo's
+# two jobs a second thread per process only spins.
+DEMO_ENV = dict(os.environ)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +42,8 @@ class BackgroundDemo:
         self.started = time.monotonic()
         with self.log.open("w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.conf], cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                         env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                         start_new_session=True)
 
     def wait(self) -> tuple[Path, list[str]]:
         left = self.TIMEOUT_S - (time.monotonic() - self.started)
@@ -60,7 +66,7 @@ class BackgroundDemo:
             with self.report_log.open("w") as out:
                 self.report_proc = subprocess.Popen(
                     [sys.executable, "-m", "snakemake", "--report", str(self.html), *self.conf], cwd=ROOT,
-                    stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                    env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def report(self) -> Path:
         """The demo's HTML report (`snakemake --report`), rendered once."""
@@ -94,6 +100,8 @@ def pytest_collection_modifyitems(session, config, items):
     needs_demo = [item for item in items if "demo" in getattr(item, "fixturenames", ())]
     if not needs_demo or config.option.collectonly:
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every xdist worker collects every test: the fixture starts
+        return                                 # the demo in the worker that first needs it
     items[:] = [item for item in items if "demo" not in getattr(item, "fixturenames", ())] + needs_demo
     _BACKGROUND["demo"] = BackgroundDemo(config._tmp_path_factory.mktemp("demo"))
 

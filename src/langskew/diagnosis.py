@@ -333,7 +333,9 @@ NEXT_CONDITIONS = {
     "imbalanced_adversary": {"train": "imbalanced", "weighting": "none",
                              "adversary": {"kind": "reversal", "coef": 0.1}},
     "imbalanced_logit_adjustment": {"train": "imbalanced", "weighting": "none", "logit_adjustment": 1.0},
-    "imbalanced_group_dro": {"train": "imbalanced", "weighting": "none", "group_dro": {"step_size": 0.01}},
+    # group DRO as Sagawa et al. (2020) run it: group-balanced batches, worst-group model selection
+    "imbalanced_group_dro": {"train": "imbalanced", "weighting": "none", "group_dro": {"step_size": 0.01},
+                             "sampling": "group_balanced", "model_selection": "worst_group_accuracy"},
     "imbalanced_resampled": {"train": "imbalanced", "weighting": "none", "sampling": "per_language_balanced"},
 }
 
