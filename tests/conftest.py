@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +41,8 @@ class BackgroundDemo:
         self.conf = ["--configfile", "presets/demo.yaml", "--config", f"outdir={base}/results",
                      f"checkpoint_dir={base}/checkpoints"]
         self.log = base / "snakemake.log"
+        self.html, self.report_log = base / "report.html", base / "report.log"
+        self.report_proc: subprocess.Popen | None = None
         self.started = time.monotonic()
         with self.log.open("w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.conf], cwd=ROOT,
@@ -60,9 +64,7 @@ class BackgroundDemo:
     def _start_report(self) -> None:
         """Render `snakemake --report` in the background as soon as the demo has finished, while
         the dry-run tests read the same outputs (neither takes Snakemake's lock)."""
-        if getattr(self, "report_proc", None) is None:
-            self.html = self.base / "report.html"
-            self.report_log = self.base / "report.log"
+        if self.report_proc is None:
             with self.report_log.open("w") as out:
                 self.report_proc = subprocess.Popen(
                     [sys.executable, "-m", "snakemake", "--report", str(self.html), *self.conf], cwd=ROOT,
@@ -78,8 +80,9 @@ class BackgroundDemo:
         return self.html
 
     def stop(self) -> None:
-        """End the run and its jobs (a session that ends before its demo tests, e.g. with -x)."""
-        for proc in (self.proc, getattr(self, "report_proc", None)):
+        """Stop the demo, its report and their jobs: pytest ended before the tests that read them
+        ran (for instance under -x)."""
+        for proc in (self.proc, self.report_proc):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
@@ -116,7 +119,7 @@ def demo(request):
     """The whole offline demo, run once into a temporary output folder; every test that needs the
     demo's outputs shares this one run. Returns (folder, config args)."""
     run = _BACKGROUND.get("demo")
-    if run is None:  # collected without the hook (a plugin reordering items): start it here
+    if run is None:  # under pytest-xdist the collection hook starts none: start it here
         run = _BACKGROUND["demo"] = BackgroundDemo(request.config._tmp_path_factory.mktemp("demo"))
     return run.wait()
 
@@ -144,8 +147,6 @@ def pretrain_args(base: Path, *overrides: Path) -> tuple[list[str], Path]:
 
 def copy_data_steps(reference_base: Path, base: Path) -> None:
     """Copy a finished run's data steps (timestamps kept) so that only the pretraining job runs."""
-    import shutil
-
     for rel in PRETRAIN_DATA_STEPS:
         shutil.copytree(reference_base / "results" / rel, base / "results" / rel)
 
@@ -157,11 +158,17 @@ def short_training(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("short_training")
     override = base / "override.yaml"
     override.write_text(SHORT_TRAINING)
-    args, _ = pretrain_args(base, override)
+    run_pretrain(base, override)
+    return base, override
+
+
+def run_pretrain(base: Path, *overrides: Path) -> dict:
+    """Build PRETRAIN_RUN under ``base`` locally (one core); returns its metrics."""
+    args, target = pretrain_args(base, *overrides)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return base, override
+    return json.loads(target.read_text())
 
 
 @pytest.fixture

@@ -7,20 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import PRETRAIN_RUN, ROOT, copy_data_steps, pretrain_args
-
-
-def _run(base: Path, override: Path):
-    args, target = pretrain_args(base, override)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(target.read_text())
+from conftest import PRETRAIN_RUN, ROOT, copy_data_steps, pretrain_args, run_pretrain
 
 
 def _job_process(parent: psutil.Process):
@@ -38,11 +29,12 @@ def _job_process(parent: psutil.Process):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_pretraining_resumes_with_identical_metrics(tmp_path, short_training, sig):
     reference_base, override = short_training
-    reference = json.loads((reference_base / "results" / "study_b" / "runs" / PRETRAIN_RUN / "metrics.json").read_text())
+    reference = json.loads(pretrain_args(reference_base)[1].read_text())
     copy_data_steps(reference_base, tmp_path)
     args, target = pretrain_args(tmp_path, override)
     ckpt = tmp_path / "checkpoints" / "study_b" / PRETRAIN_RUN
-    smk = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    smk = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 600
         while time.time() < deadline and not list(ckpt.glob("step-*.pt")):
@@ -59,7 +51,7 @@ def test_killed_pretraining_resumes_with_identical_metrics(tmp_path, short_train
     assert not target.exists()                      # Snakemake removed the failed job's outputs
     assert list(ckpt.glob("step-*.pt")), "checkpoint folder must survive the failed job"
 
-    resumed = _run(tmp_path, override)
+    resumed = run_pretrain(tmp_path, override)
     log = (tmp_path / "results" / "logs").rglob(f"{PRETRAIN_RUN}*.log")
     assert any("resuming from checkpoint" in p.read_text() for p in log)
     assert resumed["resumed_from_step"] > 0
