@@ -267,6 +267,36 @@ rule study_a_probe_base:
         script_path("study_a_probe_base")
 
 
+rule study_a_dfr:
+    """Deep feature reweighting (Kirichenko et al. 2023) of the baseline condition's model: its
+    encoder frozen, its last layer refitted on (language, label)-balanced validation rows.
+    """
+    input:
+        unpack(dfr_inputs),
+    output:
+        predictions=f"{SA_DIR}/dfr/{{dataset}}/{{model}}/seed{{seed}}/predictions.parquet",
+        metrics=f"{SA_DIR}/dfr/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
+    log:
+        f"{LOGS}/study_a/dfr/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        benchmark_file("study_a_dfr", "{dataset}/{model}/seed{seed}")
+    conda:
+        "../envs/torch.yaml"
+    threads: gpu_threads(model_settings)
+    resources:
+        **gpu_resources(model_settings, mem_mb=16000, runtime=60, stage="dfr"),
+    params:
+        labels=dataset_key("labels"),
+        test_variants=TEST_VARIANTS,
+        max_length=dfr_max_length,
+        settings=dfr_settings,
+        model=model_spec,
+        seed=finetune_seed,
+        code_digest=code_digest("study_a_dfr"),
+    script:
+        script_path("study_a_dfr")
+
+
 rule study_a_shap_values:
     """SHAP values (Partition explainer, text masker, class probabilities) of one model."""
     input:

@@ -185,6 +185,31 @@ def finetune_seed(w):
     return int(w.seed)
 
 
+def dfr_baseline():
+    """The condition DFR refits the last layer of: the mitigation baseline, if DFR is on."""
+    return mitigation_baseline() if SA.get("dfr", {}).get("enabled", False) else None
+
+
+def dfr_inputs(w):
+    """The baseline run's fine-tuned model, the subsets it trained and validated on, every test variant."""
+    base = dfr_baseline()
+    variant = SA_CONDITIONS[base]["train"]
+    return {
+        "model": f"{run_dir(f'{SA_DIR}/finetune', w.dataset, w.model, base, w.seed)}/model",
+        "train": subset_file(w.dataset, variant, "train"),
+        "validation": subset_file(w.dataset, variant, "validation"),
+        "tests": [test_file(w.dataset, v) for v in TEST_VARIANTS],
+    }
+
+
+def dfr_settings(w):
+    return {k: v for k, v in SA["dfr"].items() if k != "enabled"}
+
+
+def dfr_max_length(w):
+    return finetune_hp(w)["max_length"]
+
+
 def probe_data(w):
     """The test variant the probe and SHAP read (datasets.<dataset>.probe_test)."""
     return test_file(w.dataset, dataset_cfg(w)["probe_test"])
@@ -241,7 +266,21 @@ def report_inputs(w):
             f"{run_dir(f'{SA_DIR}/finetune', *r)}/predictions.parquet" for r in runs
         ],
         "metrics": [f"{run_dir(f'{SA_DIR}/finetune', *r)}/metrics.json" for r in runs],
+        "dfr_predictions": [
+            f"{SA_DIR}/dfr/{d}/{m}/seed{s}/predictions.parquet"
+            for d, m, s in dfr_runs()
+        ],
+        "dfr_metrics": [
+            f"{SA_DIR}/dfr/{d}/{m}/seed{s}/metrics.json" for d, m, s in dfr_runs()
+        ],
     }
+
+
+def dfr_runs():
+    """(dataset, model, seed) of every DFR job: one per run of the baseline condition, if DFR is on."""
+    if not dfr_baseline():
+        return []
+    return [(d, m, s) for d in sa_datasets() for m in sa_models() for s in SA["seeds"]]
 
 
 def report_ids():
@@ -260,6 +299,10 @@ def report_ids():
             dict(dataset=d, model=m, seed=s) for d, m in pairs for s in SA["seeds"]
         ],
         "dataset_ids": [dict(dataset=d) for d in sa_datasets()],
+        "dfr_ids": [
+            dict(dataset=d, model=m, condition=f"{dfr_baseline()}_dfr", seed=s)
+            for d, m, s in dfr_runs()
+        ],
     }
 
 

@@ -122,6 +122,19 @@ def test_report_job_writes_all_tables(tmp_path):
         path = tmp_path / f"metrics_{ident['condition']}_{ident['seed']}.json"
         path.write_text(json.dumps({"model_selection": "val_loss", **adversary}))
         metrics.append(str(path))
+    dfr_ids, dfr_predictions, dfr_metrics = [], [], []
+    for seed, wrong in ((0, 0), (42, 1)):  # DFR of the imbalanced runs: seed 0 all right, seed 42 misses one row
+        labels = [0, 1, 2, 0, 1, 2]
+        pred = pd.DataFrame({"test_variant": "balanced", "id": [str(i) for i in range(6)],
+                             "language": ["en"] * 3 + ["fr"] * 3, "label": labels,
+                             "prediction": [(y + 1) % 3 if i < wrong else y for i, y in enumerate(labels)]})
+        for c in range(3):
+            pred[f"prob_{c}"] = np.where(pred["prediction"] == c, 0.6, 0.2)
+        pred.to_parquet(tmp_path / f"dfr_{seed}.parquet")
+        (tmp_path / f"dfr_{seed}.json").write_text(json.dumps({"model_selection": "val_loss; C: worst_group_accuracy"}))
+        dfr_ids.append({"dataset": "xnli", "model": "mbert", "condition": "imbalanced_dfr", "seed": seed})
+        dfr_predictions.append(str(tmp_path / f"dfr_{seed}.parquet"))
+        dfr_metrics.append(str(tmp_path / f"dfr_{seed}.json"))
     names = ["accuracy", "lid", "shap", "class_weights", "counts", "reliance", "mitigation"]
     output = SimpleNamespace(**{n: str(tmp_path / "out" / f"{n}.csv") for n in names},
                              **{f"{n}_md": str(tmp_path / "out" / f"{n}.md") for n in names},
@@ -131,10 +144,11 @@ def test_report_job_writes_all_tables(tmp_path):
     report.report_job(
         job({"accuracy": acc_paths, "lid": lid_paths, "shap": shap_paths, "class_weights": [weights],
              "counts": [counts], "informative": informative, "reliance": reliance, "predictions": predictions,
-             "metrics": metrics},
+             "metrics": metrics, "dfr_predictions": dfr_predictions, "dfr_metrics": dfr_metrics},
             vars(output)),
         accuracy_ids=acc_ids, lid_ids=lid_ids, shap_ids=shap_ids, dataset_ids=[{"dataset": "xnli"}],
-        figure_test_variants={"xnli": None}, mitigation_baseline="imbalanced", n_classes={"xnli": 3})
+        figure_test_variants={"xnli": None}, mitigation_baseline="imbalanced", n_classes={"xnli": 3},
+        dfr_ids=dfr_ids)
     ranking = pd.read_csv(output.mitigation).set_index(["metric", "condition"])
     # balanced: accuracy 1 in both seeds; imbalanced: 5/6 and 4/6; paired differences 1/6, 2/6
     assert ranking.loc[("accuracy", "balanced"), "rank"] == 1
@@ -149,8 +163,14 @@ def test_report_job_writes_all_tables(tmp_path):
     assert ("adversary_accuracy", "balanced") not in ranking.index
     posthoc = ranking.loc[("accuracy", "imbalanced_posthoc_logit_adjustment")]  # derived from the baseline's runs
     assert posthoc["n_seeds"] == 2 and posthoc["n_pairs"] == 2 and 0 <= posthoc["mean"] <= 1
-    assert (ranking.drop(index="imbalanced_posthoc_logit_adjustment", level="condition")["model_selection"]
-            == "val_loss").all()
+    derived = ["imbalanced_posthoc_logit_adjustment", "imbalanced_dfr"]
+    assert (ranking.drop(index=derived, level="condition")["model_selection"] == "val_loss").all()
+    assert (ranking.xs("imbalanced_posthoc_logit_adjustment", level="condition")["model_selection"]
+            == "val_loss (baseline's checkpoint)").all()
+    dfr = ranking.loc[("accuracy", "imbalanced_dfr")]  # accuracies 6/6 and 5/6, paired with 5/6 and 4/6
+    assert dfr["mean"] == pytest.approx(11 / 12) and dfr["diff_vs_baseline"] == pytest.approx(1 / 6)
+    assert dfr["n_pairs"] == 2 and dfr["model_selection"] == "val_loss; C: worst_group_accuracy"
+    assert ("lid_accuracy", "imbalanced_dfr") not in ranking.index  # no probe: DFR keeps the baseline's encoder
     lid = pd.read_csv(output.lid).set_index("condition")  # the adversary beside the probe
     assert lid.loc["imbalanced", "adversary_accuracy_mean"] == pytest.approx(0.7)
     assert lid.loc["imbalanced", "adversary_accuracy_final_mean"] == pytest.approx(0.9)

@@ -38,6 +38,7 @@ def test_paper_dry_run_lists_the_grid(tmp_path):
     assert c["study_a_finetune"] == 40 and c["study_a_evaluate"] == 40 and c["study_a_probe"] == 40
     assert c["study_a_shap_values"] == 40 and c["study_a_shap_compare"] == 8 and c["study_a_probe_base"] == 4
     assert c["study_a_dataset"] == 2 and c["study_a_subsets"] == 2 and c["study_a_report"] == 1
+    assert c["study_a_dfr"] == 8  # DFR of the baseline (imbalanced): 2 datasets x 2 models x 2 seeds
     assert "study_a_tiny_model" not in c  # hub models are not built
     # Study B: the paper grid of pretraining runs, each with its evaluations, plus fits and tables
     assert c["study_b_pretrain"] >= 60
@@ -59,13 +60,27 @@ def test_paper_dry_run_has_gpu_resources(tmp_path):
 
 def test_demo_dry_run_adds_the_mitigations_without_shap(tmp_path):
     """The demo: the paper's 3 conditions + mask entropy 1 (annex) + gradient reversal, logit
-    adjustment, group DRO (mask entropy 2 dropped by null); SHAP only for the paper's 3."""
+    adjustment, group DRO, per-language subsampling (mask entropy 2 dropped by null); SHAP only
+    for the paper's 3; DFR of the baseline's runs."""
     out = snakemake("-n", "--cores", "1", "--configfile", "presets/demo.yaml", "--config",
                     f"outdir={tmp_path}/r").stdout
     c = job_counts(out)
-    # 2 datasets x 1 model x 7 conditions x 2 seeds
-    assert c["study_a_finetune"] == 28 and c["study_a_evaluate"] == 28 and c["study_a_probe"] == 28
+    # 2 datasets x 1 model x 8 conditions x 2 seeds
+    assert c["study_a_finetune"] == 32 and c["study_a_evaluate"] == 32 and c["study_a_probe"] == 32
     assert c["study_a_shap_values"] == 12 and c["study_a_shap_compare"] == 4
+    assert c["study_a_dfr"] == 4  # 2 datasets x 2 seeds of the baseline
+
+
+def test_dfr_off_drops_its_jobs_and_follows_the_baseline(tmp_path):
+    """study_a.dfr.enabled: false leaves no DFR job; without a plain imbalanced condition there is
+    no baseline, so no DFR either."""
+    off = overlay(tmp_path, "study_a:\n  dfr: {enabled: false}\n")
+    args = ["-n", "--cores", "1", "--configfile", "presets/demo.yaml"]
+    c = job_counts(snakemake(*args, str(off), "--config", f"outdir={tmp_path}/r").stdout)
+    assert "study_a_dfr" not in c and c["study_a_finetune"] == 32
+    no_base = overlay(tmp_path, "study_a:\n  conditions: {imbalanced: null}\n  shap: {compare: [imbalanced_plw]}\n")
+    c = job_counts(snakemake(*args, str(no_base), "--config", f"outdir={tmp_path}/r").stdout)
+    assert "study_a_dfr" not in c and c["study_a_finetune"] == 28
 
 
 # --- the demo, end to end ---------------------------------------------------------------------

@@ -172,6 +172,18 @@ class DFRHead:
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.decision_function(features).argmax(axis=1)
 
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities as liblinear's models give them: for two classes the binary model's
+        sigmoid; for more, each one-vs-rest model's sigmoid, normalised over the classes."""
+        from scipy.special import expit
+
+        scores = self.decision_function(features)
+        if scores.shape[1] == 2:
+            p1 = expit(scores[:, 1] - scores[:, 0])
+            return np.column_stack([1.0 - p1, p1])
+        p = expit(scores)
+        return p / p.sum(axis=1, keepdims=True)
+
 
 def dfr_tune_c(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
                rng: np.random.Generator, c_options: Sequence[float] = DFR_C_OPTIONS) -> float:

@@ -674,7 +674,7 @@ def mitigation_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | No
 def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: Sequence[Mapping[str, Any]],
                shap_ids: Sequence[Mapping[str, Any]], dataset_ids: Sequence[Mapping[str, Any]],
                figure_test_variants: Mapping[str, Any], mitigation_baseline: str | None,
-               n_classes: Mapping[str, int]) -> None:
+               n_classes: Mapping[str, int], dfr_ids: Sequence[Mapping[str, Any]] = ()) -> None:
     """Snakemake job: the Study A report.
 
     input lists: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts``,
@@ -688,6 +688,8 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     model-selection rule and a language adversary's own accuracy (:func:`run_metrics_table`), shown
     beside the LID probe and in the ranking. ``predictions`` (finetune's predictions, ids ``accuracy_ids``) feed the mitigation ranking
     against ``mitigation_baseline`` (a condition name or None); ``n_classes``: {dataset: C}.
+    ``dfr_predictions`` and ``dfr_metrics`` (the DFR stage's, ids ``dfr_ids``, condition
+    ``<baseline>_dfr``; optional) add deep feature reweighting to the mitigation ranking.
     output: ``accuracy``, ``lid``, ``shap``, ``class_weights``, ``counts`` (CSV), the same
     names + ``_md`` (Markdown), optional ``informative`` (CSV, plus ``informative_md`` if
     given), optional ``reliance`` (+ ``reliance_md``) and ``accuracy_fig`` (PNG).
@@ -727,7 +729,7 @@ def report_job(job: Job, *, accuracy_ids: Sequence[Mapping[str, Any]], lid_ids: 
     save_figure(fig, output.accuracy_fig)
     if getattr(output, "mitigation", None) is not None:
         write_mitigation(job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, mitigation_baseline, n_classes,
-                         dataset_ids)
+                         dataset_ids, dfr_ids)
 
 
 MITIGATION_TITLE = (
@@ -738,17 +740,35 @@ MITIGATION_TITLE = (
     "two-sided boot_p); p_holm, boot_p_holm: Holm-adjusted across the conditions of each metric and test set")
 
 
+def derived_runs(runs: pd.DataFrame | None, baseline: str | None, conditions: Sequence[str]) -> pd.DataFrame | None:
+    """Rows of the run table for conditions derived from the baseline's runs without a metrics file
+    (the post-hoc adjustment): the baseline's model-selection rule, named as the baseline's."""
+    if runs is None or runs.empty or not baseline:
+        return runs
+    base = runs[runs["condition"] == baseline]
+    derived = [base.assign(condition=c, model_selection=base["model_selection"] + " (baseline's checkpoint)",
+                           adversary_accuracy=math.nan, adversary_accuracy_final=math.nan)
+               for c in conditions if c not in set(runs["condition"])]
+    return pd.concat([runs, *derived], ignore_index=True) if derived else runs
+
+
 def write_mitigation(job: Job, accuracy_ids, lid_ids, shap_ids, figure_test_variants, baseline: str | None,
-                     n_classes: Mapping[str, int], dataset_ids: Sequence[Mapping[str, Any]] = ()) -> None:
+                     n_classes: Mapping[str, int], dataset_ids: Sequence[Mapping[str, Any]] = (),
+                     dfr_ids: Sequence[Mapping[str, Any]] = ()) -> None:
     """The mitigation ranking (table and figure) of the report job, with the post-hoc baseline
-    (:func:`posthoc_predictions`) where the counts are given."""
+    (:func:`posthoc_predictions`) where the counts are given and DFR where its runs are given."""
     inputs, output = job.input, job.output
     run_columns = ["dataset", "model", "condition", "seed"]
     predictions = read_predictions(as_list(getattr(inputs, "predictions", None)), accuracy_ids)
     counts = subset_counts_table(as_list(getattr(inputs, "counts", None)), dataset_ids)
-    predictions = {**predictions, **posthoc_predictions(predictions, baseline, counts)}
+    posthoc = posthoc_predictions(predictions, baseline, counts)
+    dfr = read_predictions(as_list(getattr(inputs, "dfr_predictions", None)), dfr_ids)
+    predictions = {**predictions, **posthoc, **dfr}
     runs = run_metrics_table(getattr(inputs, "metrics", None), accuracy_ids) if getattr(
         inputs, "metrics", None) is not None else None
+    if runs is not None and dfr:
+        runs = pd.concat([runs, run_metrics_table(getattr(inputs, "dfr_metrics", None), dfr_ids)], ignore_index=True)
+    runs = derived_runs(runs, baseline, sorted({k[2] for k in posthoc}))
     per_run = collect_mitigation_runs(
         predictions, n_classes, stack_runs(as_list(getattr(inputs, "lid", None)), lid_ids, run_columns),
         stack_runs(as_list(getattr(inputs, "reliance", None)), accuracy_ids, run_columns),
