@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.class_weight import compute_class_weight
 
 from langskew.errors import LangskewError
 
@@ -30,6 +29,8 @@ def _balanced(labels: np.ndarray, n_classes: int, where: str) -> np.ndarray:
     if missing:
         raise LangskewError(f"{where}: label {missing[0]} has no training rows, "
                             f"so its class weight is undefined")
+    from sklearn.utils.class_weight import compute_class_weight  # here: importing scikit-learn costs ~0.8 s
+
     return compute_class_weight("balanced", classes=classes, y=labels).astype(np.float64)
 
 
