@@ -104,8 +104,8 @@ def test_editing_files_reruns_only_the_jobs_that_read_them(touched):
     _edit(d / "a_val.csv")  # Study A: one dataset's validation file
     jobs, counts = _dry_run(conf)
     assert counts["study_a_dataset"] == 1 and counts["study_a_subsets"] == 1
-    # 7 conditions (3 of the paper, 4 mitigations of the demo) x 1 seed x 1 model
-    assert counts["study_a_finetune"] == 7 and counts["study_a_probe_base"] == 1
+    # 8 conditions (3 of the paper, 5 mitigations of the demo) x 1 seed x 1 model; DFR of the baseline
+    assert counts["study_a_finetune"] == 8 and counts["study_a_probe_base"] == 1 and counts["study_a_dfr"] == 1
     assert "dataset=loc_a" in jobs and "dataset=loc_b" not in jobs
     assert not any(rule.startswith("study_b") for rule in counts)
     _mark_done(conf)

@@ -152,9 +152,10 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
     _, conf = demo
     extra = overlay(tmp_path, "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n")
     out, c = dry_run_counts(conf, extra)
-    # 7 conditions (3 of the paper, 4 mitigations) x 2 seeds of synth_nli, and what depends on them;
-    # SHAP for the 3 paper conditions only; nothing of synth_reviews
-    assert c.get("study_a_finetune") == 14 and c.get("study_a_evaluate") == 14 and c.get("study_a_probe") == 14
+    # 8 conditions (3 of the paper, 5 mitigations) x 2 seeds of synth_nli, and what depends on them;
+    # SHAP for the 3 paper conditions only; DFR of the 2 baseline runs; nothing of synth_reviews
+    assert c.get("study_a_finetune") == 16 and c.get("study_a_evaluate") == 16 and c.get("study_a_probe") == 16
+    assert c.get("study_a_dfr") == 2
     assert c.get("study_a_shap_values") == 6 and c.get("study_a_shap_compare") == 2 and c.get("study_a_report") == 1
     for rule in ["study_a_dataset", "study_a_subsets", "study_a_tiny_model", "study_a_probe_base"]:
         assert rule not in c, (rule, out[-3000:])
@@ -167,7 +168,8 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
     ("study_a:\n  shap: {max_evals: 90}\n",
      {"study_a_shap_values": 12, "study_a_shap_compare": 4, "study_a_report": 1}),
     ("study_a:\n  shap: {threshold: 0.02}\n", {"study_a_shap_compare": 4, "study_a_report": 1}),
-    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 28, "study_a_probe_base": 2, "study_a_report": 1}),
+    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 32, "study_a_probe_base": 2, "study_a_report": 1}),
+    ("study_a:\n  dfr: {n_retrains: 10}\n", {"study_a_dfr": 4, "study_a_report": 1}),
     ("study_b:\n  eval: {stride: 32}\n", None),
 ])
 def test_analysis_settings_never_rerun_training(demo, tmp_path, text, expected):
@@ -185,6 +187,9 @@ README_CONDITIONS = {
     "trained balanced": "balanced", "imbalanced": "imbalanced", "+ per-language weights": "imbalanced_plw",
     "+ logit adjustment": "imbalanced_logit_adjustment", "+ group DRO": "imbalanced_group_dro",
     "+ mask entropy": "imbalanced_mask_entropy_1", "+ language adversary": "imbalanced_adversary",
+    "+ subsampling (SUBG)": "imbalanced_subsample",
+    # derived from the imbalanced runs without fine-tuning: in the mitigation table only
+    "post-hoc adjustment": "imbalanced_posthoc_logit_adjustment", "DFR": "imbalanced_dfr",
 }
 
 
@@ -216,13 +221,21 @@ def test_readme_table_parser_reads_every_cell():
 @pytest.mark.slow
 def test_readme_accuracy_table_is_what_the_demo_gives(demo):
     """The README promises that every run of the demo gives its accuracy table exactly: every cell
-    equals the report's mean accuracy on the balanced test set (3 decimals), and every condition and
-    dataset of the demo has its cell. A change that moves a figure fails here until the README is
+    equals the report's mean accuracy on the balanced test set (3 decimals; the accuracy table's, and
+    the mitigation table's for the conditions derived from the imbalanced runs), and every condition
+    and dataset of the demo has its cell. A change that moves a figure fails here until the README is
     re-measured."""
     base, _ = demo
-    acc = pd.read_csv(base / "results" / "report" / "study_a" / "accuracy.csv")
+    tables = base / "results" / "report" / "study_a"
+    acc = pd.read_csv(tables / "accuracy.csv")
     acc = acc[(acc["test_variant"] == "balanced") & (acc["language"] == "all")]
     report = {(r.dataset, r.condition): f"{r.accuracy_mean:.3f}" for r in acc.itertuples()}
+    mit = pd.read_csv(tables / "mitigation.csv")
+    mit = mit[(mit["metric"] == "accuracy") & (mit["test_variant"] == "balanced")]
+    derived = {(r.dataset, r.condition): f"{r.mean:.3f}" for r in mit.itertuples()
+               if (r.dataset, r.condition) not in report}
+    assert {c for _, c in derived} == {"imbalanced_posthoc_logit_adjustment", "imbalanced_dfr"}, derived
+    report.update(derived)
     readme = readme_accuracy_table((ROOT / "README.md").read_text())
     assert set(readme) == set(report), sorted(set(readme) ^ set(report))
     differ = {key: (readme[key], report[key]) for key in report if readme[key] != report[key]}
