@@ -258,10 +258,13 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     losses = torch.rand(6, generator=gen) + rank
     loss_fn.adversary(feats, langs).backward()
     local = loss_fn.adversary.head.weight.grad.clone()
+    local_hits = loss_fn.adversary.language_hits.clone()
+    accuracy = loss_fn.adversary.take_accuracy()
     loss_fn.sync_gradients()
     loss_fn.dro(losses, langs * 2 + labels)
     loss_fn.step()
     torch.save({"local": local, "synced": loss_fn.adversary.head.weight.grad, "q": loss_fn.dro.q,
+                "local_hits": local_hits, "accuracy": accuracy, "after": loss_fn.adversary.language_hits.clone(),
                 "losses": losses, "groups": langs * 2 + labels}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -282,6 +285,11 @@ def test_head_gradients_and_q_are_reduced_over_two_processes(tmp_path):
     means = torch.stack([losses[groups == g].mean() if (groups == g).any() else torch.tensor(0.0) for g in range(4)])
     expected = torch.exp(0.5 * means) / torch.exp(0.5 * means).sum()
     assert torch.allclose(r[0]["q"], expected, atol=1e-6) and r[0]["q"].equal(r[1]["q"])
+    # the adversary's language accuracy: the rows of both processes pooled (hits and rows summed), then reset
+    (h0, n0), (h1, n1) = r[0]["local_hits"].tolist(), r[1]["local_hits"].tolist()
+    assert n0 == n1 == 6 and h0 / n0 != h1 / n1
+    assert r[0]["accuracy"] == r[1]["accuracy"] == pytest.approx((h0 + h1) / 12)
+    assert r[0]["after"].tolist() == r[1]["after"].tolist() == [0.0, 0.0]
 
 
 DDP_SCRIPT = """

@@ -225,7 +225,8 @@ class LanguageAdversary(nn.Module):
 
     The head counts the rows whose language it identifies (buffer ``language_hits``: identified,
     seen; saved with the state_dict, so a resumed run keeps the count); :meth:`take_accuracy`
-    reads and resets it: whether the adversary itself is fooled.
+    reads and resets it (summed over the processes of a distributed run): whether the adversary
+    itself is fooled.
     """
 
     def __init__(self, hidden_size: int, n_languages: int, kind: str, coef: float):
@@ -253,9 +254,14 @@ class LanguageAdversary(nn.Module):
         return loss
 
     def take_accuracy(self) -> float:
-        """The head's language accuracy on the rows it has seen since the last call (NaN if none); resets the count."""
-        hits, seen = self.language_hits.tolist()
+        """The head's language accuracy on the rows it has seen since the last call (NaN if none); resets the count.
+        Under ``torch.distributed`` the counts are summed over the processes (the rows of all of them),
+        so every process must call it at the same point, as with any collective operation."""
+        counts = self.language_hits.clone()
+        if _distributed():
+            torch.distributed.all_reduce(counts)
         self.language_hits.zero_()
+        hits, seen = counts.tolist()
         return hits / seen if seen else math.nan
 
 

@@ -236,8 +236,8 @@ def make_optimizer(model: torch.nn.Module, hp: Mapping[str, Any], decoupled_deca
     ``decoupled_decay`` > 0 (a group DRO condition's ``weight_decay``) replaces hp's L2 weight decay
     by AdamW-style decoupled decay off biases and LayerNorm weights, as Sagawa et al.'s AdamW does;
     the encoder and head groups then split into decayed and undecayed groups. The update runs on
-    all tensors at once (``foreach``, CUDA's default; on a CPU 3.5x faster than tensor by tensor at
-    the demo's sizes: benchmarks/finetune_overhead.py)."""
+    all tensors at once (``foreach``, CUDA's default; on a CPU about 3x faster than tensor by tensor
+    at the demo's sizes: benchmarks/finetune_overhead.py)."""
     prefix = getattr(model, "base_model_prefix", "") + "."
     parts: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (False, True)}
     for name, p in model.named_parameters():
