@@ -17,11 +17,13 @@ TEST_WORKERS ?= auto
 
 install: $(VENV)/.installed
 
+# --no-compile: Python compiles a module the first time it is imported (into __pycache__, once),
+# rather than pip compiling all ~17,500 files of the environment, most never imported.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[torch,workflow,test,tensorboard]"
+	$(PY) -m pip install -q --no-compile "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q --no-compile -e ".[torch,workflow,test,tensorboard]"
 	touch $@
 
 demo: install

@@ -97,16 +97,36 @@ class BackgroundDemo:
 _BACKGROUND: dict[str, BackgroundDemo] = {}
 
 
+def _whole_suite(config) -> bool:
+    """Whether the run selects every test (`make test`, CI): the tests folder, no -m / -k, one process."""
+    opt = config.option
+    if opt.markexpr or opt.keyword or opt.collectonly or getattr(opt, "numprocesses", None) \
+            or os.environ.get("PYTEST_XDIST_WORKER"):
+        return False
+    here = Path(__file__).resolve().parent
+    return all(Path(arg).resolve() == here for arg in config.args)
+
+
+def pytest_sessionstart(session):
+    """The whole suite needs the demo: start it before collection (about ten seconds on two cores)."""
+    if _whole_suite(session.config):
+        _BACKGROUND["demo"] = BackgroundDemo(session.config._tmp_path_factory.mktemp("demo"))
+
+
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected: `make test-fast` starts no demo
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that read the demo's outputs go last; the demo itself starts now, in the background."""
+    """Tests that read the demo's outputs go last; the demo itself starts now, in the background
+    (unless the session started it already)."""
     needs_demo = [item for item in items if "demo" in getattr(item, "fixturenames", ())]
     if not needs_demo or config.option.collectonly:
+        if "demo" in _BACKGROUND:  # started for the whole suite, but nothing selected needs it
+            _BACKGROUND.pop("demo").stop()
         return
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every xdist worker collects every test: the fixture starts
         return                                 # the demo in the worker that first needs it
     items[:] = [item for item in items if "demo" not in getattr(item, "fixturenames", ())] + needs_demo
-    _BACKGROUND["demo"] = BackgroundDemo(config._tmp_path_factory.mktemp("demo"))
+    if "demo" not in _BACKGROUND:
+        _BACKGROUND["demo"] = BackgroundDemo(config._tmp_path_factory.mktemp("demo"))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -253,11 +253,13 @@ study_b:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(slurm_cluster, tmp_path_factory):
-    """The long run, locally and without interruption: the reference for the metrics."""
+def uninterrupted(slurm_cluster, short_training, tmp_path_factory):
+    """The long run, locally and without interruption: the reference for the metrics. Its data
+    steps are copies of the short reference's (the same demo data; only the training differs)."""
     base = tmp_path_factory.mktemp("uninterrupted")
     override = base / "override.yaml"
     override.write_text(LONG_TRAINING)
+    copy_data_steps(short_training[0], base)
     args, target = pretrain_args(base, override)
     _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 2 min on an idle 2-core machine
     return base, override
