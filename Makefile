@@ -17,17 +17,27 @@ TEST_WORKERS ?= auto
 
 install: $(VENV)/.installed
 
-# pip installs without compiling; compileall then writes the bytecode of the environment and of
-# the package (src/) on every core: the same files pip would compile one at a time, plus the
-# package's own, which an editable install leaves uncompiled. (With PYTHONDONTWRITEBYTECODE set,
-# as on many CI machines, nothing else ever writes it: every process would compile what it
-# imports.) A file that does not compile (a library's Python 2 test data) is left as it is.
+# torch comes from pip (its index and pip's own settings choose the build, see above); the package
+# and its other dependencies from uv (INSTALLER=uv, the default: resolves and installs in parallel,
+# the same versions as pip; uv reads UV_* settings, not pip's) or pip (make INSTALLER=pip). Neither
+# compiles: compileall then writes the bytecode of the environment and of the package (src/, which
+# an editable install leaves uncompiled) on every core, leaving out libraries' own test folders.
+# (With PYTHONDONTWRITEBYTECODE set, as on many CI machines, nothing else ever writes it: every
+# process would compile what it imports.) A file that does not compile (a library's Python 2 test
+# data) is left as it is.
+INSTALLER ?= uv
+EXTRAS := .[torch,workflow,test,tensorboard]
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q --no-compile -e ".[torch,workflow,test,tensorboard]"
-	-$(PY) -m compileall -qq -j 0 $(VENV) src
+ifeq ($(INSTALLER),uv)
+	$(PY) -m pip install -q --no-compile uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -e "$(EXTRAS)"
+else
+	$(PY) -m pip install -q --no-compile -e "$(EXTRAS)"
+endif
+	-$(PY) -m compileall -qq -j 0 -x '/tests?/' $(VENV) src
 	touch $@
 
 demo: install

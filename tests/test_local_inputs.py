@@ -71,12 +71,19 @@ def touched(tmp_path_factory):
     overlay.write_text(OVERLAY.format(d=d))
     conf = ["--configfile", "presets/demo.yaml", str(overlay), "--config", f"outdir={d}/results",
             f"checkpoint_dir={d}/ckpt"]
-    _mark_done(conf)
+    _mark_done(conf, missing=True)
     return d, conf
 
 
-def _mark_done(conf):
-    """Create every missing output of the workflow (empty), then let --touch order their times."""
+def _mark_done(conf, missing: bool = False):
+    """With ``missing``, create every missing output of the workflow (empty); then let --touch
+    order their times (after an edit every output exists: only the times are stale)."""
+    if missing:
+        _create_missing(conf)
+    snakemake("--touch", "--cores", "1", *conf)
+
+
+def _create_missing(conf):
     proc = snakemake("-n", "--cores", "1", *conf)
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.strip().startswith("output:"):
@@ -87,7 +94,6 @@ def _mark_done(conf):
                 else:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch()
-    snakemake("--touch", "--cores", "1", *conf)
 
 
 def _dry_run(conf):

@@ -116,7 +116,8 @@ def test_demo_writes_every_table(demo, demo_report):
         assert len(df) > 0, t
     acc = pd.read_csv(rep / "study_a" / "accuracy.csv")
     assert set(acc["condition"]) == {"balanced", "imbalanced", "imbalanced_plw", "imbalanced_mask_entropy_1",
-                                     "imbalanced_adversary", "imbalanced_logit_adjustment", "imbalanced_group_dro"}
+                                     "imbalanced_adversary", "imbalanced_logit_adjustment", "imbalanced_group_dro",
+                                     "imbalanced_subsample"}
     assert (acc["n_seeds"] == 2).all()
     assert acc["accuracy_mean"].between(0, 1).all()
     lid = pd.read_csv(rep / "study_a" / "lid.csv")
@@ -128,6 +129,9 @@ def test_demo_writes_every_table(demo, demo_report):
     ranking = pd.read_csv(rep / "study_a" / "mitigation.csv")
     paired = ranking[(ranking["metric"] == "worst_group_accuracy") & (ranking["condition"] != "imbalanced")]
     assert (paired["n_pairs"] == 2).all() and paired["p_value"].dropna().between(0, 1).all()
+    # the baselines derived from the imbalanced runs rank beside the trained conditions
+    assert {"imbalanced_posthoc_logit_adjustment", "imbalanced_dfr"} <= set(ranking["condition"])
+    assert {p.parent.name for p in (base / "results" / "study_a" / "dfr").rglob("predictions.parquet")} == {"seed0", "seed42"}
     reliance = pd.read_csv(rep / "study_a" / "language_reliance.csv")
     assert set(reliance["condition"]) == set(acc["condition"]) and reliance["tvd_mean"].between(0, 1).all()
     # the HTML report collects the report() outputs with their captions (rendered once, shared with
