@@ -187,7 +187,7 @@ def finetune_seed(w):
 
 def dfr_baseline():
     """The condition DFR refits the last layer of: the mitigation baseline, if DFR is on."""
-    return mitigation_baseline() if SA.get("dfr", {}).get("enabled", False) else None
+    return mitigation_baseline() if SA["dfr"]["enabled"] else None
 
 
 def dfr_inputs(w):

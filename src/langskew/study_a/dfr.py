@@ -83,20 +83,14 @@ def groups_of(df: pd.DataFrame) -> np.ndarray:
     return (df["language"].astype(str) + "/" + df["label"].astype("int64").astype(str)).to_numpy()
 
 
-def dfr_predictions(head: Any, features: Mapping[str, np.ndarray], test_sets: Mapping[str, pd.DataFrame],
-                    n_classes: int) -> pd.DataFrame:
+def dfr_predictions(head: Any, features: Mapping[str, np.ndarray],
+                    test_sets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The predictions table of the refitted head on every test variant, in the layout of
-    fine-tuning's ``predictions.parquet`` (test_variant, id, language, label, prediction, prob_<c>)."""
-    frames = []
-    for variant, df in test_sets.items():
-        probs = head.predict_proba(features[variant])
-        out = pd.DataFrame({"test_variant": variant, "id": df["id"].astype(str).to_numpy(),
-                            "language": df["language"].to_numpy(), "label": df["label"].astype("int64").to_numpy(),
-                            "prediction": probs.argmax(axis=1).astype("int64")})
-        for c in range(n_classes):
-            out[f"prob_{c}"] = probs[:, c]
-        frames.append(out)
-    return pd.concat(frames, ignore_index=True)
+    fine-tuning's ``predictions.parquet`` (:func:`langskew.study_a.finetune.prediction_table`)."""
+    from langskew.study_a.finetune import prediction_table
+
+    return pd.concat([prediction_table(variant, df, head.predict_proba(features[variant]))
+                      for variant, df in test_sets.items()], ignore_index=True)
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,7 +98,7 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     from langskew.baselines import DFR_C_OPTIONS
 
     s = {"n_retrains": 20, "c_options": list(DFR_C_OPTIONS), "max_train_rows": None, "batch_size": 64,
-         "precision": "fp32", "seed": 0, **dict(settings)}
+         "precision": "fp32", **dict(settings)}
     if int(s["n_retrains"]) < 1:
         raise LangskewError(f"study_a.dfr.n_retrains must be >= 1, got {s['n_retrains']}")
     if not s["c_options"] or any(float(c) <= 0 for c in s["c_options"]):
@@ -157,12 +151,14 @@ def dfr_job(job: Job, *, labels: Sequence[str], test_variants: Sequence[str], ma
     extract = {name: classifier_features(classifier, tokenizer, df, int(max_length), int(s["batch_size"]),
                                          str(s["precision"]))[0]
                for name, df in {"train": train, "validation": val, **test_sets}.items()}
-    head = dfr(extract["train"], extract["validation"], val["label"].to_numpy(), groups_of(val), n_classes,
+    groups = groups_of(val)
+    head = dfr(extract["train"], extract["validation"], val["label"].to_numpy(), groups, n_classes,
                seed=int(seed), n_retrains=int(s["n_retrains"]), c_options=[float(c) for c in s["c_options"]])
+    n_groups = len(set(groups))
     logger.info("DFR: C = %g from %s, %d refits on %d validation rows (%d groups), standardised on %d training rows",
-                head.C, s["c_options"], s["n_retrains"], len(val), len(set(groups_of(val))), len(train))
-    write_parquet(dfr_predictions(head, extract, test_sets, n_classes), job.output.predictions)
-    write_json({"model_selection": "val_loss (baseline's checkpoint); C: worst_group_accuracy", "C": head.C, "c_options": s["c_options"],
-                "n_retrains": int(s["n_retrains"]), "n_validation_rows": len(val),
-                "n_train_rows_standardised": len(train), "n_groups": len(set(groups_of(val))),
-                "seed": int(seed)}, job.output.metrics)
+                head.C, s["c_options"], s["n_retrains"], len(val), n_groups, len(train))
+    write_parquet(dfr_predictions(head, extract, test_sets), job.output.predictions)
+    write_json({"model_selection": "val_loss (baseline's checkpoint); C: worst_group_accuracy", "C": head.C,
+                "c_options": s["c_options"], "n_retrains": int(s["n_retrains"]), "n_validation_rows": len(val),
+                "n_train_rows_standardised": len(train), "n_groups": n_groups, "seed": int(seed)},
+               job.output.metrics)

@@ -562,18 +562,24 @@ def _validate(loop: TrainingLoop, parts: _Parts, val_feats, batch_size: int, epo
              train_loss, val_loss, " (best)" if state.best_step == state.step else "")
 
 
+def prediction_table(variant: str, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """The rows of ``predictions.parquet`` for one test variant: test_variant, id, language, label,
+    prediction (the most probable class) and prob_<c> for every class."""
+    out = pd.DataFrame({"test_variant": variant, "id": df["id"].astype(str).to_numpy(),
+                        "language": df["language"].to_numpy(), "label": df["label"].astype("int64").to_numpy(),
+                        "prediction": probs.argmax(axis=1).astype("int64")})
+    for c in range(probs.shape[1]):
+        out[f"prob_{c}"] = probs[:, c]
+    return out
+
+
 def _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, n_classes):
     """Predictions table over all test variants and accuracy {variant: {"all"|language: acc}}."""
     frames, accuracy = [], {}
     for variant, df in test_sets.items():
         feats = encode(tokenizer, df, max_len)
         logits, _ = predict(model, feats, int(hp["eval_batch_size"]), tokenizer.pad_token_id, device, dtype)
-        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-        out = pd.DataFrame({"test_variant": variant, "id": df["id"].astype(str).to_numpy(),
-                            "language": df["language"].to_numpy(), "label": df["label"].astype("int64").to_numpy(),
-                            "prediction": probs.argmax(axis=1).astype("int64")})
-        for c in range(n_classes):
-            out[f"prob_{c}"] = probs[:, c]
+        out = prediction_table(variant, df, torch.softmax(torch.from_numpy(logits), dim=-1).numpy())
         correct = out["label"] == out["prediction"]
         accuracy[variant] = {"all": float(correct.mean()),
                              **{str(k): float(v) for k, v in correct.groupby(out["language"]).mean().items()}}
