@@ -154,7 +154,9 @@ def demo_report(demo) -> Path:
 # mid-run, with frequent checkpoints: shared by the resume tests (tests/test_resume_workflow.py)
 # and the SLURM requeue test (tests/test_slurm.py).
 PRETRAIN_RUN = "tiny-1x-clone2-p0.50"
-SHORT_TRAINING = "study_b:\n  train: {base_steps: 600, checkpoint_every: 60, eval_every: 200}\n"
+# 300 steps, a checkpoint every 60: the resume and requeue tests stop the run at its first checkpoint
+# (step 60), which leaves 240 steps (about 7 s on an idle 2-core CPU) for the signal to land mid-run.
+SHORT_TRAINING = "study_b:\n  train: {base_steps: 300, checkpoint_every: 60, eval_every: 200}\n"
 PRETRAIN_DATA_STEPS = ["study_b/corpus", "study_b/tokenizer", "study_b/tokens"]  # shared by the runs
 
 

@@ -59,9 +59,10 @@ def _accounting_works() -> bool:
     return subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True).returncode == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_cluster():
-    """A running SLURM cluster; started (and stopped again) here when LANGSKEW_START_SLURM=1."""
+    """A running SLURM cluster; started (and stopped again) here when LANGSKEW_START_SLURM=1. Only
+    this module uses it: it stops after the module's last test, not at the end of the session."""
     started = False
     if not _cluster_up() and os.environ.get("LANGSKEW_START_SLURM") == "1":
         subprocess.run(["bash", str(CLUSTER_SH), "start"], check=True, timeout=900)
@@ -238,17 +239,24 @@ def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeyp
 
 
 # --- training at a time limit and after a requeue ---------------------------------------------
-# The time-limit test: a Study B pretraining run of the demo, made long enough (about 2 minutes of
-# training on a 2-core CPU) that SLURM's smallest time limit, 1 minute, lands mid-run. runtime: 1
-# gives attempt k a limit of k minutes (rules/study_b_common.smk); checkpoints every 100 steps.
+# The time-limit test: a Study B pretraining run of the demo under SLURM's smallest time limit, 1
+# minute (runtime: 1 gives attempt k a limit of k minutes, rules/study_b_common.smk; checkpoints
+# every 100 steps). slurmctld enforces limits on a 30 s cycle, so attempt 1 ends between 60 and 90 s
+# after it started, and training must still be running then. A sleep before each attempt's
+# Snakemake (--precommand, run inside the SLURM job, so it counts against the limit) takes the first
+# LIMIT_SLEEP_S seconds: training starts at about 40-50 s (start-up included, on an idle or a busy
+# 2-core machine), and 2,200 steps (about 60 s on an idle 2-core CPU) are still running at 90 s.
+# The behaviour tested is that of a longer run: SIGTERM at the limit, a checkpoint, TIMEOUT, the
+# retry with twice the runtime resuming from the checkpoint; the sleep costs no CPU, the steps do.
 # The requeue test has no time limit in its way: it requeues the shorter run that the resume
-# tests share (conftest.SHORT_TRAINING, 600 steps) after its first checkpoint.
+# tests share (conftest.SHORT_TRAINING) after its first checkpoint.
+LIMIT_SLEEP_S = 35
 LONG_TRAINING = """\
 study_b:
   sizes:
     tiny:
       resources: {runtime: 1}
-  train: {base_steps: 3000, checkpoint_every: 100, eval_every: 500}
+  train: {base_steps: 2200, checkpoint_every: 100, eval_every: 500}
 """
 
 
@@ -261,7 +269,7 @@ def uninterrupted(slurm_cluster, short_training, tmp_path_factory):
     override.write_text(LONG_TRAINING)
     copy_data_steps(short_training[0], base)
     args, target = pretrain_args(base, override)
-    _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 2 min on an idle 2-core machine
+    _snakemake(["--cores", "1", *args], ROOT, timeout=3 * TIMEOUT_S)  # about 1 min on an idle 2-core machine
     return base, override
 
 
@@ -299,7 +307,8 @@ def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninte
     2 minutes, resumes from the checkpoint and ends with the uninterrupted run's results."""
     monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
     args, target, ckpt = _run_folder(tmp_path, uninterrupted)
-    proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *args], ROOT, timeout=3 * TIMEOUT_S)
+    sleep_first = ["--precommand", f"sleep {LIMIT_SLEEP_S}"]  # inside each attempt's SLURM job (see above)
+    proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *sleep_first, *args], ROOT, timeout=3 * TIMEOUT_S)
 
     subs = _submissions(proc.stdout + proc.stderr)
     assert len(subs) >= 2, (proc.stdout + proc.stderr)[-4000:]  # only the pretraining job went to SLURM

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -143,19 +144,49 @@ def test_demo_writes_every_table(demo, demo_report):
     assert not ckpt.exists() or not any(p.is_file() for p in ckpt.rglob("*.pt"))
 
 
-@pytest.mark.slow
-def test_rerunning_a_finished_workflow_does_nothing(demo):
+# The dry runs on the finished demo (one Snakemake process each, about 2 s of one core) start
+# together, two at a time, when the demo has finished; each test below reads its own.
+FINETUNE_SETTING = "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n"
+ANALYSIS_SETTINGS = [
+    ("study_a:\n  shap: {max_evals: 90}\n",
+     {"study_a_shap_values": 12, "study_a_shap_compare": 4, "study_a_report": 1}),
+    ("study_a:\n  shap: {threshold: 0.02}\n", {"study_a_shap_compare": 4, "study_a_report": 1}),
+    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 32, "study_a_probe_base": 2, "study_a_report": 1}),
+    ("study_a:\n  dfr: {n_retrains: 10}\n", {"study_a_dfr": 4, "study_a_report": 1}),
+    ("study_b:\n  eval: {stride: 32}\n", None),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_dry_runs(demo, tmp_path_factory):
+    """{overlay text (None: no overlay): future of (output, job counts)} of the demo's dry runs."""
     _, conf = demo
-    out, counts = dry_run_counts(conf)
+    folder = tmp_path_factory.mktemp("dry_runs")
+    texts = [None, FINETUNE_SETTING, *(text for text, _ in ANALYSIS_SETTINGS)]
+
+    def dry_run(i, text):
+        return dry_run_counts(conf, None if text is None else overlay((folder / str(i)), text))
+
+    for i in range(len(texts)):
+        (folder / str(i)).mkdir()
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {text: pool.submit(dry_run, i, text) for i, text in enumerate(texts)}
+    pool.shutdown(wait=False)
+    yield runs
+    for run in runs.values():
+        run.cancel()
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_workflow_does_nothing(demo_dry_runs):
+    out, counts = demo_dry_runs[None].result()
     assert counts == {}, out[-3000:]
     assert "Nothing to be done" in out
 
 
 @pytest.mark.slow
-def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
-    _, conf = demo
-    extra = overlay(tmp_path, "datasets:\n  synth_nli:\n    finetune: {epochs: 5}\n")
-    out, c = dry_run_counts(conf, extra)
+def test_finetune_setting_reruns_only_its_dataset(demo_dry_runs):
+    out, c = demo_dry_runs[FINETUNE_SETTING].result()
     # 8 conditions (3 of the paper, 5 mitigations) x 2 seeds of synth_nli, and what depends on them;
     # SHAP for the 3 paper conditions only; DFR of the 2 baseline runs; nothing of synth_reviews
     assert c.get("study_a_finetune") == 16 and c.get("study_a_evaluate") == 16 and c.get("study_a_probe") == 16
@@ -168,17 +199,9 @@ def test_finetune_setting_reruns_only_its_dataset(demo, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text, expected", [
-    ("study_a:\n  shap: {max_evals: 90}\n",
-     {"study_a_shap_values": 12, "study_a_shap_compare": 4, "study_a_report": 1}),
-    ("study_a:\n  shap: {threshold: 0.02}\n", {"study_a_shap_compare": 4, "study_a_report": 1}),
-    ("study_a:\n  probe: {C: 0.001}\n", {"study_a_probe": 32, "study_a_probe_base": 2, "study_a_report": 1}),
-    ("study_a:\n  dfr: {n_retrains: 10}\n", {"study_a_dfr": 4, "study_a_report": 1}),
-    ("study_b:\n  eval: {stride: 32}\n", None),
-])
-def test_analysis_settings_never_rerun_training(demo, tmp_path, text, expected):
-    _, conf = demo
-    out, c = dry_run_counts(conf, overlay(tmp_path, text))
+@pytest.mark.parametrize("text, expected", ANALYSIS_SETTINGS)
+def test_analysis_settings_never_rerun_training(demo_dry_runs, text, expected):
+    out, c = demo_dry_runs[text].result()
     assert "study_a_finetune" not in c and "study_b_pretrain" not in c, out[-3000:]
     if expected is not None:
         assert {k: v for k, v in c.items() if k != "all"} == expected
