@@ -165,16 +165,14 @@ def demo_dry_runs(demo, tmp_path_factory):
     texts = [None, FINETUNE_SETTING, *(text for text, _ in ANALYSIS_SETTINGS)]
 
     def dry_run(i, text):
-        return dry_run_counts(conf, None if text is None else overlay((folder / str(i)), text))
-
-    for i in range(len(texts)):
+        if text is None:
+            return dry_run_counts(conf)
         (folder / str(i)).mkdir()
+        return dry_run_counts(conf, overlay(folder / str(i), text))
+
     pool = ThreadPoolExecutor(max_workers=2)
-    runs = {text: pool.submit(dry_run, i, text) for i, text in enumerate(texts)}
-    pool.shutdown(wait=False)
-    yield runs
-    for run in runs.values():
-        run.cancel()
+    yield {text: pool.submit(dry_run, i, text) for i, text in enumerate(texts)}
+    pool.shutdown(cancel_futures=True)  # a dry run no test read is not started
 
 
 @pytest.mark.slow

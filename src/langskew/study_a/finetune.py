@@ -407,7 +407,7 @@ def finetune(train_df: pd.DataFrame, val_df: pd.DataFrame, test_sets: Mapping[st
                         val_groups=val_groups, decoupled_decay=mcfg.group_dro_weight_decay)
 
     model.load_state_dict(state.best_state)
-    pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, len(labels))
+    pred_df, accuracy = _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype)
     metrics = {
         "model_selection": model_selection, "best_step": state.best_step, "best_val_loss": state.best_val_loss,
         "best_val_worst_group_accuracy": state.best_worst_group_accuracy, "accuracy": accuracy,
@@ -573,7 +573,7 @@ def prediction_table(variant: str, df: pd.DataFrame, probs: np.ndarray) -> pd.Da
     return out
 
 
-def _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype, n_classes):
+def _predict_tests(model, tokenizer, test_sets, max_len, hp, device, dtype):
     """Predictions table over all test variants and accuracy {variant: {"all"|language: acc}}."""
     frames, accuracy = [], {}
     for variant, df in test_sets.items():
