@@ -8,15 +8,17 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import ROOT
+from langskew.study_b import grid
 
 EXPECTED = {  # rule: (gpu, mem_mb, runtime) on attempt 1 (config.yaml)
     "study_a_finetune": ("1", "32000", "720"),
     "study_a_probe": ("1", "16000", "60"),
     "study_a_probe_base": ("1", "16000", "60"),
     "study_a_shap_values": ("1", "16000", "240"),
-    "study_b_perplexity": ("1", "16000", "120"),  # small and medium (the whole held-out split); mini 60
+    "study_b_perplexity": ("1", "16000", "120"),  # a small or medium run's (the whole held-out split)
     "study_b_alignment": ("1", "16000", "30"),
     "study_a_dataset": (None, "16000", "120"),
     "study_a_subsets": (None, "16000", "120"),
@@ -35,12 +37,18 @@ def slurm_dry_run(tmp_path_factory):
                            "--sdm", "env-modules", "--config", f"outdir={out}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=1200, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    blocks = {}
+    blocks = {}  # rule: every job's block, in the dry run's order (which is not fixed)
     for block in re.split(r"\n\n+", proc.stdout):
         m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         if m:
-            blocks.setdefault(m[1], block)
+            blocks.setdefault(m[1], []).append(block)
     return out, blocks
+
+
+def run_size(block):
+    """The model size of a Study B job's run, from its wildcards (run ids start with the size)."""
+    run = re.search(r"wildcards:.*\brun=([^,\s]+)", block)[1]
+    return grid.expand_runs(yaml.safe_load((ROOT / "config.yaml").read_text())["study_b"])[run]["size"]
 
 
 def resource(block, key):
@@ -51,20 +59,28 @@ def resource(block, key):
 def test_profile_dry_run_shows_each_rules_own_resources(slurm_dry_run):
     _, blocks = slurm_dry_run
     for rule, (gpu, mem, runtime) in EXPECTED.items():
-        block = blocks[rule]
-        assert (resource(block, "gpu"), resource(block, "mem_mb"), resource(block, "runtime")) == (gpu, mem, runtime), rule
-    pretrain = [b for r, b in blocks.items() if r == "study_b_pretrain"]
-    assert pretrain and resource(pretrain[0], "gpu") == "1"
+        jobs = blocks[rule]
+        if rule == "study_b_perplexity":  # the one rule whose attempt-1 runtime differs by job: mini's is 60
+            jobs = [b for b in jobs if run_size(b) != "mini"]
+            assert len(jobs) < len(blocks[rule]), "the paper grid has mini runs"
+            assert {resource(b, "runtime") for b in blocks[rule] if run_size(b) == "mini"} == {"60"}
+        assert jobs, rule
+        for block in jobs:
+            got = (resource(block, "gpu"), resource(block, "mem_mb"), resource(block, "runtime"))
+            assert got == (gpu, mem, runtime), (rule, block.splitlines()[1:3])
+    pretrain = blocks["study_b_pretrain"]
+    assert pretrain and {resource(b, "gpu") for b in pretrain} == {"1"}
 
 
 def test_every_job_writes_a_benchmark_file(slurm_dry_run):
     out, blocks = slurm_dry_run
     assert set(blocks) >= set(EXPECTED) | (LOCAL - {"prefetch"})
-    for rule, block in blocks.items():
+    for rule, jobs in blocks.items():
         if rule == "all":  # the target rule runs nothing
             continue
-        m = re.search(r"benchmark: (\S+)", block)
-        assert m and m[1].startswith(f"{out}/benchmarks/{rule}/") and m[1].endswith(".tsv"), rule
+        for block in jobs:
+            m = re.search(r"benchmark: (\S+)", block)
+            assert m and m[1].startswith(f"{out}/benchmarks/{rule}/") and m[1].endswith(".tsv"), rule
 
 
 def test_jobs_of_seconds_are_local_rules():
