@@ -35,6 +35,7 @@ class BackgroundDemo:
     tests that read its outputs run last and wait for it (`demo` fixture)."""
 
     TIMEOUT_S = 3000
+    SCHEDULING = ["--max-jobs-per-timespan", "100/5s"]  # as `make demo` runs it (Makefile, DEMO_SCHEDULING)
 
     def __init__(self, base: Path):
         self.base = base
@@ -45,8 +46,8 @@ class BackgroundDemo:
         self.report_proc: subprocess.Popen | None = None
         self.started = time.monotonic()
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.conf], cwd=ROOT,
-                                         env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
+            self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.SCHEDULING,
+                                          *self.conf], cwd=ROOT, env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
                                          start_new_session=True)
 
     def wait(self) -> tuple[Path, list[str]]:

@@ -242,10 +242,12 @@ def test_demo_target_on_slurm_matches_local_run(slurm_cluster, tmp_path, monkeyp
 # The time-limit test: a Study B pretraining run of the demo under SLURM's smallest time limit, 1
 # minute (runtime: 1 gives attempt k a limit of k minutes, rules/study_b_common.smk; checkpoints
 # every 100 steps). slurmctld enforces limits on a 30 s cycle, so attempt 1 ends between 60 and 90 s
-# after it started, and training must still be running then. A sleep before each attempt's
+# after it started, and training must still be running then. A sleep before the first attempt's
 # Snakemake (--precommand, run inside the SLURM job, so it counts against the limit) takes the first
 # LIMIT_SLEEP_S seconds: training starts at about 40-50 s (start-up included, on an idle or a busy
 # 2-core machine), and 2,200 steps (about 60 s on an idle 2-core CPU) are still running at 90 s.
+# The retry does not sleep (a marker file left by the first attempt), so its 2 minutes hold the
+# rest of the steps even on a busy machine, where the first attempt got through fewer of them.
 # The behaviour tested is that of a longer run: SIGTERM at the limit, a checkpoint, TIMEOUT, the
 # retry with twice the runtime resuming from the checkpoint; the sleep costs no CPU, the steps do.
 # The requeue test has no time limit in its way: it requeues the shorter run that the resume
@@ -307,7 +309,8 @@ def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninte
     2 minutes, resumes from the checkpoint and ends with the uninterrupted run's results."""
     monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
     args, target, ckpt = _run_folder(tmp_path, uninterrupted)
-    sleep_first = ["--precommand", f"sleep {LIMIT_SLEEP_S}"]  # inside each attempt's SLURM job (see above)
+    marker = tmp_path / "first_attempt_started"  # the first attempt's SLURM job sleeps, the retry does not
+    sleep_first = ["--precommand", f"test -e {marker} || {{ touch {marker}; sleep {LIMIT_SLEEP_S}; }}"]
     proc = _snakemake([*_slurm_args(tmp_path / "slurm_logs"), *sleep_first, *args], ROOT, timeout=3 * TIMEOUT_S)
 
     subs = _submissions(proc.stdout + proc.stderr)
@@ -318,7 +321,7 @@ def test_time_limit_resumes_on_the_retry_with_more_runtime(slurm_cluster, uninte
     assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", states
     assert limits[:2] == ["1:00", "2:00"], limits  # attempt 2 got twice the runtime
     first_log = subs[0][1].read_text()
-    assert "received signal SIGTERM" in first_log and "checkpoint saved at step" in first_log
+    assert marker.exists() and "received signal SIGTERM" in first_log and "checkpoint saved at step" in first_log
     log = _rule_log(tmp_path)
     assert "resuming from checkpoint at step" in log
     got = _assert_same_training(tmp_path, uninterrupted)

@@ -234,6 +234,20 @@ def readme_accuracy_table(text: str) -> dict[tuple[str, str], str]:
     return table
 
 
+def test_the_suites_demo_is_run_as_make_demo_runs_it():
+    """The suite's background demo passes `make demo`'s options, and the job rate timespan stays
+    out of profiles/default (every SLURM job's own Snakemake reads that profile and waits up to
+    one timespan before it exits, inside the job's time limit)."""
+    from conftest import BackgroundDemo
+
+    make = (ROOT / "Makefile").read_text()
+    scheduling = re.search(r"^DEMO_SCHEDULING := (.+)$", make, re.M)[1].split()
+    recipe = re.search(r"^demo: install\n\t(.+)$", make, re.M)[1].split()
+    assert recipe[1:] == ["--cores", "$(CORES)", "--configfile", "presets/demo.yaml", "$(DEMO_SCHEDULING)"]
+    assert BackgroundDemo.SCHEDULING == scheduling == ["--max-jobs-per-timespan", "100/5s"]
+    assert "max-jobs-per-timespan" not in (ROOT / "profiles" / "default" / "config.yaml").read_text()
+
+
 def test_readme_table_parser_reads_every_cell():
     text = ("## What the demo shows\n\n| dataset | trained balanced | + group DRO |\n|---|---|---|\n"
             "| synth_nli (en 1:2:3) | 0.632 | 0.602 |\n| synth_reviews (6 languages) | 0.484 | 0.309 |\n\n## Next\n"
