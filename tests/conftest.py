@@ -46,9 +46,9 @@ class BackgroundDemo:
         self.report_proc: subprocess.Popen | None = None
         self.started = time.monotonic()
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *self.SCHEDULING,
-                                          *self.conf], cwd=ROOT, env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True)
+            command = [sys.executable, "-m", "snakemake", "--cores", "2", *self.SCHEDULING, *self.conf]
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=DEMO_ENV, stdout=out, stderr=subprocess.STDOUT,
+                                         text=True, start_new_session=True)
 
     def wait(self) -> tuple[Path, list[str]]:
         left = self.TIMEOUT_S - (time.monotonic() - self.started)
