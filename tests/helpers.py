@@ -241,3 +241,30 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+
+STREAMING_LEFT = """
+import gc, importlib, json, sys
+import datasets
+module, name = sys.argv[1].rsplit(".", 1)
+args = json.loads(sys.argv[2])
+gc.disable()  # as if the collector did not run again before the process exits
+result = getattr(importlib.import_module(module), name)(*args)
+print(json.dumps({"result": result, "alive": sum(isinstance(o, datasets.IterableDataset) for o in gc.get_objects())},
+                 default=str))
+"""
+
+
+def streaming_datasets_left(func: str, *args) -> tuple[object, int]:
+    """Call ``func`` (``module.name``) with JSON ``args`` in a fresh interpreter, as a job does,
+    with the cyclic garbage collector off; return its JSON result and how many ``datasets``
+    IterableDatasets are still alive after it returned."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", STREAMING_LEFT, func, json.dumps(args, default=str)],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    return got["result"], got["alive"]

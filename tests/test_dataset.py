@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import job, write_hub_style_dataset
+from helpers import job, streaming_datasets_left, write_hub_style_dataset
 from hub_fixtures import per_language_parquet_repo, script_only_repo
 from langskew.errors import LangskewError
 from langskew.study_a.dataset import dataset_job, prepare_dataset
@@ -213,8 +213,11 @@ def test_amazon_parquet_copy_with_per_language_configs(tmp_path):
     assert test["label"].tolist()[:6] == [0, 1, 2, 3, 4, 0]  # stars - 1, taken as class indices
     assert test["text"].iloc[0] == "de title 0\n\nde body 0"  # title and body, as the copy has them
     # the same repo read file by file (data_files) and as a stream gives the same rows
-    prepare_dataset("amazon", _amazon_spec(root, streaming=True, data_files={
-        s: f"{{language}}/{s}-*.parquet" for s in SPLITS}, name="{language}"), tmp_path / "streamed")
+    streamed = _amazon_spec(root, streaming=True, data_files={s: f"{{language}}/{s}-*.parquet" for s in SPLITS},
+                            name="{language}")
+    _, alive = streaming_datasets_left("langskew.study_a.dataset.prepare_dataset", "amazon", streamed,
+                                       tmp_path / "streamed")
+    assert alive == 0  # each streamed split is freed once read (a job's exit would free it otherwise)
     pd.testing.assert_frame_equal(test, pd.read_parquet(tmp_path / "streamed" / "test.parquet"))
 
 

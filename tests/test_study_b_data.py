@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import build_study_b_tokens, job
+from helpers import build_study_b_tokens, job, streaming_datasets_left
 from hub_fixtures import sharded_parquet_repo, split_shards_repo, translation_repo
 from langskew.errors import LangskewError
 from langskew.io import read_json
@@ -217,6 +217,22 @@ def test_sharded_hub_repo_reads_only_the_chosen_shards(tmp_path):
     hub["filter"] = {"column": "quality", "min": 0.5}
     with pytest.raises(LangskewError, match="filter column 'quality'"):
         corpus.load_corpus(spec, "fr")
+
+
+@pytest.mark.parametrize("max_train", [None, 6])
+def test_a_streamed_hub_corpus_is_freed_as_soon_as_reading_ends(tmp_path, max_train):
+    """A streaming dataset opened first in a process (as in every corpus job) sits in a reference
+    cycle; left for the collector, it may be freed only at interpreter exit, where freeing its
+    Arrow readers can abort a job whose outputs are written. The corpus job frees it when the rows
+    are read, or when it stops reading at max_documents."""
+    root = sharded_parquet_repo(tmp_path / "books", [pd.DataFrame({"text": [f"b{s}-{i}" for i in range(10)]})
+                                                     for s in range(3)])
+    hub = {"path": str(root), "splits": {"train": "train", "test": None}, "shards": 2, "streaming": True}
+    spec = {"source": "hub", "hub": hub, "test_fraction": 0.5, "max_documents": {"train": max_train}}
+    counts, alive = streaming_datasets_left("langskew.study_b.corpus.write_corpus", spec, "fr",
+                                            {split: tmp_path / f"{split}.parquet" for split in ("train", "test")})
+    assert alive == 0
+    assert counts["train"] == (max_train or 20 - counts["test"])
 
 
 def test_paper_english_corpus_reads_the_english_shards_of_a_gutenberg_style_repo(tmp_path):

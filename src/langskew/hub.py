@@ -16,9 +16,10 @@ cached (see ``langskew.prefetch``).
 from __future__ import annotations
 
 import fnmatch
+import gc
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from langskew.errors import LangskewError
 from langskew.paths import as_list
@@ -99,6 +100,27 @@ def load_hub_dataset(where: str, path: str, **kwargs: Any):
         raise
     except Exception as exc:  # datasets raises RuntimeError, ValueError, OSError, its own errors...
         raise explain_hub_error(exc, where, path) from exc
+
+
+def stream_batches(ds: Any, batch_size: int) -> Iterator[dict]:
+    """The batches of ``ds`` (a ``datasets`` Dataset or IterableDataset), as ``ds.iter`` gives them.
+
+    A streaming dataset sits in a reference cycle, so it outlives its last use until the garbage
+    collector runs, perhaps only at interpreter exit, where freeing its Arrow readers while Arrow
+    itself is being torn down can abort the process after the job's work is done ("terminate called
+    without an active exception": apache/arrow#45214, huggingface/datasets#7566). When iteration
+    ends, or stops early and the generator is closed, the collector is therefore run at once.
+    The caller passes its only reference (``stream_batches(open(...), n)``, not a kept variable).
+    """
+    import datasets
+
+    streaming = isinstance(ds, datasets.IterableDataset)
+    try:
+        yield from ds.iter(batch_size=batch_size)
+    finally:
+        del ds
+        if streaming:
+            gc.collect()
 
 
 def _files_under(root: Path) -> list[str]:

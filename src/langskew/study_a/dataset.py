@@ -293,7 +293,9 @@ def load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split:
                                 split=_hub_split(hub, split), data_files=data_files,
                                 streaming=bool(hub.get("streaming")) or None, cache_dir=hub.get("cache_dir"))
     if hub.get("streaming"):
-        batches = [pd.DataFrame(batch) for batch in ds.iter(batch_size=10_000)]
+        batches = hubio.stream_batches(ds, 10_000)
+        del ds  # the batches' generator holds the only reference, and frees it when it ends
+        batches = [pd.DataFrame(batch) for batch in batches]
         return (pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()), where
     return ds.to_pandas(), where
 

@@ -43,6 +43,7 @@ and ``corpus/parallel.parquet`` (one column per language).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -119,16 +120,21 @@ def hub_rows(hub: dict, split_name: str, where: str) -> Iterator[dict]:
     rule = hub.get("filter") or None
     if rule and rule.get("column") not in (ds.column_names or [rule.get("column")]):
         raise LangskewError(f"{where}: filter column {rule.get('column')!r} is missing (columns: {ds.column_names})")
+    # the batches' generator holds the only reference to ds; closed here however reading ends
+    # (exhausted, or the caller stopped early), it frees ds at once (hubio.stream_batches)
+    batches = hubio.stream_batches(ds, READ_BATCH)
+    del ds
     kept = dropped = 0
-    for batch in ds.iter(batch_size=READ_BATCH):
-        names = list(batch)
-        for i in range(len(batch[names[0]]) if names else 0):
-            row = {k: batch[k][i] for k in names}
-            if rule and not _passes(row.get(rule["column"]), rule):
-                dropped += 1
-                continue
-            kept += 1
-            yield row
+    with contextlib.closing(batches):
+        for batch in batches:
+            names = list(batch)
+            for i in range(len(batch[names[0]]) if names else 0):
+                row = {k: batch[k][i] for k in names}
+                if rule and not _passes(row.get(rule["column"]), rule):
+                    dropped += 1
+                    continue
+                kept += 1
+                yield row
     if rule:
         logger.info("%s: filter %s kept %d rows, dropped %d", where, rule, kept, dropped)
 
