@@ -221,6 +221,37 @@ def test_accuracy_figure_shows_the_papers_test_sets():
         report.figure_panels(table, {"xnli": ["held_out"]})
 
 
+@pytest.mark.parametrize("n_panels", [1, 3])
+def test_accuracy_figure_legend_sits_below_every_panel_and_keeps_one_colour_per_condition(n_panels):
+    """Eight conditions with long names: the one legend overlaps no panel (bars, ticks, titles)
+    and lies inside the figure; a condition missing from a panel does not shift the others' colours."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.container import BarContainer
+
+    conditions = ["balanced", "imbalanced", *(f"imbalanced_{m}" for m in (
+        "adversary", "group_dro", "logit_adjustment", "mask_entropy_1", "plw", "subsample"))]
+    variants = ("balanced", "imbalanced", "original")[:n_panels]
+    rows = [("xnli", "m", c, v, "all", 0.5 + 0.05 * i, 0.02, 2) for v in variants for i, c in enumerate(conditions)
+            if not (n_panels > 1 and v == variants[-1] and c == "imbalanced")]
+    table = pd.DataFrame(rows, columns=["dataset", "model", "condition", "test_variant", "language",
+                                        "accuracy_mean", "accuracy_sd", "n_seeds"])
+    fig = report.accuracy_figure(table, {"xnli": list(variants)})
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == conditions
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width and legend.y0 >= 0
+    for ax in fig.axes:
+        assert not ax.get_tightbbox(renderer).overlaps(legend)
+    colours = {}
+    for i, ax in enumerate(fig.axes):
+        bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+        assert len(bars) == (7 if n_panels > 1 and i == n_panels - 1 else 8)
+        for bar in bars:
+            colours.setdefault(bar.get_label(), set()).add(to_rgba(bar.patches[0].get_facecolor()))
+    assert sorted(colours) == sorted(conditions) and all(len(c) == 1 for c in colours.values())
+    assert len({c.pop() for c in colours.values()}) == 8
+
+
 def test_paper_config_sets_the_figures_test_sets():
     from langskew.config import load_config
 

@@ -178,16 +178,20 @@ def figure_panels(table: pd.DataFrame, test_variants: Mapping[str, Any] | None =
 
 def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None = None):
     """Bar chart: overall accuracy (mean +- sd over seeds, the bar clipped to [0, 1]) per model and
-    condition, one panel per (dataset, test variant) of :func:`figure_panels`."""
+    condition, one panel per (dataset, test variant) of :func:`figure_panels`; a condition has one
+    colour in every panel, named in one legend below the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = figure_panels(table, test_variants) or [("(none)", "")]
+    overall = table[table["language"] == ALL]
+    colours = {cond: f"C{i % 10}" for i, cond in enumerate(dict.fromkeys(overall["condition"]))}
     fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.5 * len(panels), 3.4))
+    handles: dict[str, Any] = {}
     for ax, (dataset, variant) in zip(axes[0], panels):
-        sub = table[(table["dataset"] == dataset) & (table["language"] == ALL) & (table["test_variant"] == variant)]
+        sub = overall[(overall["dataset"] == dataset) & (overall["test_variant"] == variant)]
         models = list(dict.fromkeys(sub["model"]))
         conditions = list(dict.fromkeys(sub["condition"]))
         width = 0.8 / max(1, len(conditions))
@@ -195,15 +199,29 @@ def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None
             rows = sub[sub["condition"] == cond].set_index("model").reindex(models)
             sd, mean = rows["accuracy_sd"].fillna(0.0), rows["accuracy_mean"]
             err = np.vstack([np.minimum(sd, mean), np.minimum(sd, 1 - mean)])  # mean -+ sd within [0, 1]
-            ax.bar(np.arange(len(models)) + (j - (len(conditions) - 1) / 2) * width, mean,
-                   width, yerr=err, capsize=3, label=cond)
+            bars = ax.bar(np.arange(len(models)) + (j - (len(conditions) - 1) / 2) * width, mean,
+                          width, yerr=err, capsize=3, color=colours[cond], label=cond)
+            handles.setdefault(cond, bars)
         ax.set_xticks(np.arange(len(models)), models)
         ax.set_title(f"{dataset} (test: {variant})", fontsize=10)
         ax.set_ylabel("accuracy")
-        if conditions:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    if handles:  # below the panels, never over a bar; the panels shrink to make room
+        _legend_below(fig, handles)
+    else:
+        fig.tight_layout()
     return fig
+
+
+def _legend_below(fig, handles: Mapping[str, Any]) -> None:
+    """One legend centred below the panels, in as many columns as the figure's width holds."""
+    for ncol in range(len(handles), 0, -1):
+        legend = fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=7,
+                            frameon=False, ncol=ncol)
+        fig.canvas.draw()
+        if legend.get_window_extent().width <= fig.bbox.width or ncol == 1:
+            break
+        legend.remove()
+    fig.tight_layout(rect=(0, legend.get_window_extent().height / fig.bbox.height + 0.01, 1, 1))
 
 
 RELIANCE_VALUES = ("accuracy", "tvd", "accuracy_over", "accuracy_under", "reliance_gap")
