@@ -243,7 +243,6 @@ def load_benchmark(name: str):
     return module
 
 
-
 STREAMING_LEFT = """
 import gc, importlib, json, sys
 import datasets

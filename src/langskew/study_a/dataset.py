@@ -295,8 +295,8 @@ def load_hub_table(name: str, hub: Mapping[str, Any], config: str | None, split:
     if hub.get("streaming"):
         batches = hubio.stream_batches(ds, 10_000)
         del ds  # the batches' generator holds the only reference, and frees it when it ends
-        batches = [pd.DataFrame(batch) for batch in batches]
-        return (pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()), where
+        frames = [pd.DataFrame(batch) for batch in batches]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), where
     return ds.to_pandas(), where
 
 

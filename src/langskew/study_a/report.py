@@ -188,7 +188,7 @@ def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None
     panels = figure_panels(table, test_variants) or [("(none)", "")]
     overall = table[table["language"] == ALL]
     colours = {cond: f"C{i % 10}" for i, cond in enumerate(dict.fromkeys(overall["condition"]))}
-    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.5 * len(panels), 3.4))
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.5 * len(panels), 3.4), layout="constrained")
     handles: dict[str, Any] = {}
     for ax, (dataset, variant) in zip(axes[0], panels):
         sub = overall[(overall["dataset"] == dataset) & (overall["test_variant"] == variant)]
@@ -205,23 +205,16 @@ def accuracy_figure(table: pd.DataFrame, test_variants: Mapping[str, Any] | None
         ax.set_xticks(np.arange(len(models)), models)
         ax.set_title(f"{dataset} (test: {variant})", fontsize=10)
         ax.set_ylabel("accuracy")
-    if handles:  # below the panels, never over a bar; the panels shrink to make room
-        _legend_below(fig, handles)
-    else:
-        fig.tight_layout()
-    return fig
-
-
-def _legend_below(fig, handles: Mapping[str, Any]) -> None:
-    """One legend centred below the panels, in as many columns as the figure's width holds."""
+    # one legend below the panels (the constrained layout shrinks them to make room), in as many
+    # columns as the figure's width holds
     for ncol in range(len(handles), 0, -1):
-        legend = fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=7,
+        legend = fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=7,
                             frameon=False, ncol=ncol)
         fig.canvas.draw()
         if legend.get_window_extent().width <= fig.bbox.width or ncol == 1:
             break
         legend.remove()
-    fig.tight_layout(rect=(0, legend.get_window_extent().height / fig.bbox.height + 0.01, 1, 1))
+    return fig
 
 
 RELIANCE_VALUES = ("accuracy", "tvd", "accuracy_over", "accuracy_under", "reliance_gap")
